@@ -1,0 +1,85 @@
+# tfbook: the executable Transformer textbook.
+#   make book   build the HTML book into _build/html (executes notebooks, cached)
+#   make test   every check: lint, pytest, nbval, student editions, strict HTML build
+# Run `make help` for the rest.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
+export TFBOOK_REPO_ROOT := $(CURDIR)
+# Matplotlib never needs a display here.
+export MPLBACKEND := Agg
+
+.PHONY: help setup book test lint unit nbval student strict-build browser-test browser-test-if-available lab execute clean
+
+help:
+	@echo "make book          build the HTML book (executes notebooks, cached) -> _build/html"
+	@echo "make test          lint + pytest + nbval + student editions + strict HTML build"
+	@echo "make student       write student editions of every chapter to _build/student/"
+	@echo "make execute       re-execute master notebooks in place (refresh stored outputs)"
+	@echo "make lab           open the notebooks in JupyterLab"
+	@echo "make browser-test  load every built page in headless Chromium, offline"
+	@echo "make clean         remove _build and caches (keeps .venv)"
+
+# Set-up: re-installs only when requirements.txt or pyproject.toml changed.
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tfbook)" >/dev/null
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/python -m tfbook.build_tools prepare-static
+	$(BIN)/jupyter-book build . --path-output .
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+test: lint unit nbval strict-build browser-test-if-available
+	@echo "make test: all checks passed"
+
+lint: $(STAMP)
+	$(BIN)/ruff check tfbook tests benchmarks
+	$(BIN)/ruff format --check tfbook tests benchmarks
+
+# Library, exercise engine, notebook structure, student editions, grading CLI.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+# Re-execute every master notebook and compare with its stored outputs.
+# TFBOOK_STRICT=1 makes a failing exercise check raise, so a wrong reference solution fails here.
+nbval: $(STAMP)
+	TFBOOK_STRICT=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
+	  --nbval-cell-timeout 300 $(NOTEBOOKS)
+
+# Zero-warning HTML build from the stored (nbval-verified) outputs: no second execution.
+strict-build: $(STAMP)
+	$(BIN)/python -m tfbook.build_tools prepare-static
+	@mkdir -p _build
+	$(BIN)/python -m tfbook.build_tools strict-config > _build/_config_strict.yml
+	$(BIN)/jupyter-book build . --path-output . --config _build/_config_strict.yml -W -n --keep-going
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+browser-test: $(STAMP)
+	$(BIN)/python -m tfbook.build_tools browser-test _build/html
+
+browser-test-if-available: strict-build
+	@if command -v chromium >/dev/null 2>&1; then $(MAKE) --no-print-directory browser-test; \
+	 else echo "chromium not installed: browser check skipped (apt-get install chromium)"; fi
+
+student: $(STAMP)
+	$(BIN)/tfbook student $(NOTEBOOKS) --out _build/student
+
+execute: $(STAMP)
+	$(BIN)/python -m tfbook.build_tools execute $(NOTEBOOKS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

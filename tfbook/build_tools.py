@@ -1,0 +1,133 @@
+"""Build helpers behind the Makefile (chapter 0): ``python -m tfbook.build_tools COMMAND``.
+
+Commands:
+
+- ``prepare-static``: copy the MathJax shipped by the pinned ``jupyter-server-mathjax``
+  package into ``_build/_static_extra/mathjax`` so the HTML book typesets formulas offline
+  (when the package is missing, a tiny loader that falls back to the CDN is written instead).
+- ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
+  strict (``-W``) build that reuses the nbval-verified stored outputs.
+- ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (widget state
+  stored, no timing metadata), so stored outputs are refreshed deterministically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+__all__ = ["prepare_static", "strict_config", "execute_notebooks", "main"]
+
+ROOT = Path(os.environ.get("TFBOOK_REPO_ROOT", Path(__file__).resolve().parents[1]))
+STATIC_EXTRA = ROOT / "_build" / "_static_extra"
+MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@2.7.9/MathJax.js"
+
+# The parts of MathJax 2 the book uses: TeX input, SVG output (needs no web fonts), the
+# combined configuration file and the extensions it loads.
+_MATHJAX_PARTS = ["MathJax.js", "LICENSE", "config", "extensions", "jax/input/TeX",
+                  "jax/output/SVG", "jax/output/HTML-CSS", "jax/element", "localization/en",
+                  "fonts/HTML-CSS/STIX-Web"]
+
+
+def _mathjax_source() -> Path | None:
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        static = Path(location) / "static"
+        if (static / "MathJax.js").is_file():
+            return static
+    return None
+
+
+def prepare_static(dest: Path = STATIC_EXTRA) -> Path:
+    """Put a MathJax 2 copy (or a CDN fallback loader) under ``dest/mathjax``; return it."""
+    target = dest / "mathjax"
+    source = _mathjax_source()
+    stamp = target / ".source"
+    if source is not None and stamp.is_file() and stamp.read_text() == str(source):
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    if source is None:
+        (target / "MathJax.js").write_text(
+            "// Local MathJax missing (pip install -r requirements.txt): load it from the CDN.\n"
+            "(function(){var s=document.createElement('script');"
+            f"s.src='{MATHJAX_CDN}?config=TeX-AMS-MML_HTMLorMML-full';"
+            "document.head.appendChild(s);})();\n"
+        )
+        print(f"warning: jupyter-server-mathjax not installed; {target} falls back to the CDN")
+        return target
+    for part in _MATHJAX_PARTS:
+        src = source / part
+        if src.is_dir():
+            shutil.copytree(src, target / part)
+        elif src.is_file():
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / part)
+    stamp.write_text(str(source))
+    return target
+
+
+def strict_config(config: Path = ROOT / "_config.yml") -> str:
+    """``_config.yml`` with execution off (stored outputs are used as they are)."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data.setdefault("execute", {})["execute_notebooks"] = "off"
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+def execute_notebooks(paths: list[Path], timeout: int = 300) -> None:
+    """Re-execute each notebook in place (its own folder as working directory)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+            record_timing=False,
+            store_widget_state=True,
+        )
+        client.execute()
+        for cell in nb.cells:
+            cell.get("metadata", {}).pop("execution", None)
+        nbformat.write(nb, path)
+        print(f"executed {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfbook.build_tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare-static")
+    sub.add_parser("strict-config")
+    ex = sub.add_parser("execute")
+    ex.add_argument("notebooks", nargs="+", type=Path)
+    ex.add_argument("--timeout", type=int, default=300)
+    br = sub.add_parser("browser-test")
+    br.add_argument("html_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "prepare-static":
+        print(f"static files in {prepare_static()}")
+    elif args.command == "strict-config":
+        sys.stdout.write(strict_config())
+    elif args.command == "execute":
+        execute_notebooks(args.notebooks, args.timeout)
+    elif args.command == "browser-test":
+        from tfbook.browser_check import run
+
+        return run(args.html_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,595 @@
+"""The checking engine behind every chapter's exercises (chapter 0).
+
+A :class:`Question` knows a reference implementation, how to make seeded test cases,
+and a list of :class:`Mistake` s: realistic wrong implementations with the advice that
+fixes each. ``check(answer)`` runs the student's function on every case, compares it with
+the reference and, when the output is wrong, looks for the known mistake that produces
+exactly the same wrong output, so the feedback can name it.
+
+Everything printed is deterministic plain text (nbval compares it); notebooks also get
+a coloured HTML view. Environment switches:
+
+- ``TFBOOK_STRICT=1``: a check that does not pass raises ``AssertionError`` (CI uses it,
+  so a wrong reference solution can never pass).
+- ``TFBOOK_COURSE_MODE=1``: ``solution()`` refuses to show solutions (for graded courses).
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import inspect
+import math
+import os
+import signal
+import textwrap
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Case",
+    "Mistake",
+    "Question",
+    "Result",
+    "ExerciseSet",
+    "compare",
+    "STATUSES",
+]
+
+#: Every status a check can end in.
+STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
+
+_STATUS_COLOURS = {
+    "passed": ("#1b5e20", "#e8f5e9"),
+    "failed": ("#b71c1c", "#ffebee"),
+    "not attempted": ("#37474f", "#eceff1"),
+    "error": ("#bf360c", "#fbe9e7"),
+    "timeout": ("#bf360c", "#fbe9e7"),
+}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    """One input on which the answer is compared with the reference.
+
+    Args:
+        name: short, stable description shown in feedback (``"random, seed 3"``).
+        args: positional arguments (copied before every call; never shared).
+        kwargs: keyword arguments.
+        seed: when set, ``torch``/``numpy`` are seeded with it right before each call, so
+            functions that draw random numbers are compared on the same draws.
+    """
+
+    name: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    seed: int | None = None
+
+
+@dataclass
+class Mistake:
+    """A realistic wrong implementation and the advice that fixes it.
+
+    Args:
+        name: what the mistake is, in a few words (``"no 1/sqrt(d_k) scaling"``).
+        fn: the wrong implementation, same signature as the reference.
+        fix: one or two sentences telling the student what to change.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    fix: str
+
+
+@dataclass
+class Result:
+    """The outcome of checking one answer (plain text via ``str``, HTML in notebooks)."""
+
+    qid: str
+    title: str
+    status: str
+    points: float
+    max_points: float
+    detail: str = ""
+    case: str = ""
+    mistake: Mistake | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def text(self) -> str:
+        head = f"[{self.qid}] {self.title}: "
+        if self.status == "passed":
+            return head + f"passed ({self.detail})"
+        if self.status == "not attempted":
+            return head + "not attempted (the function still raises NotImplementedError)"
+        lines = [head + self.status.upper() + (f' on case "{self.case}"' if self.case else "")]
+        lines += ["  " + line for line in self.detail.splitlines()]
+        if self.mistake is not None:
+            lines.append(f"  Likely mistake: {self.mistake.name}.")
+            lines.append(f"  How to fix it: {self.mistake.fix}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        fg, bg = _STATUS_COLOURS[self.status]
+        body = html.escape(self.text())
+        return (
+            f'<div class="tfbook-check tfbook-{self.status.replace(" ", "-")}" '
+            f'style="border-left:4px solid {fg};background:{bg};color:{fg};'
+            f'padding:6px 10px;margin:4px 0;font-family:monospace;white-space:pre-wrap">'
+            f"{body}</div>"
+        )
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _describe(x: Any) -> str:
+    """Short, deterministic description of a value (for the 'call' line of feedback)."""
+    if isinstance(x, torch.Tensor):
+        return f"Tensor{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+    if isinstance(x, np.ndarray):
+        return f"ndarray{tuple(x.shape)} {x.dtype}"
+    if isinstance(x, (list, tuple)) and len(x) > 6:
+        return f"{type(x).__name__} of {len(x)} items"
+    if isinstance(x, str) and len(x) > 40:
+        return repr(x[:37] + "...")
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return repr(x)
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    v = float(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4f}"
+
+
+def _as_float64(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _compare_arrays(
+    expected: Any, got: Any, where: str, atol: float, rtol: float, check_dtype: bool
+) -> str | None:
+    kind = "torch.Tensor" if isinstance(expected, torch.Tensor) else "numpy.ndarray"
+    if not isinstance(got, type(expected)) and not (
+        isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
+    ):
+        return f"{where}: expected a {kind}, got {type(got).__name__}"
+    if tuple(got.shape) != tuple(expected.shape):
+        return (
+            f"{where}: wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
+        )
+    if check_dtype and got.dtype != expected.dtype:
+        return f"{where}: wrong dtype: expected {expected.dtype}, got {got.dtype}"
+    if expected.dtype in (torch.bool, np.bool_) or got.dtype in (torch.bool, np.bool_):
+        e = _as_float64(expected)
+        g = _as_float64(got)
+        if not np.array_equal(e, g):
+            idx = tuple(int(i) for i in np.argwhere(e != g)[0])
+            return (
+                f"{where}: values differ at index {idx}: "
+                f"expected {bool(e[idx])}, got {bool(g[idx])} "
+                f"({int((e != g).sum())} of {e.size} entries differ)"
+            )
+        return None
+    e = _as_float64(expected)
+    g = _as_float64(got)
+    if e.size == 0:
+        return None
+    if np.isnan(g).any() and not np.isnan(e).any():
+        idx = tuple(int(i) for i in np.argwhere(np.isnan(g))[0])
+        return f"{where}: contains NaN (first at index {idx}); the reference has none"
+    close = np.isclose(g, e, atol=atol, rtol=rtol, equal_nan=True)
+    if close.all():
+        return None
+    diff = np.where(close, 0.0, np.abs(np.nan_to_num(g - e, nan=np.inf, posinf=np.inf)))
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+    n_bad = int((~close).sum())
+    return (
+        f"{where}: values differ in {n_bad} of {e.size} entries; largest difference at "
+        f"index {idx}: expected {_fmt(e[idx])}, got {_fmt(g[idx])}"
+    )
+
+
+def compare(
+    expected: Any,
+    got: Any,
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    check_dtype: bool = False,
+    where: str = "output",
+) -> str | None:
+    """Compare two outputs; return ``None`` when equal, else a one-line description.
+
+    Tensors and arrays are compared in float64 with ``atol``/``rtol`` after checking type and
+    shape (and dtype when ``check_dtype``); tuples, lists and dicts element by element;
+    floats with the same tolerances; everything else with ``==``.
+    """
+    if isinstance(expected, (torch.Tensor, np.ndarray)):
+        return _compare_arrays(expected, got, where, atol, rtol, check_dtype)
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return f"{where}: expected a {type(expected).__name__}, got {type(got).__name__}"
+        if len(got) != len(expected):
+            return f"{where}: expected {len(expected)} items, got {len(got)}"
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            msg = compare(e, g, atol=atol, rtol=rtol, check_dtype=check_dtype, where=f"{where}[{i}]")
+            if msg:
+                return msg
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return f"{where}: expected a dict, got {type(got).__name__}"
+        if set(got) != set(expected):
+            missing = sorted(map(str, set(expected) - set(got)))
+            extra = sorted(map(str, set(got) - set(expected)))
+            return f"{where}: wrong keys (missing {missing}, unexpected {extra})"
+        for key in expected:
+            msg = compare(
+                expected[key], got[key], atol=atol, rtol=rtol, check_dtype=check_dtype,
+                where=f"{where}[{key!r}]",
+            )
+            if msg:
+                return msg
+        return None
+    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+        if got != expected or type(got) is not type(expected):
+            return f"{where}: expected {expected!r}, got {_describe(got)}"
+        return None
+    if isinstance(expected, (int, float, np.integer, np.floating)):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        elif isinstance(got, np.ndarray) and got.size == 1:
+            got = got.item()
+        if not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool):
+            return f"{where}: expected a number, got {type(got).__name__}"
+        if not math.isclose(float(got), float(expected), abs_tol=atol, rel_tol=rtol):
+            return f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
+        return None
+    if got != expected:
+        return f"{where}: expected {_describe(expected)}, got {_describe(got)}"
+    return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _run_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
+    """Run ``fn()``; raise :class:`_Timeout` after ``seconds``.
+
+    In the main thread (a notebook cell, a script) a SIGALRM interrupts a runaway Python
+    loop. Elsewhere the call runs in a daemon thread and is abandoned after the limit.
+    """
+    if seconds is None or seconds <= 0:
+        return fn()
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM"):
+
+        def _handler(signum, frame):  # noqa: ARG001
+            raise _Timeout()
+
+        previous = signal.signal(signal.SIGALRM, _handler)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _Timeout()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _clone(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    return copy.deepcopy(x)
+
+
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+
+
+def _call(fn: Callable[..., Any], case: Case) -> Any:
+    args = tuple(_clone(a) for a in case.args)
+    kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
+    _seed(case.seed)
+    return fn(*args, **kwargs)
+
+
+def _call_text(name: str, case: Case, params: Sequence[str] | None) -> str:
+    parts = []
+    for i, a in enumerate(case.args):
+        label = params[i] + "=" if params and i < len(params) else ""
+        parts.append(label + _describe(a))
+    parts += [f"{k}={_describe(v)}" for k, v in case.kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+class Question:
+    """One graded exercise.
+
+    Args:
+        qid: stable id, ``"ch04.q1"``; used in cell metadata and grade sheets.
+        title: short title shown in feedback and progress tables.
+        reference: the correct implementation; also what ``solution()`` shows.
+        cases: a function returning the list of :class:`Case` to try (called anew for
+            every check so inputs are fresh); seeded random cases first, edge cases after.
+        mistakes: known wrong implementations, each diagnosed by name when matched.
+        hints: successive hints, from gentle to nearly the answer.
+        points: points awarded when the check passes (all or nothing).
+        atol, rtol, check_dtype: comparison settings (see :func:`compare`).
+        timeout: seconds allowed per call of the student's function.
+        compare_fn: optional ``(expected, got) -> str | None`` replacing :func:`compare`.
+    """
+
+    def __init__(
+        self,
+        qid: str,
+        title: str,
+        reference: Callable[..., Any],
+        cases: Callable[[], list[Case]],
+        mistakes: Sequence[Mistake] = (),
+        hints: Sequence[str] = (),
+        *,
+        points: float = 1.0,
+        atol: float = 1e-5,
+        rtol: float = 1e-4,
+        check_dtype: bool = False,
+        timeout: float = 10.0,
+        compare_fn: Callable[[Any, Any], str | None] | None = None,
+    ) -> None:
+        self.qid = qid
+        self.title = title
+        self.reference = reference
+        self.make_cases = cases
+        self.mistakes = list(mistakes)
+        self.hints = list(hints)
+        self.points = float(points)
+        self.atol, self.rtol, self.check_dtype = atol, rtol, check_dtype
+        self.timeout = timeout
+        self._compare_fn = compare_fn
+        self.state = "not checked"
+        self._hints_shown = 0
+        try:
+            self._params = list(inspect.signature(reference).parameters)
+        except (TypeError, ValueError):
+            self._params = None
+
+    def __repr__(self) -> str:
+        return f"<Question {self.qid}: {self.title}>"
+
+    # -- comparison
+    def compare(self, expected: Any, got: Any) -> str | None:
+        """Return ``None`` when ``got`` matches ``expected``, else what differs."""
+        if self._compare_fn is not None:
+            return self._compare_fn(expected, got)
+        return compare(
+            expected, got, atol=self.atol, rtol=self.rtol, check_dtype=self.check_dtype
+        )
+
+    def _result(self, status: str, detail: str = "", case: str = "", mistake=None) -> Result:
+        points = self.points if status == "passed" else 0.0
+        return Result(self.qid, self.title, status, points, self.points, detail, case, mistake)
+
+    def _diagnose(self, case: Case, got: Any) -> Mistake | None:
+        for mistake in self.mistakes:
+            try:
+                wrong = _call(mistake.fn, case)
+            except Exception:  # noqa: BLE001 - a mistake that cannot run on this case
+                continue
+            if self.compare(wrong, got) is None:
+                return mistake
+        return None
+
+    # -- the check itself
+    def evaluate(self, answer: Any) -> Result:
+        """Check ``answer`` (a function) without printing anything; return a :class:`Result`."""
+        if not callable(answer):
+            return self._result(
+                "error",
+                f"expected a function to check, got {type(answer).__name__}: "
+                f"pass the function itself, e.g. check(my_function), not its result",
+            )
+        name = getattr(answer, "__name__", "answer")
+        cases = self.make_cases()
+        for case in cases:
+            expected = _call(self.reference, case)
+            before = [_clone(a) for a in case.args]
+            args = tuple(_clone(a) for a in case.args)
+            kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
+            call = _call_text(name, case, self._params)
+
+            def run(args=args, kwargs=kwargs, seed=case.seed):
+                _seed(seed)
+                return answer(*args, **kwargs)
+
+            try:
+                got = _run_with_timeout(run, self.timeout)
+            except NotImplementedError:
+                return self._result("not attempted")
+            except _Timeout:
+                return self._result(
+                    "timeout",
+                    f"call: {call}\ndid not return within {self.timeout:g} s "
+                    "(an endless loop?)",
+                    case.name,
+                )
+            except Exception as exc:  # noqa: BLE001 - the student's bug, reported
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                return self._result(
+                    "error",
+                    f"call: {call}\nraised {type(exc).__name__}: {message}",
+                    case.name,
+                )
+            for i, (old, new) in enumerate(zip(before, args, strict=True)):
+                if compare(old, new, atol=0.0, rtol=0.0) is not None:
+                    label = self._params[i] if self._params and i < len(self._params) else i
+                    return self._result(
+                        "failed",
+                        f"call: {call}\nthe function modified its input argument {label!r} "
+                        "in place; work on a copy or use out-of-place operations",
+                        case.name,
+                    )
+            diff = self.compare(expected, got)
+            if diff is not None:
+                return self._result(
+                    "failed",
+                    f"call: {call}\n{diff}",
+                    case.name,
+                    self._diagnose(case, got),
+                )
+        return self._result("passed", f"{len(cases)} cases")
+
+    def check(self, answer: Any) -> None:
+        """Check ``answer`` and show the feedback. With ``TFBOOK_STRICT=1`` a failure raises."""
+        result = self.evaluate(answer)
+        self.state = result.status
+        _show(result)
+        if _env_flag("TFBOOK_STRICT") and not result.passed:
+            raise AssertionError(f"TFBOOK_STRICT: check did not pass\n{result.text()}")
+
+    def hint(self) -> None:
+        """Show the next hint (each call reveals one more)."""
+        if not self.hints:
+            print(f"[{self.qid}] No hints for this question.")
+            return
+        if self._hints_shown >= len(self.hints):
+            print(f"[{self.qid}] No more hints: all {len(self.hints)} shown. Try solution().")
+            return
+        self._hints_shown += 1
+        n = self._hints_shown
+        print(f"[{self.qid}] Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
+
+    def solution(self) -> None:
+        """Show the reference solution (unless ``TFBOOK_COURSE_MODE=1``)."""
+        if _env_flag("TFBOOK_COURSE_MODE"):
+            print(f"[{self.qid}] Solutions are switched off for this course (TFBOOK_COURSE_MODE).")
+            return
+        from tfbook._core import show_source
+
+        print(f"[{self.qid}] Reference solution:")
+        show_source(self.reference)
+
+    def solution_source(self) -> str:
+        return textwrap.dedent(inspect.getsource(self.reference))
+
+
+def _show(obj: Any) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover
+        print(str(obj))
+        return
+    if get_ipython() is not None and get_ipython().__class__.__name__ == "ZMQInteractiveShell":
+        display(obj)
+    else:
+        print(str(obj))
+
+
+class _Table:
+    def __init__(self, title: str, rows: list[tuple[str, str, str, str]]) -> None:
+        self.title, self.rows = title, rows
+
+    def __repr__(self) -> str:
+        widths = [max(len(r[i]) for r in self.rows) for i in range(4)]
+        lines = [self.title]
+        for r in self.rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head, *body = self.rows
+        out = [f"<p><b>{html.escape(self.title)}</b></p><table><thead><tr>"]
+        out += [f"<th>{html.escape(c)}</th>" for c in head]
+        out.append("</tr></thead><tbody>")
+        for r in body:
+            fg = _STATUS_COLOURS.get(r[3], ("#37474f", ""))[0]
+            cells = [f"<td>{html.escape(c)}</td>" for c in r[:3]]
+            cells.append(f'<td style="color:{fg};font-weight:bold">{html.escape(r[3])}</td>')
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+        return "".join(out)
+
+
+class ExerciseSet:
+    """The exercises of one chapter, in order (``EXERCISES`` in each ``chNN`` module)."""
+
+    def __init__(self, chapter: str, title: str, questions: Sequence[Question]) -> None:
+        ids = [q.qid for q in questions]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate question ids in {chapter}: {ids}")
+        for q in questions:
+            if not q.qid.startswith(chapter + "."):
+                raise ValueError(f"question {q.qid!r} does not belong to chapter {chapter!r}")
+        self.chapter, self.title, self.questions = chapter, title, list(questions)
+
+    def __iter__(self):
+        return iter(self.questions)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, qid: str) -> Question:
+        for q in self.questions:
+            if q.qid == qid or q.qid.endswith("." + qid):
+                return q
+        raise KeyError(qid)
+
+    def progress(self) -> None:
+        """Show a table of this chapter's questions and their state."""
+        rows = [("question", "title", "points", "state")]
+        earned = 0.0
+        for q in self.questions:
+            rows.append((q.qid, q.title, f"{q.points:g}", q.state))
+            earned += q.points if q.state == "passed" else 0.0
+        total = sum(q.points for q in self.questions)
+        _show(_Table(f"{self.title}: {earned:g} of {total:g} points", rows))

@@ -1,0 +1,60 @@
+"""Which chapter introduces which ``tfbook`` module (chapter 0 is the preface / core).
+
+A chapter's notebook may import only modules introduced in chapters <= its own, and a
+module may import only modules of chapters <= its own; ``tests/test_structure.py``
+enforces both.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MODULE_CHAPTER", "CHAPTER_TITLES", "chapter_of"]
+
+#: module name -> chapter that introduces it
+MODULE_CHAPTER: dict[str, int] = {
+    "tfbook": 0,
+    "tfbook._core": 0,
+    "tfbook.registry": 0,
+    "tfbook.plotting": 0,
+    "tfbook.cli": 0,
+    "tfbook.build_tools": 0,
+    "tfbook.exercises": 0,
+    "tfbook.rnn": 1,
+    "tfbook.tokenizers": 2,
+    "tfbook.embedding": 2,
+    "tfbook.positional": 3,
+    "tfbook.attention": 4,
+    "tfbook.feedforward": 5,
+    "tfbook.norm": 5,
+}
+
+#: chapter number -> title (the chapters that exist in the book so far)
+CHAPTER_TITLES: dict[int, str] = {
+    1: "From RNNs to Transformers",
+    2: "Tokens and embeddings",
+    3: "Positional encoding",
+    4: "Attention",
+    5: "Feed-forward, residuals and layer normalisation",
+}
+
+
+def chapter_of(module: str) -> int:
+    """Chapter that introduces ``module`` (a dotted name inside ``tfbook``).
+
+    Sub-modules inherit their package's chapter, except ``tfbook.exercises.chNN``,
+    which belongs to chapter NN.
+
+    Raises:
+        KeyError: for a module the registry does not know.
+    """
+    if module.startswith("tfbook.exercises.ch"):
+        suffix = module.rsplit(".", 1)[1][2:]
+        if suffix.isdigit():
+            return int(suffix)
+    if module.startswith("tfbook.exercises."):
+        return 0
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        if name in MODULE_CHAPTER:
+            return MODULE_CHAPTER[name]
+    raise KeyError(f"module {module!r} is not in tfbook.registry.MODULE_CHAPTER")
