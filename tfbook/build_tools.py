@@ -28,9 +28,18 @@ MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@2.7.9/MathJax.js"
 
 # The parts of MathJax 2 the book uses: TeX input, SVG output (needs no web fonts), the
 # combined configuration file and the extensions it loads.
-_MATHJAX_PARTS = ["MathJax.js", "LICENSE", "config", "extensions", "jax/input/TeX",
-                  "jax/output/SVG", "jax/output/HTML-CSS", "jax/element", "localization/en",
-                  "fonts/HTML-CSS/STIX-Web"]
+_MATHJAX_PARTS = [
+    "MathJax.js",
+    "LICENSE",
+    "config",
+    "extensions",
+    "jax/input/TeX",
+    "jax/output/SVG",
+    "jax/output/HTML-CSS",
+    "jax/element",
+    "localization/en",
+    "fonts/HTML-CSS/STIX-Web",
+]
 
 
 def _mathjax_source() -> Path | None:

@@ -184,9 +184,7 @@ def _compare_arrays(
     ):
         return f"{where}: expected a {kind}, got {type(got).__name__}"
     if tuple(got.shape) != tuple(expected.shape):
-        return (
-            f"{where}: wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
-        )
+        return f"{where}: wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
     if check_dtype and got.dtype != expected.dtype:
         return f"{where}: wrong dtype: expected {expected.dtype}, got {got.dtype}"
     if expected.dtype in (torch.bool, np.bool_) or got.dtype in (torch.bool, np.bool_):
@@ -242,7 +240,9 @@ def compare(
         if len(got) != len(expected):
             return f"{where}: expected {len(expected)} items, got {len(got)}"
         for i, (e, g) in enumerate(zip(expected, got, strict=True)):
-            msg = compare(e, g, atol=atol, rtol=rtol, check_dtype=check_dtype, where=f"{where}[{i}]")
+            msg = compare(
+                e, g, atol=atol, rtol=rtol, check_dtype=check_dtype, where=f"{where}[{i}]"
+            )
             if msg:
                 return msg
         return None
@@ -255,7 +255,11 @@ def compare(
             return f"{where}: wrong keys (missing {missing}, unexpected {extra})"
         for key in expected:
             msg = compare(
-                expected[key], got[key], atol=atol, rtol=rtol, check_dtype=check_dtype,
+                expected[key],
+                got[key],
+                atol=atol,
+                rtol=rtol,
+                check_dtype=check_dtype,
                 where=f"{where}[{key!r}]",
             )
             if msg:
@@ -411,9 +415,7 @@ class Question:
         """Return ``None`` when ``got`` matches ``expected``, else what differs."""
         if self._compare_fn is not None:
             return self._compare_fn(expected, got)
-        return compare(
-            expected, got, atol=self.atol, rtol=self.rtol, check_dtype=self.check_dtype
-        )
+        return compare(expected, got, atol=self.atol, rtol=self.rtol, check_dtype=self.check_dtype)
 
     def _result(self, status: str, detail: str = "", case: str = "", mistake=None) -> Result:
         points = self.points if status == "passed" else 0.0
@@ -458,8 +460,7 @@ class Question:
             except _Timeout:
                 return self._result(
                     "timeout",
-                    f"call: {call}\ndid not return within {self.timeout:g} s "
-                    "(an endless loop?)",
+                    f"call: {call}\ndid not return within {self.timeout:g} s (an endless loop?)",
                     case.name,
                 )
             except Exception as exc:  # noqa: BLE001 - the student's bug, reported

@@ -1,0 +1,492 @@
+"""Scaled dot-product attention, masks and multi-head attention (chapter 4).
+
+Chapter 4, "Attention", builds this module step by step and checks it against
+``torch.nn.functional.scaled_dot_product_attention`` and ``torch.nn.MultiheadAttention``.
+
+Mask convention (the whole book): a boolean mask where ``True`` means "this query **may
+attend** to this key", the convention of ``torch.nn.functional.scaled_dot_product_attention``.
+``torch.nn.MultiheadAttention`` uses the opposite convention (``True`` means "blocked");
+:func:`mask_from_torch` converts its masks at the boundary.
+
+Public API:
+
+- :func:`scaled_dot_product_attention` ``(q, k, v, mask=None, dropout_p=0.0)`` returns
+  ``(output, weights)``; a fully masked query row gives zero weights and a zero output.
+- :func:`masked_softmax`: the numerically stable softmax it uses.
+- :func:`causal_mask` ``(seq_len)`` and :func:`padding_mask` ``(lengths or ids, pad_id)``.
+- :func:`mask_from_torch`: PyTorch's ``attn_mask`` / ``key_padding_mask`` to our convention.
+- :func:`split_heads` and :func:`merge_heads`: ``(B, T, d_model) <-> (B, h, T, d_head)``.
+- :class:`MultiHeadAttention` ``(d_model, n_heads, dropout=0.0, bias=True)`` with an explicit
+  path (returns the weights) and a fast path through PyTorch's fused kernel;
+  :meth:`MultiHeadAttention.from_torch` copies the weights of an ``nn.MultiheadAttention``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "masked_softmax",
+    "causal_mask",
+    "padding_mask",
+    "mask_from_torch",
+    "split_heads",
+    "merge_heads",
+    "MultiHeadAttention",
+]
+
+
+def _check_bool_mask(mask: Tensor, target: tuple[int, ...], name: str = "mask") -> None:
+    """Raise unless ``mask`` is a boolean tensor that broadcasts to ``target``."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name} must be a boolean tensor (True = may attend), got dtype {mask.dtype}; "
+            "for a 0/1 tensor use mask.bool()"
+        )
+    try:
+        shape = torch.broadcast_shapes(tuple(mask.shape), target)
+    except RuntimeError:
+        shape = None
+    if shape != tuple(target):
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} does not broadcast to the attention "
+            f"scores' shape {tuple(target)}"
+        )
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Softmax over the last axis, with masked entries given weight exactly 0.
+
+    Masked entries are set to ``-inf`` before the softmax, so ``exp`` makes them exactly 0.
+    ``torch.softmax`` subtracts each row's maximum before ``exp`` (the numerically stable
+    form derived in chapter 4), so large scores cannot overflow. A row with no allowed entry
+    would be ``0 / 0 = NaN``; it is given all-zero weights instead, with finite gradients.
+
+    Args:
+        scores: attention scores.
+        mask: boolean, broadcastable to ``scores``; ``True`` = may attend.
+
+    Returns:
+        Weights of the same shape as ``scores``; each row sums to 1, or to 0 when the row
+        is fully masked.
+
+    Shape:
+        - scores: ``(..., T_q, T_k)``
+        - mask: broadcastable to ``(..., T_q, T_k)``
+        - output: ``(..., T_q, T_k)``
+    """
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    _check_bool_mask(mask, tuple(scores.shape))
+    row_ok = mask.any(dim=-1, keepdim=True)  # (..., T_q, 1): has at least one allowed key
+    scores = scores.masked_fill(~mask, float("-inf"))
+    # Fully masked rows get finite dummy scores (no NaN in the forward or backward pass)
+    # and are zeroed after the softmax.
+    scores = scores.masked_fill(~row_ok, 0.0)
+    return torch.softmax(scores, dim=-1).masked_fill(~row_ok, 0.0)
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    r"""Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, computed explicitly.
+
+    Args:
+        q: queries.
+        k: keys (same last dimension ``d_k`` as ``q``).
+        v: values (same number of positions ``T_k`` as ``k``).
+        mask: optional boolean mask, ``True`` = may attend, broadcastable to the scores
+            ``(..., T_q, T_k)``: e.g. :func:`causal_mask` ``(T, T)`` or
+            :func:`padding_mask` ``(B, 1, T_k)``.
+        dropout_p: probability of dropping an attention weight (applied to the weights
+            that multiply ``v``; the returned weights are the ones before dropout).
+
+    Returns:
+        The pair ``(output, weights)``, the weighted averages of the values and the
+        attention weights. A fully masked query row has zero weights and a zero output.
+
+    Shape:
+        - q: ``(..., T_q, d_k)``
+        - k: ``(..., T_k, d_k)``
+        - v: ``(..., T_k, d_v)``
+        - mask: broadcastable to ``(..., T_q, T_k)``
+        - output: ``(..., T_q, d_v)``
+        - weights: ``(..., T_q, T_k)``
+
+    Raises:
+        ValueError: when the shapes do not fit together.
+        TypeError: when the mask is not boolean.
+
+    Example:
+        >>> q = k = v = torch.randn(2, 5, 8)
+        >>> out, w = scaled_dot_product_attention(q, k, v, mask=causal_mask(5))
+        >>> out.shape, w.shape
+        (torch.Size([2, 5, 8]), torch.Size([2, 5, 5]))
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., T, d), got {tuple(t.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d_k: q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions T_k: k {tuple(k.shape)}, "
+            f"v {tuple(v.shape)}"
+        )
+    d_k = q.shape[-1]
+    # (Q / sqrt(d_k)) K^T equals Q K^T / sqrt(d_k); scaling Q touches T_q * d_k numbers
+    # instead of T_q * T_k.
+    scores = (q / math.sqrt(d_k)) @ k.transpose(-2, -1)  # (..., T_q, T_k)
+    weights = masked_softmax(scores, mask)
+    dropped = F.dropout(weights, p=dropout_p, training=True) if dropout_p > 0 else weights
+    return dropped @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+
+
+def causal_mask(seq_len: int, *, device: torch.device | str | None = None) -> Tensor:
+    """Lower-triangular mask: position ``t`` may attend to positions ``0..t`` only.
+
+    Args:
+        seq_len: number of positions ``T`` (>= 1).
+        device: where to create the mask.
+
+    Returns:
+        Boolean tensor, ``True`` on and below the diagonal (may attend).
+
+    Shape:
+        - output: ``(T, T)``, broadcastable against scores ``(..., T, T)``
+    """
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int):
+        raise TypeError(f"seq_len must be an int, got {type(seq_len).__name__}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(
+    lengths_or_ids: Tensor | Sequence[int],
+    pad_id: int | None = None,
+    *,
+    max_len: int | None = None,
+) -> Tensor:
+    """Key mask hiding padding positions, from sequence lengths or from padded token ids.
+
+    Two ways to call it:
+
+    - ``padding_mask(lengths, max_len=T)``: 1-D lengths; position ``j`` of sequence ``b``
+      is real when ``j < lengths[b]`` (``max_len`` defaults to ``max(lengths)``);
+    - ``padding_mask(ids, pad_id)``: 2-D token ids; a position is real when its id is not
+      ``pad_id``.
+
+    Args:
+        lengths_or_ids: lengths ``(B,)`` or token ids ``(B, T)``.
+        pad_id: the padding id (required with ids, not allowed with lengths).
+        max_len: length ``T`` of the padded batch (lengths only).
+
+    Returns:
+        Boolean tensor, ``True`` at real tokens (may be attended to), ``False`` at padding.
+        The middle axis of size 1 lets it broadcast over the queries.
+
+    Shape:
+        - output: ``(B, 1, T)``, broadcastable against scores ``(B, T_q, T)``; combine it
+          with a causal mask by ``padding_mask(...) & causal_mask(T)`` -> ``(B, T, T)``.
+    """
+    x = torch.as_tensor(lengths_or_ids)
+    if x.dtype.is_floating_point or x.dtype == torch.bool:
+        raise TypeError(f"lengths_or_ids must hold integers, got dtype {x.dtype}")
+    if x.dim() == 1:
+        if pad_id is not None:
+            raise ValueError(
+                "pad_id is only used with 2-D token ids; got 1-D lengths "
+                f"{tuple(x.shape)} and pad_id={pad_id}"
+            )
+        if (x < 0).any():
+            raise ValueError(f"lengths must be >= 0, got {x.tolist()}")
+        longest = int(x.max()) if x.numel() else 0
+        t = longest if max_len is None else max_len
+        if t < longest:
+            raise ValueError(f"max_len={max_len} is shorter than the longest length {longest}")
+        real = torch.arange(t, device=x.device)[None, :] < x[:, None]  # (B, T)
+    elif x.dim() == 2:
+        if pad_id is None:
+            raise ValueError("pad_id is required when lengths_or_ids holds 2-D token ids (B, T)")
+        if max_len is not None:
+            raise ValueError("max_len is only used with 1-D lengths")
+        real = x != pad_id  # (B, T)
+    else:
+        raise ValueError(
+            "lengths_or_ids must be lengths of shape (B,) or token ids of shape (B, T), "
+            f"got shape {tuple(x.shape)}"
+        )
+    return real[:, None, :]  # (B, 1, T)
+
+
+def mask_from_torch(
+    attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None
+) -> Tensor | None:
+    """Convert nn.MultiheadAttention's boolean masks (True = blocked) to ours (True = may attend).
+
+    Args:
+        attn_mask: PyTorch's boolean ``attn_mask``, ``True`` where attention is *not* allowed.
+        key_padding_mask: PyTorch's boolean ``key_padding_mask``, ``True`` at padding keys.
+
+    Returns:
+        One boolean mask in the book's convention (``True`` = may attend), the combination
+        of both, or ``None`` when neither is given.
+
+    Shape:
+        - attn_mask: ``(T_q, T_k)`` or ``(B * h, T_q, T_k)`` (the latter is not supported
+          here: reshape it to ``(B, h, T_q, T_k)`` and invert it yourself)
+        - key_padding_mask: ``(B, T_k)``
+        - output: ``(T_q, T_k)``, ``(B, 1, T_k)`` or ``(B, T_q, T_k)``
+    """
+    out = None
+    if attn_mask is not None:
+        if attn_mask.dtype != torch.bool:
+            raise TypeError(
+                f"attn_mask must be boolean to be converted, got dtype {attn_mask.dtype}"
+            )
+        if attn_mask.dim() != 2:
+            raise ValueError(f"attn_mask must have shape (T_q, T_k), got {tuple(attn_mask.shape)}")
+        out = ~attn_mask
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(
+                "key_padding_mask must be boolean to be converted, got dtype "
+                f"{key_padding_mask.dtype}"
+            )
+        if key_padding_mask.dim() != 2:
+            raise ValueError(
+                f"key_padding_mask must have shape (B, T_k), got {tuple(key_padding_mask.shape)}"
+            )
+        keys = ~key_padding_mask[:, None, :]  # (B, 1, T_k)
+        out = keys if out is None else out & keys
+    return out
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """Cut the last axis into ``n_heads`` heads and move the heads before the positions.
+
+    Args:
+        x: projected queries, keys or values.
+        n_heads: number of heads ``h``; must divide ``d_model``.
+
+    Returns:
+        A view of the same numbers in which head ``i`` holds the features
+        ``i * d_head`` to ``(i + 1) * d_head - 1`` of every position.
+
+    Shape:
+        - x: ``(B, T, d_model)``
+        - output: ``(B, h, T, d_head)`` with ``d_head = d_model // h``
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape (B, T, d_model), got {tuple(x.shape)}")
+    b, t, d_model = x.shape
+    if d_model % n_heads != 0:
+        raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+    return x.view(b, t, n_heads, d_model // n_heads).transpose(1, 2)  # (B, h, T, d_head)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """Inverse of :func:`split_heads`: concatenate the heads' features again.
+
+    Shape:
+        - x: ``(B, h, T, d_head)``
+        - output: ``(B, T, h * d_head)``
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, h, T, d_head), got {tuple(x.shape)}")
+    b, h, t, d_head = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * d_head)  # (B, T, d_model)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: project, split into heads, attend in parallel, concatenate, project.
+
+    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O`` with
+    ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``; the ``h`` per-head projections are
+    stored as one ``(d_model, d_model)`` linear layer each for queries, keys and values.
+
+    Args:
+        d_model: width of the token vectors.
+        n_heads: number of heads ``h``; must divide ``d_model`` (``d_head = d_model / h``).
+        dropout: dropout probability on the attention weights (training mode only).
+        bias: whether the four projections have a bias.
+
+    Shape:
+        - query: ``(B, T_q, d_model)``
+        - key, value: ``(B, T_k, d_model)`` (the same tensor as ``query`` for self-attention)
+        - mask: boolean, ``True`` = may attend; ``(T_q, T_k)``, ``(B, T_q, T_k)``,
+          ``(B, 1, T_k)`` or ``(B, h, T_q, T_k)`` (a 3-D mask is shared by every head)
+        - output: ``(B, T_q, d_model)``
+        - weights: ``(B, h, T_q, T_k)`` (only with ``need_weights=True``)
+
+    Example:
+        >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
+        >>> x = torch.randn(2, 5, 16)
+        >>> out, weights = mha(x, x, x, mask=causal_mask(5), need_weights=True)
+        >>> out.shape, weights.shape
+        (torch.Size([2, 5, 16]), torch.Size([2, 4, 5, 5]))
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if d_model <= 0 or n_heads <= 0:
+            raise ValueError(
+                f"d_model and n_heads must be positive, got d_model={d_model}, n_heads={n_heads}"
+            )
+        if d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model must be divisible by n_heads: d_model={d_model}, n_heads={n_heads} "
+                f"(d_model % n_heads = {d_model % n_heads})"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W^Q for all heads
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)  # W^K
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() != 3 or t.shape[-1] != self.d_model:
+                raise ValueError(
+                    f"{name} must have shape (B, T, d_model={self.d_model}), got {tuple(t.shape)}"
+                )
+        if key.shape[:2] != value.shape[:2]:
+            raise ValueError(
+                f"key and value must have the same (B, T_k): key {tuple(key.shape)}, "
+                f"value {tuple(value.shape)}"
+            )
+        if query.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"query and key must have the same batch size: query {tuple(query.shape)}, "
+                f"key {tuple(key.shape)}"
+            )
+
+    def _prepare_mask(self, mask: Tensor, b: int, t_q: int, t_k: int) -> Tensor:
+        target = (b, self.n_heads, t_q, t_k)
+        if isinstance(mask, Tensor) and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): shared by every head
+        if isinstance(mask, Tensor) and mask.dim() not in (2, 4):
+            raise ValueError(
+                "mask must have shape (T_q, T_k), (B, T_q, T_k), (B, 1, T_k) or "
+                f"(B, h, T_q, T_k), got {tuple(mask.shape)}"
+            )
+        _check_bool_mask(mask, target)
+        return mask
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key``/``value``.
+
+        Args:
+            query: the sequence asking (the decoder's states in cross-attention).
+            key: the sequence being looked up.
+            value: what is read out of it (usually the same tensor as ``key``).
+            mask: boolean, ``True`` = may attend (see the class docstring for shapes).
+            need_weights: take the explicit path and also return the per-head weights;
+                otherwise the fast path (``F.scaled_dot_product_attention``) is used.
+
+        Returns:
+            The pair ``(output, weights)``, with ``weights`` set to ``None`` unless
+            ``need_weights`` is true.
+
+        Shape:
+            - query ``(B, T_q, d_model)``, key and value ``(B, T_k, d_model)``
+            - output ``(B, T_q, d_model)``, weights ``(B, h, T_q, T_k)``
+        """
+        self._check_inputs(query, key, value)
+        b, t_q, _ = query.shape
+        t_k = key.shape[1]
+        if mask is not None:
+            mask = self._prepare_mask(mask, b, t_q, t_k)
+        q = split_heads(self.q_proj(query), self.n_heads)  # (B, h, T_q, d_head)
+        k = split_heads(self.k_proj(key), self.n_heads)  # (B, h, T_k, d_head)
+        v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
+        p = self.dropout if self.training else 0.0
+        if need_weights:  # explicit path: every intermediate is visible
+            heads, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        else:  # fast path: PyTorch's fused kernel, same mask convention
+            heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            if mask is not None:  # a fully masked row must give 0 on every backend
+                heads = heads.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+            weights = None
+        return self.out_proj(merge_heads(heads)), weights  # (B, T_q, d_model)
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A :class:`MultiHeadAttention` with the weights of a ``torch.nn.MultiheadAttention``.
+
+        Only the weights are copied; inputs stay batch-first whatever ``module.batch_first``
+        is. PyTorch's boolean masks mean the opposite of ours (``True`` = blocked): convert
+        them with :func:`mask_from_torch` (``attn_mask``, ``key_padding_mask``).
+
+        Args:
+            module: an ``nn.MultiheadAttention`` with ``kdim == vdim == embed_dim`` and
+                without ``add_bias_kv`` or ``add_zero_attn``.
+
+        Returns:
+            A new module, same dtype and device, in the same training/eval mode, computing
+            the same function (``module``'s averaged weights are our weights' head mean).
+        """
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"module must be nn.MultiheadAttention, got {type(module).__name__}")
+        if module.kdim != module.embed_dim or module.vdim != module.embed_dim:
+            raise ValueError(
+                f"kdim and vdim must equal embed_dim={module.embed_dim}, got "
+                f"kdim={module.kdim}, vdim={module.vdim}"
+            )
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError("add_bias_kv and add_zero_attn are not supported")
+        d = module.embed_dim
+        has_bias = module.in_proj_bias is not None
+        if module._qkv_same_embed_dim:
+            w_q, w_k, w_v = module.in_proj_weight.detach().split(d, dim=0)
+        else:
+            w_q, w_k, w_v = (
+                module.q_proj_weight.detach(),
+                module.k_proj_weight.detach(),
+                module.v_proj_weight.detach(),
+            )
+        ref = module.out_proj.weight
+        new = cls(d, module.num_heads, dropout=module.dropout, bias=has_bias)
+        new = new.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for proj, w in ((new.q_proj, w_q), (new.k_proj, w_k), (new.v_proj, w_v)):
+                proj.weight.copy_(w)
+            new.out_proj.weight.copy_(module.out_proj.weight)
+            if has_bias:
+                for proj, bias in zip(
+                    (new.q_proj, new.k_proj, new.v_proj),
+                    module.in_proj_bias.detach().split(d),
+                    strict=True,
+                ):
+                    proj.bias.copy_(bias)
+                new.out_proj.bias.copy_(module.out_proj.bias)
+        return new.train(module.training)

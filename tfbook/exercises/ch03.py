@@ -1,0 +1,458 @@
+"""Chapter 3 exercises: positional encoding.
+
+Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it,
+adding learned positions to token embeddings, the dot product as a function of distance, and
+rotary embeddings.
+Usage: ``from tfbook.exercises import ch03 as ex; ex.q1.check(sinusoidal_table)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+
+__all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5"]
+
+_BASE = 10000.0
+
+
+# --------------------------------------------------------------------------- q1
+
+
+def sinusoidal_table(seq_len, d_model):
+    """PE[k, 2i] = sin(k w_i), PE[k, 2i+1] = cos(k w_i), with w_i = 10000^(-2i/d_model)."""
+    k = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,): 0, 2, 4, ...
+    angles = k * 10000.0 ** (-two_i / d_model)  # (T, d/2)
+    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles)
+    return pe
+
+
+def _q1_from_parts(seq_len, d_model, *, positions, exponent, swap=False, halves=False):
+    k = positions(seq_len)[:, None]
+    i = torch.arange(d_model // 2, dtype=torch.float64)
+    angles = k * _BASE ** (-exponent(i) / d_model)
+    first, second = (
+        (torch.cos(angles), torch.sin(angles))
+        if swap
+        else (
+            torch.sin(angles),
+            torch.cos(angles),
+        )
+    )
+    if halves:
+        return torch.cat([first, second], dim=1)
+    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = first, second
+    return pe
+
+
+def _from0(n):
+    return torch.arange(n, dtype=torch.float64)
+
+
+def _from1(n):
+    return torch.arange(1, n + 1, dtype=torch.float64)
+
+
+def _q1_swapped(seq_len, d_model):
+    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, swap=True)
+
+
+def _q1_no_two(seq_len, d_model):
+    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: i)
+
+
+def _q1_from_one(seq_len, d_model):
+    return _q1_from_parts(seq_len, d_model, positions=_from1, exponent=lambda i: 2 * i)
+
+
+def _q1_halves(seq_len, d_model):
+    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, halves=True)
+
+
+def _q1_cases():
+    gen = torch.Generator().manual_seed(3)
+    cases = []
+    for n in range(3):
+        seq_len = int(torch.randint(5, 30, (1,), generator=gen))
+        d_model = 2 * int(torch.randint(3, 9, (1,), generator=gen))
+        cases.append(Case(f"random, seed 3 #{n}", (seq_len, d_model)))
+    cases += [Case("one position, d_model=2", (1, 2)), Case("long, d_model=64", (200, 64))]
+    return cases
+
+
+q1 = Question(
+    "ch03.q1",
+    "The sinusoidal table",
+    reference=sinusoidal_table,
+    cases=_q1_cases,
+    mistakes=[
+        Mistake(
+            "sin and cos swapped",
+            _q1_swapped,
+            "Even columns 0, 2, 4, ... hold the sine, odd columns 1, 3, 5, ... the cosine; "
+            "row 0 must read 0, 1, 0, 1, ...",
+        ),
+        Mistake(
+            "exponent i/d_model instead of 2i/d_model",
+            _q1_no_two,
+            "With i the pair index, the exponent is 2i/d_model (equivalently: the even column "
+            "index divided by d_model). Without the 2 the slowest wavelength is only about "
+            "2*pi*100 instead of 2*pi*10000.",
+        ),
+        Mistake(
+            "positions counted from 1",
+            _q1_from_one,
+            "Positions start at 0: use torch.arange(seq_len), not arange(1, seq_len + 1).",
+        ),
+        Mistake(
+            "all sines first, then all cosines",
+            _q1_halves,
+            "Interleave the pairs: column 2i is sin(k w_i) and column 2i+1 is cos(k w_i). "
+            "Concatenating [sin | cos] is a permutation of the columns (some libraries use "
+            "it), but it is not the paper's layout that this exercise asks for.",
+        ),
+    ],
+    hints=[
+        "Build a (seq_len, 1) column of positions and a (d_model/2,) row of frequencies "
+        "w_i = 10000 ** (-2i/d_model); their product broadcasts to all the angles at once.",
+        "torch.arange(0, d_model, 2) gives 2i directly. Fill pe[:, 0::2] with the sines and "
+        "pe[:, 1::2] with the cosines.",
+        "Check row 0: sin(0) = 0 and cos(0) = 1, so it must be 0, 1, 0, 1, ...",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2
+
+
+def shift_matrix_concat(delta, d_model):
+    """M with PE[k + delta] = M @ PE[k] for the [sin | cos] layout PE[k] = (sin(k w), cos(k w))."""
+    half = d_model // 2
+    i = torch.arange(half)
+    phi = delta * 10000.0 ** (-2 * i.to(torch.float64) / d_model)  # how far pair i turns
+    c, s = torch.cos(phi), torch.sin(phi)
+    m = torch.zeros(d_model, d_model, dtype=torch.float64)
+    # sin(a + phi) = cos(phi) sin(a) + sin(phi) cos(a): row i reads column i and column i + half
+    m[i, i], m[i, i + half] = c, s
+    # cos(a + phi) = -sin(phi) sin(a) + cos(phi) cos(a)
+    m[i + half, i], m[i + half, i + half] = -s, c
+    return m
+
+
+def _q2_matrix(delta, d_model, *, angle, sign=1.0, interleaved=False):
+    half = d_model // 2
+    m = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for i in range(half):
+        phi = angle(delta, i, d_model)
+        c, s = math.cos(phi), sign * math.sin(phi)
+        sin_row, cos_row = (2 * i, 2 * i + 1) if interleaved else (i, i + half)
+        m[sin_row, sin_row], m[sin_row, cos_row] = c, s
+        m[cos_row, sin_row], m[cos_row, cos_row] = -s, c
+    return m
+
+
+def _q2_angle(t, i, d):
+    return t * _BASE ** (-2 * i / d)
+
+
+def _q2_interleaved(delta, d_model):
+    return _q2_matrix(delta, d_model, angle=_q2_angle, interleaved=True)
+
+
+def _q2_textbook(delta, d_model):
+    return _q2_matrix(delta, d_model, angle=_q2_angle, sign=-1.0)
+
+
+def _q2_no_frequency(delta, d_model):
+    return _q2_matrix(delta, d_model, angle=lambda t, i, d: float(t))
+
+
+def _q2_cases():
+    gen = torch.Generator().manual_seed(5)
+    cases = []
+    for n in range(3):
+        delta = int(torch.randint(1, 40, (1,), generator=gen))
+        d_model = 2 * int(torch.randint(2, 7, (1,), generator=gen))
+        cases.append(Case(f"random, seed 5 #{n}", (delta, d_model)))
+    cases += [
+        Case("backwards shift", (-5, 8)),
+        Case("no shift (identity)", (0, 4)),
+        Case("d_model=2", (1, 2)),
+    ]
+    return cases
+
+
+q2 = Question(
+    "ch03.q2",
+    "The shift matrix of the [sin | cos] layout",
+    reference=shift_matrix_concat,
+    cases=_q2_cases,
+    mistakes=[
+        Mistake(
+            "blocks placed for the interleaved layout",
+            _q2_interleaved,
+            "In the [sin | cos] layout the sine of pair i is column i and its cosine is column "
+            "i + d_model/2, so the four entries of pair i sit at rows and columns i and "
+            "i + d_model/2, not at 2i and 2i + 1.",
+        ),
+        Mistake(
+            "rotation in the wrong direction ([[c, -s], [s, c]])",
+            _q2_textbook,
+            "The textbook rotation [[c, -s], [s, c]] acts on (cos, sin) pairs; ours are "
+            "(sin, cos). Expand sin(a + phi) and cos(a + phi) to get the signs.",
+        ),
+        Mistake(
+            "the same angle delta for every pair",
+            _q2_no_frequency,
+            "Pair i turns by delta * w_i, with its own frequency w_i = 10000 ** (-2i/d_model), "
+            "not by delta radians.",
+        ),
+    ],
+    hints=[
+        "Start from the interleaved M(delta) of the chapter: the same four numbers per pair, "
+        "cos(phi), sin(phi), -sin(phi), cos(phi) with phi = delta * w_i; only their places change.",
+        "Pair i lives in columns i (sine) and i + d_model/2 (cosine). Expand sin(a + phi) and "
+        "cos(a + phi) with a = k * w_i to see which coefficient goes where.",
+        "m[i, i] = cos(phi), m[i, i + half] = sin(phi), m[i + half, i] = -sin(phi), "
+        "m[i + half, i + half] = cos(phi).",
+    ],
+)
+
+# --------------------------------------------------------------------------- q3
+
+
+def embed_with_positions(ids, token_table, pos_table):
+    """Token vectors plus learned position vectors: token_table[ids] + pos_table[0:T]."""
+    seq_len = ids.shape[1]
+    positions = torch.arange(seq_len)  # 0, 1, ..., T-1: the same for every sequence
+    return token_table[ids] + pos_table[positions][None, :, :]  # (B, T, d) + (1, T, d)
+
+
+def _q3_from_one(ids, token_table, pos_table):
+    positions = torch.arange(1, ids.shape[1] + 1)
+    return token_table[ids] + pos_table[positions][None, :, :]
+
+
+def _q3_by_token_id(ids, token_table, pos_table):
+    return token_table[ids] + pos_table[ids]
+
+
+def _q3_no_positions(ids, token_table, pos_table):
+    return token_table[ids]
+
+
+def _q3_case(name, seed, batch, seq_len, vocab=10, max_len=12, d=6):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
+    token_table = torch.randn(vocab, d, generator=gen)
+    pos_table = torch.randn(max_len, d, generator=gen)
+    return Case(name, (ids, token_table, pos_table))
+
+
+def _q3_cases():
+    return [
+        _q3_case("random, seed 11", 11, batch=2, seq_len=5),
+        _q3_case("random, seed 12", 12, batch=3, seq_len=9),
+        _q3_case("sequence as long as the table (T = max_len = 12)", 13, batch=2, seq_len=12),
+        _q3_case("one token", 14, batch=1, seq_len=1),
+    ]
+
+
+q3 = Question(
+    "ch03.q3",
+    "Adding learned positions to token embeddings",
+    reference=embed_with_positions,
+    cases=_q3_cases,
+    mistakes=[
+        Mistake(
+            "positions counted from 1",
+            _q3_from_one,
+            "The first token is at position 0: look up rows 0 .. T-1 of the position table.",
+        ),
+        Mistake(
+            "position table indexed with the token ids",
+            _q3_by_token_id,
+            "The position table is indexed by where a token is (0, 1, ..., T-1), not by which "
+            "token it is; build the positions with torch.arange(T).",
+        ),
+        Mistake(
+            "position vectors not added",
+            _q3_no_positions,
+            "Without the position vectors the model cannot tell word order; add "
+            "pos_table[0:T] to every sequence of the batch.",
+        ),
+    ],
+    hints=[
+        "token_table[ids] already has shape (B, T, d). The position vectors you need have "
+        "shape (T, d) and are the same for every sequence in the batch.",
+        "positions = torch.arange(ids.shape[1]); pos_table[positions] has shape (T, d) and "
+        "broadcasts when you add it to a (B, T, d) tensor.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q4
+
+
+def pe_dot_by_distance(max_delta, d_model):
+    """PE[k] . PE[k + delta] for delta = 0 .. max_delta (the same for every k)."""
+    delta = torch.arange(max_delta + 1, dtype=torch.float64)[:, None]  # (max_delta + 1, 1)
+    omega = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
+    # sin(a) sin(b) + cos(a) cos(b) = cos(a - b): each pair contributes cos(delta * w_i)
+    return torch.cos(delta * omega[None, :]).sum(dim=1)
+
+
+def _q4_no_frequency(max_delta, d_model):
+    delta = torch.arange(max_delta + 1, dtype=torch.float64)
+    return (d_model // 2) * torch.cos(delta)
+
+
+def _q4_cosine_similarity(max_delta, d_model):
+    return pe_dot_by_distance(max_delta, d_model) / (d_model / 2)
+
+
+def _q4_from_one(max_delta, d_model):
+    return pe_dot_by_distance(max_delta, d_model)[1:]
+
+
+def _q4_cases():
+    gen = torch.Generator().manual_seed(7)
+    cases = []
+    for n in range(3):
+        max_delta = int(torch.randint(5, 60, (1,), generator=gen))
+        d_model = 2 * int(torch.randint(2, 33, (1,), generator=gen))
+        cases.append(Case(f"random, seed 7 #{n}", (max_delta, d_model)))
+    cases += [Case("only delta = 0", (0, 8)), Case("far apart, d_model=128", (500, 128))]
+    return cases
+
+
+q4 = Question(
+    "ch03.q4",
+    "The dot product depends only on the distance",
+    reference=pe_dot_by_distance,
+    cases=_q4_cases,
+    mistakes=[
+        Mistake(
+            "frequencies left out (cos(delta) for every pair)",
+            _q4_no_frequency,
+            "Pair i contributes cos(delta * w_i) with its own w_i = 10000 ** (-2i/d_model).",
+        ),
+        Mistake(
+            "cosine similarity instead of the dot product",
+            _q4_cosine_similarity,
+            "Do not divide by the norms: the question asks for the plain dot product, which "
+            "equals d_model/2 at delta = 0.",
+        ),
+        Mistake(
+            "distances start at 1",
+            _q4_from_one,
+            "Include delta = 0: the result has max_delta + 1 entries, for delta = 0 .. max_delta.",
+        ),
+    ],
+    hints=[
+        "You may compute it numerically (PE[0] @ PE[delta] for each delta, with your table "
+        "from exercise 1) or in closed form; both give the same numbers.",
+        "Closed form: sin(a) sin(b) + cos(a) cos(b) = cos(a - b), so pair i contributes "
+        "cos(delta * w_i) whatever the position k.",
+        "At delta = 0 every pair contributes cos(0) = 1, so the first entry is d_model / 2.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q5
+
+
+def rope(x):
+    """Rotate the pair (x[..., 2i], x[..., 2i+1]) of the token at position m by m * theta_i."""
+    seq_len, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    cos = torch.cos(m * theta).to(x.dtype)  # (T, d/2)
+    sin = torch.sin(m * theta).to(x.dtype)
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x_even * cos - x_odd * sin
+    out[..., 1::2] = x_even * sin + x_odd * cos
+    return out
+
+
+def _q5_rotate(x, *, positions, direction=1.0, split_halves=False):
+    seq_len, d = x.shape[-2], x.shape[-1]
+    m = positions(seq_len)[:, None]
+    theta = _BASE ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    cos = torch.cos(m * theta).to(x.dtype)
+    sin = (direction * torch.sin(m * theta)).to(x.dtype)
+    if split_halves:
+        first, second = x[..., : d // 2], x[..., d // 2 :]
+        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def _q5_halves(x):
+    return _q5_rotate(x, positions=_from0, split_halves=True)
+
+
+def _q5_backwards(x):
+    return _q5_rotate(x, positions=_from0, direction=-1.0)
+
+
+def _q5_from_one(x):
+    return _q5_rotate(x, positions=_from1)
+
+
+def _q5_cases():
+    gen = torch.Generator().manual_seed(9)
+    return [
+        Case("random (2, 5, 8), seed 9", (torch.randn(2, 5, 8, generator=gen),)),
+        Case("random (3, 2, 7, 4), seed 9", (torch.randn(3, 2, 7, 4, generator=gen),)),
+        Case("one token (position 0 is not rotated)", (torch.randn(1, 1, 6, generator=gen),)),
+        Case("d = 2, long sequence", (torch.randn(1, 40, 2, generator=gen),)),
+    ]
+
+
+q5 = Question(
+    "ch03.q5",
+    "Rotary position embedding (RoPE)",
+    reference=rope,
+    cases=_q5_cases,
+    mistakes=[
+        Mistake(
+            "dimension i paired with i + d/2 instead of 2i with 2i+1",
+            _q5_halves,
+            "Pair neighbouring dimensions (0, 1), (2, 3), ... as the task asks. Pairing i with "
+            "i + d/2 (the 'rotate_half' layout of some libraries) is a valid variant, but it "
+            "rotates different pairs of numbers, so its output differs.",
+        ),
+        Mistake(
+            "rotation in the wrong direction",
+            _q5_backwards,
+            "Rotate counter-clockwise: first = x0 cos - x1 sin, second = x0 sin + x1 cos.",
+        ),
+        Mistake(
+            "positions counted from 1",
+            _q5_from_one,
+            "The first token is at position 0 and is not rotated at all.",
+        ),
+    ],
+    hints=[
+        "Compute the angles m * theta_i as a (T, d/2) table, as for the sinusoidal encoding; "
+        "it broadcasts against x[..., 0::2] of shape (..., T, d/2).",
+        "For each pair (x0, x1) = (x[..., 2i], x[..., 2i+1]): new x0 = x0 cos - x1 sin and "
+        "new x1 = x0 sin + x1 cos. Write into a new tensor (torch.empty_like(x)).",
+    ],
+    atol=1e-5,
+)
+
+
+EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5])
+progress = EXERCISES.progress

@@ -1,0 +1,500 @@
+"""Graded exercises of chapter 4, "Attention".
+
+1. scaled dot-product attention;
+2. attention with a mask (True = may attend), fully masked rows giving zeros;
+3. the causal mask;
+4. the self-attention mask of a padded decoder batch (causal and padding together);
+5. splitting the model width into heads;
+6. multi-head self-attention from its four weight matrices.
+
+Usage: ``from tfbook.exercises import ch04 as ex; ex.q1.check(my_attention)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+
+__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
+
+
+def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)
+
+
+# --------------------------------------------------------------------------- q1
+
+
+def _attention(q, k, v):
+    """Scaled dot-product attention; returns (output, weights)."""
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    weights = torch.softmax(scores, dim=-1)  # each query's weights sum to 1 over the keys
+    return weights @ v, weights
+
+
+def _attention_no_scale(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    return weights @ v, weights
+
+
+def _attention_divide_by_dk(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1)
+    return weights @ v, weights
+
+
+def _attention_softmax_over_queries(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores, dim=-2)
+    return weights @ v, weights
+
+
+def _attention_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(4)
+    cases = []
+    for i, (b, t_q, t_k, d_k, d_v) in enumerate([(2, 4, 6, 8, 5), (1, 3, 5, 16, 4)]):
+        q, k, v = _randn(g, b, t_q, d_k), _randn(g, b, t_k, d_k), _randn(g, b, t_k, d_v)
+        cases.append(
+            Case(f"random {i + 1}: q {t_q}x{d_k}, k {t_k}x{d_k}, v {t_k}x{d_v}", (q, k, v))
+        )
+    one = _randn(g, 1, 2, 4), _randn(g, 1, 1, 4), _randn(g, 1, 1, 3)
+    cases.append(Case("a single key (every weight is 1)", one))
+    big = _randn(g, 1, 3, 64) * 30, _randn(g, 1, 4, 64) * 30, _randn(g, 1, 4, 2)
+    cases.append(Case("huge scores (softmax must not overflow)", big))
+    return cases
+
+
+q1 = Question(
+    "ch04.q1",
+    "Scaled dot-product attention",
+    reference=_attention,
+    cases=_attention_cases,
+    mistakes=[
+        Mistake(
+            "no 1/sqrt(d_k) scaling",
+            _attention_no_scale,
+            "Divide the scores Q K^T by sqrt(d_k), where d_k = q.shape[-1].",
+        ),
+        Mistake(
+            "divided by d_k instead of sqrt(d_k)",
+            _attention_divide_by_dk,
+            "The scale is the square root of d_k: use math.sqrt(q.shape[-1]).",
+        ),
+        Mistake(
+            "softmax over the queries (dim=-2) instead of the keys",
+            _attention_softmax_over_queries,
+            "Each query's weights must sum to 1 over the keys: softmax(scores, dim=-1).",
+        ),
+    ],
+    hints=[
+        "Scores first: q @ k.transpose(-2, -1) has shape (..., T_q, T_k).",
+        "Divide the scores by math.sqrt(d_k) with d_k = q.shape[-1], then softmax over the "
+        "last axis (the keys).",
+        "Return (weights @ v, weights).",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2
+
+
+def _masked_attention(q, k, v, mask):
+    """Attention where mask (True = may attend) hides keys; a fully masked row gives zeros."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0 exactly
+    row_ok = mask.any(dim=-1, keepdim=True)  # does the query see at least one key?
+    scores = scores.masked_fill(~row_ok, 0.0)  # avoid softmax(-inf, ..., -inf) = NaN
+    weights = torch.softmax(scores, dim=-1).masked_fill(~row_ok, 0.0)
+    return weights @ v, weights
+
+
+def _masked_inverted(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def _masked_after_softmax(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores, dim=-1) * mask
+    return weights @ v, weights
+
+
+def _masked_finite_fill(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=-1)
+    return weights @ v, weights
+
+
+def _masked_nan_rows(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return weights @ v, weights
+
+
+def _masked_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(40)
+    cases = []
+    for i, (b, t_q, t_k) in enumerate([(2, 4, 5), (1, 6, 6)]):
+        q, k, v = _randn(g, b, t_q, 8), _randn(g, b, t_k, 8), _randn(g, b, t_k, 3)
+        mask = torch.rand(b, t_q, t_k, generator=g) > 0.5
+        mask[..., 0] = True  # every query sees a key ...
+        mask[..., -1] = False  # ... and misses one
+        cases.append(Case(f"random {i + 1}: mask {b}x{t_q}x{t_k}", (q, k, v, mask)))
+    q, k, v = _randn(g, 1, 5, 4), _randn(g, 1, 5, 4), _randn(g, 1, 5, 2)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    cases.append(Case("causal mask (5, 5), broadcast over the batch", (q, k, v, causal)))
+    q, k, v = _randn(g, 2, 3, 4), _randn(g, 2, 3, 4), _randn(g, 2, 3, 2)
+    empty = torch.ones(2, 3, 3, dtype=torch.bool)
+    empty[0, 1] = False
+    cases.append(Case("query 1 of sequence 0 may attend to nothing", (q, k, v, empty)))
+    return cases
+
+
+q2 = Question(
+    "ch04.q2",
+    "Masked attention",
+    reference=_masked_attention,
+    cases=_masked_cases,
+    mistakes=[
+        Mistake(
+            "mask convention inverted (True treated as 'blocked')",
+            _masked_inverted,
+            "In this book True means 'may attend': hide the positions where mask is False, "
+            "e.g. scores.masked_fill(~mask, float('-inf')).",
+        ),
+        Mistake(
+            "mask applied after the softmax",
+            _masked_after_softmax,
+            "Mask the scores before the softmax, so the remaining weights still sum to 1.",
+        ),
+        Mistake(
+            "finite fill value: a fully masked row leaks a uniform average",
+            _masked_finite_fill,
+            "A row with every key masked must give zero weights; with -1e9 the softmax "
+            "spreads the weight uniformly over the hidden keys. Use -inf and zero the rows "
+            "where mask.any(dim=-1) is False.",
+        ),
+        Mistake(
+            "a fully masked row gives NaN",
+            _masked_nan_rows,
+            "softmax of a row of -inf is 0/0 = NaN: find the rows with no allowed key "
+            "(mask.any(dim=-1, keepdim=True)) and give them zero weights.",
+        ),
+    ],
+    hints=[
+        "Compute the scaled scores as in exercise 4.1, then hide the blocked keys before the "
+        "softmax with scores.masked_fill(~mask, float('-inf')).",
+        "A query with no allowed key would get softmax(-inf, ..., -inf) = NaN. Compute "
+        "row_ok = mask.any(dim=-1, keepdim=True) and set those rows' weights to 0.",
+        "One way: fill the fully masked rows' scores with 0 before the softmax, then "
+        "weights.masked_fill(~row_ok, 0.0) after it.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q3
+
+
+def _causal_mask(seq_len):
+    """(T, T) boolean mask, True on and below the diagonal (may attend)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+
+
+def _causal_upper(seq_len):
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).triu()
+
+
+def _causal_strict(seq_len):
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).tril(diagonal=-1)
+
+
+def _causal_torch_convention(seq_len):
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).triu(diagonal=1)
+
+
+def _causal_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(400)
+    sizes = [int(t) for t in torch.randint(3, 9, (2,), generator=g)]
+    return [Case(f"seq_len={t} (random)", (t,)) for t in sizes] + [
+        Case("seq_len=1", (1,)),
+        Case("seq_len=2", (2,)),
+    ]
+
+
+q3 = Question(
+    "ch04.q3",
+    "The causal mask",
+    reference=_causal_mask,
+    cases=_causal_cases,
+    mistakes=[
+        Mistake(
+            "upper triangle: each position sees the future, not the past",
+            _causal_upper,
+            "Row t is the query at position t; it may attend to keys 0..t, which lie on and "
+            "below the diagonal: use tril().",
+        ),
+        Mistake(
+            "diagonal excluded: a position may not attend to itself",
+            _causal_strict,
+            "Position t may attend to itself (it is not in the future): keep the diagonal, "
+            "tril() with diagonal=0.",
+        ),
+        Mistake(
+            "PyTorch nn.MultiheadAttention convention (True = blocked)",
+            _causal_torch_convention,
+            "nn.MultiheadAttention's attn_mask marks blocked positions with True; this book "
+            "marks allowed positions with True. Invert it (or use tril()).",
+        ),
+    ],
+    hints=[
+        "Entry (t, s) answers: may the query at position t look at the key at position s?",
+        "It may when s <= t: on and below the diagonal.",
+        "torch.ones(T, T, dtype=torch.bool).tril()",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q4
+
+
+def _decoder_mask(ids, pad_id):
+    """(B, T, T) mask for decoder self-attention: causal AND the key is not padding."""
+    t = ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T)
+    keys_real = (ids != pad_id)[:, None, :]  # (B, 1, T): hide padding *keys*
+    return causal & keys_real  # (B, T, T)
+
+
+def _decoder_or(ids, pad_id):
+    t = ids.shape[1]
+    return torch.ones(t, t, dtype=torch.bool).tril() | (ids != pad_id)[:, None, :]
+
+
+def _decoder_pad_queries(ids, pad_id):
+    t = ids.shape[1]
+    return torch.ones(t, t, dtype=torch.bool).tril() & (ids != pad_id)[:, :, None]
+
+
+def _decoder_padding_only(ids, pad_id):
+    t = ids.shape[1]
+    return (ids != pad_id)[:, None, :].expand(-1, t, -1)
+
+
+def _decoder_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(4000)
+    cases = []
+    for i, (lengths, t) in enumerate([([5, 3, 2], 5), ([4, 1], 6)]):
+        ids = torch.randint(1, 20, (len(lengths), t), generator=g)
+        for b, n in enumerate(lengths):
+            ids[b, n:] = 0
+        cases.append(Case(f"random {i + 1}: lengths {lengths}, T={t}", (ids, 0)))
+    cases.append(Case("no padding", (torch.tensor([[3, 4, 5, 6]]), 0)))
+    left = torch.tensor([[9, 9, 2, 3], [1, 2, 3, 4]])
+    cases.append(Case("left padding, pad_id=9 (query 0 sees nothing)", (left, 9)))
+    return cases
+
+
+q4 = Question(
+    "ch04.q4",
+    "Decoder mask for a padded batch",
+    reference=_decoder_mask,
+    cases=_decoder_cases,
+    mistakes=[
+        Mistake(
+            "masks combined with OR",
+            _decoder_or,
+            "A key is visible only if it is in the past AND not padding: combine with &.",
+        ),
+        Mistake(
+            "padding applied to the queries (rows) instead of the keys (columns)",
+            _decoder_pad_queries,
+            "Padding must not be *looked at*: it masks keys, the last axis. Use "
+            "(ids != pad_id)[:, None, :] of shape (B, 1, T).",
+        ),
+        Mistake(
+            "causal part forgotten",
+            _decoder_padding_only,
+            "A decoder must not see later positions: combine the padding mask with "
+            "torch.ones(T, T, dtype=torch.bool).tril().",
+        ),
+    ],
+    hints=[
+        "Build two masks that broadcast to (B, T, T): the causal mask (T, T) and a "
+        "padding mask over the keys (B, 1, T).",
+        "A key is allowed when both say so: causal & keys_real.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q5
+
+
+def _split_heads(x, n_heads):
+    """(B, T, d_model) -> (B, h, T, d_head), head i holding features i*d_head..(i+1)*d_head-1."""
+    b, t, d_model = x.shape
+    return x.view(b, t, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+def _split_no_transpose_view(x, n_heads):
+    b, t, d_model = x.shape
+    return x.reshape(b, n_heads, t, d_model // n_heads)
+
+
+def _split_interleaved(x, n_heads):
+    b, t, d_model = x.shape
+    return x.reshape(b, t, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def _split_forgot_transpose(x, n_heads):
+    b, t, d_model = x.shape
+    return x.reshape(b, t, n_heads, d_model // n_heads)
+
+
+def _split_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(40000)
+    return [
+        Case("random: B=2, T=5, d_model=12, h=3", (_randn(g, 2, 5, 12), 3)),
+        Case("random: B=1, T=3, d_model=8, h=4", (_randn(g, 1, 3, 8), 4)),
+        Case("one head", (_randn(g, 2, 3, 6), 1)),
+        Case("one feature per head", (_randn(g, 1, 2, 4), 4)),
+    ]
+
+
+q5 = Question(
+    "ch04.q5",
+    "Split the model width into heads",
+    reference=_split_heads,
+    cases=_split_cases,
+    mistakes=[
+        Mistake(
+            "reshaped straight to (B, h, T, d_head): positions and heads mixed up",
+            _split_no_transpose_view,
+            "Memory is laid out as (B, T, d_model): reshape to (B, T, h, d_head) first, "
+            "then swap the T and h axes with transpose(1, 2).",
+        ),
+        Mistake(
+            "heads interleaved (head i takes features i, i+h, i+2h, ...)",
+            _split_interleaved,
+            "Each head takes a contiguous slice of d_head features: reshape the last axis "
+            "to (h, d_head), not (d_head, h).",
+        ),
+        Mistake(
+            "transpose forgotten: shape (B, T, h, d_head)",
+            _split_forgot_transpose,
+            "Attention runs per head over the positions, so the heads must come before T: "
+            "add .transpose(1, 2).",
+        ),
+    ],
+    hints=[
+        "d_head = d_model // n_heads. Cut the last axis into (n_heads, d_head).",
+        "x.view(B, T, n_heads, d_head) has the right numbers in the wrong order of axes; "
+        "transpose(1, 2) gives (B, h, T, d_head).",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q6
+
+
+def _mha(x, w_q, w_k, w_v, w_o, n_heads):
+    """Multi-head self-attention without biases; weights are (d_model, d_model), Q = X W^Q."""
+    b, t, d_model = x.shape
+    d_head = d_model // n_heads
+
+    def split(y):  # (B, T, d_model) -> (B, h, T, d_head)
+        return y.view(b, t, n_heads, d_head).transpose(1, 2)
+
+    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d_head), dim=-1)  # (B,h,T,T)
+    heads = weights @ v  # (B, h, T, d_head)
+    concat = heads.transpose(1, 2).reshape(b, t, d_model)  # (B, T, d_model)
+    return concat @ w_o
+
+
+def _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, *, scale_dim=None, project=True, bad_split=False):
+    b, t, d_model = x.shape
+    d_head = d_model // n_heads
+
+    def split(y):
+        if bad_split:
+            return y.reshape(b, n_heads, t, d_head)
+        return y.view(b, t, n_heads, d_head).transpose(1, 2)
+
+    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
+    d = d_head if scale_dim is None else scale_dim
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
+    heads = weights @ v
+    if bad_split:
+        concat = heads.reshape(b, t, d_model)
+    else:
+        concat = heads.transpose(1, 2).reshape(b, t, d_model)
+    return concat @ w_o if project else concat
+
+
+def _mha_scale_d_model(x, w_q, w_k, w_v, w_o, n_heads):
+    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, scale_dim=x.shape[-1])
+
+
+def _mha_no_output_projection(x, w_q, w_k, w_v, w_o, n_heads):
+    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, project=False)
+
+
+def _mha_bad_split(x, w_q, w_k, w_v, w_o, n_heads):
+    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, bad_split=True)
+
+
+def _mha_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(400000)
+    cases = []
+    for i, (b, t, d, h) in enumerate([(2, 5, 8, 2), (1, 4, 12, 3)]):
+        ws = tuple(_randn(g, d, d) / math.sqrt(d) for _ in range(4))
+        cases.append(
+            Case(f"random {i + 1}: B={b}, T={t}, d_model={d}, h={h}", (_randn(g, b, t, d), *ws, h))
+        )
+    ws = tuple(_randn(g, 6, 6) / math.sqrt(6) for _ in range(4))
+    cases.append(Case("one head (h=1)", (_randn(g, 1, 3, 6), *ws, 1)))
+    ws = tuple(_randn(g, 4, 4) / math.sqrt(4) for _ in range(4))
+    cases.append(Case("a single token", (_randn(g, 2, 1, 4), *ws, 2)))
+    return cases
+
+
+q6 = Question(
+    "ch04.q6",
+    "Multi-head self-attention",
+    reference=_mha,
+    cases=_mha_cases,
+    mistakes=[
+        Mistake(
+            "scaled by sqrt(d_model) instead of sqrt(d_head)",
+            _mha_scale_d_model,
+            "Each head's dot products have d_head = d_model / h terms: divide by "
+            "sqrt(d_head), not sqrt(d_model).",
+        ),
+        Mistake(
+            "output projection W^O forgotten",
+            _mha_no_output_projection,
+            "After concatenating the heads, multiply by w_o: it mixes what the heads found.",
+        ),
+        Mistake(
+            "heads split by reshaping straight to (B, h, T, d_head)",
+            _mha_bad_split,
+            "Reshape (B, T, d_model) to (B, T, h, d_head) and transpose(1, 2); merge back "
+            "with the inverse (transpose(1, 2) then reshape).",
+        ),
+    ],
+    hints=[
+        "Four steps: project (x @ w_q, x @ w_k, x @ w_v), split into heads, attend in each "
+        "head, concatenate and project with w_o.",
+        "Split: view(B, T, h, d_head).transpose(1, 2). Scale the scores by sqrt(d_head).",
+        "Merge: heads.transpose(1, 2).reshape(B, T, d_model), then @ w_o.",
+    ],
+)
+
+
+EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6])
+progress = EXERCISES.progress

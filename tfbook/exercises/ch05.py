@@ -1,0 +1,528 @@
+"""Chapter 5 exercises: feed-forward network, GELU, layer normalisation, residual sub-layers,
+dropout (chapter 5).
+
+Usage in the notebook::
+
+    from tfbook.exercises import ch05 as ex
+    ex.q1.check(my_ffn)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+
+__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
+
+
+# --------------------------------------------------------------------------- q1: the FFN
+
+
+def _reference_ffn(x, w1, b1, w2, b2, activation="relu"):
+    h = x @ w1 + b1  # (B, T, d_ff)
+    h = torch.relu(h) if activation == "relu" else F.gelu(h)
+    return h @ w2 + b2  # (B, T, d_model)
+
+
+def _ffn_no_activation(x, w1, b1, w2, b2, activation="relu"):
+    return (x @ w1 + b1) @ w2 + b2
+
+
+def _ffn_activation_on_output_too(x, w1, b1, w2, b2, activation="relu"):
+    act = torch.relu if activation == "relu" else F.gelu
+    return act(act(x @ w1 + b1) @ w2 + b2)
+
+
+def _ffn_always_relu(x, w1, b1, w2, b2, activation="relu"):
+    return torch.relu(x @ w1 + b1) @ w2 + b2
+
+
+def _ffn_cases():
+    cases = []
+    for seed, (b, t, d, d_ff), act in [
+        (0, (2, 5, 8, 32), "relu"),
+        (1, (1, 3, 4, 16), "gelu"),
+        (2, (3, 2, 6, 24), "relu"),
+    ]:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(b, t, d, generator=g)
+        w1 = torch.randn(d, d_ff, generator=g) / math.sqrt(d)
+        b1 = 0.1 * torch.randn(d_ff, generator=g)
+        w2 = torch.randn(d_ff, d, generator=g) / math.sqrt(d_ff)
+        b2 = 0.1 * torch.randn(d, generator=g)
+        cases.append(Case(f"random {act}, seed {seed}", (x, w1, b1, w2, b2, act)))
+    z = torch.zeros(1, 2, 4)
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(4, 8, generator=g), torch.randn(8, 4, generator=g)
+    cases.append(
+        Case(
+            "edge: zero input (output is act(b1) W2 + b2)",
+            (z, w1, -torch.ones(8), w2, torch.ones(4), "gelu"),
+        )
+    )
+    return cases
+
+
+q1 = Question(
+    "ch05.q1",
+    "Position-wise feed-forward network",
+    reference=_reference_ffn,
+    cases=_ffn_cases,
+    mistakes=[
+        Mistake(
+            "no non-linearity between the two linear maps",
+            _ffn_no_activation,
+            "Apply the activation to x W1 + b1 before multiplying by W2; without it the two "
+            "linear maps collapse into one.",
+        ),
+        Mistake(
+            "activation applied to the output as well",
+            _ffn_activation_on_output_too,
+            "The activation sits only between the two linear maps; the output h W2 + b2 is "
+            "returned as it is (it must be able to be negative).",
+        ),
+        Mistake(
+            "ReLU used when GELU was asked for",
+            _ffn_always_relu,
+            "Read the activation argument: 'gelu' means torch.nn.functional.gelu (x times the "
+            "standard normal CDF of x), not ReLU.",
+        ),
+    ],
+    hints=[
+        "Three steps: h = x @ w1 + b1, then the activation on h, then h @ w2 + b2.",
+        "The matrices are given as in the formula x W1 (shape (d_model, d_ff)), so no "
+        "transpose is needed; @ acts on the last axis, so every position is handled at once.",
+        "Pick the activation with `torch.relu` if activation == 'relu' else `F.gelu`.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2: GELU
+
+
+def _reference_gelu(x):
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh(x):
+    c = math.sqrt(2.0 / math.pi)
+    return 0.5 * x * (1.0 + torch.tanh(c * (x + 0.044715 * x**3)))
+
+
+def _gelu_sigmoid(x):
+    return x * torch.sigmoid(x)
+
+
+def _gelu_no_sqrt2(x):
+    return x * 0.5 * (1.0 + torch.erf(x))
+
+
+def _gelu_cdf_only(x):
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_cases():
+    g = torch.Generator().manual_seed(0)
+    return [
+        Case("random normal, seed 0", (torch.randn(4, 6, generator=g),)),
+        Case("grid from -4 to 4", (torch.linspace(-4.0, 4.0, 17),)),
+        Case("random wide, seed 0", (3.0 * torch.randn(2, 3, 5, generator=g),)),
+        Case("edge: zeros", (torch.zeros(3),)),
+    ]
+
+
+q2 = Question(
+    "ch05.q2",
+    "Exact GELU",
+    reference=_reference_gelu,
+    cases=_gelu_cases,
+    mistakes=[
+        Mistake(
+            "tanh approximation instead of the exact GELU",
+            _gelu_tanh,
+            "The tanh formula is only an approximation (off by up to about 5e-4); use the "
+            "error function: Phi(x) = 0.5 * (1 + erf(x / sqrt(2))).",
+        ),
+        Mistake(
+            "x * sigmoid(x) (that is SiLU/Swish, not GELU)",
+            _gelu_sigmoid,
+            "GELU weights x by the standard normal CDF Phi(x), not by the logistic sigmoid.",
+        ),
+        Mistake(
+            "erf(x) without dividing x by sqrt(2)",
+            _gelu_no_sqrt2,
+            "The normal CDF is 0.5 * (1 + erf(x / sqrt(2))): divide by sqrt(2) inside erf.",
+        ),
+        Mistake(
+            "returned Phi(x) without multiplying by x",
+            _gelu_cdf_only,
+            "GELU(x) = x * Phi(x): Phi(x) alone is the gate, not the output.",
+        ),
+    ],
+    hints=[
+        "GELU(x) = x * Phi(x), where Phi is the cumulative distribution function of N(0, 1).",
+        "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))); torch.erf is the error function.",
+    ],
+    atol=1e-6,
+    rtol=1e-5,
+)
+
+
+# --------------------------------------------------------------------------- q3: LayerNorm
+
+
+def _reference_layer_norm(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)  # one mean per token
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # biased variance
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
+def _ln_batch_axes(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=(0, 1), keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=(0, 1), keepdim=True)
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
+def _ln_unbiased(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True)  # torch's default: unbiased, divides by d - 1
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
+def _ln_eps_outside(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    std = ((x - mu) ** 2).mean(dim=-1, keepdim=True).sqrt()
+    return gamma * (x - mu) / (std + eps) + beta
+
+
+def _ln_no_affine(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps)
+
+
+def _ln_cases():
+    cases = []
+    for seed, shape in [(0, (2, 3, 8)), (1, (4, 2, 6))]:
+        g = torch.Generator().manual_seed(seed)
+        x = 2.0 * torch.randn(shape, generator=g) + 1.0
+        gamma = 1.0 + 0.5 * torch.randn(shape[-1], generator=g)
+        beta = 0.5 * torch.randn(shape[-1], generator=g)
+        cases.append(Case(f"random, seed {seed}", (x, gamma, beta)))
+    g = torch.Generator().manual_seed(2)
+    tiny = 1e-3 * torch.randn(1, 2, 5, generator=g)  # variance close to eps
+    cases.append(Case("edge: nearly constant vectors", (tiny, torch.ones(5), torch.zeros(5))))
+    const = torch.full((1, 2, 4), 7.0)
+    cases.append(
+        Case("edge: constant vectors give beta", (const, torch.ones(4), torch.arange(4.0)))
+    )
+    return cases
+
+
+q3 = Question(
+    "ch05.q3",
+    "Layer normalisation from scratch",
+    reference=_reference_layer_norm,
+    cases=_ln_cases,
+    mistakes=[
+        Mistake(
+            "statistics over the batch and positions (BatchNorm's axes)",
+            _ln_batch_axes,
+            "LayerNorm normalises each token vector on its own: take the mean and variance "
+            "over the last axis (dim=-1, keepdim=True), not over the batch.",
+        ),
+        Mistake(
+            "unbiased variance (divides by d - 1)",
+            _ln_unbiased,
+            "torch.var divides by d - 1 by default; LayerNorm uses the biased variance: "
+            "pass unbiased=False (or correction=0), or compute ((x - mu) ** 2).mean(-1).",
+        ),
+        Mistake(
+            "eps added to the standard deviation instead of the variance",
+            _ln_eps_outside,
+            "Divide by sqrt(var + eps), not by sqrt(var) + eps; the two differ for vectors "
+            "whose variance is close to eps.",
+        ),
+        Mistake(
+            "gamma and beta not applied",
+            _ln_no_affine,
+            "After normalising, scale by gamma and shift by beta (gamma * x_hat + beta).",
+        ),
+    ],
+    hints=[
+        "Compute mu and var along dim=-1 with keepdim=True so they broadcast back over "
+        "the features.",
+        "Use the biased variance (divide by d, not d - 1) and put eps inside the square root.",
+        "return gamma * (x - mu) / torch.sqrt(var + eps) + beta",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q4: pre-LN block
+
+
+def _reference_pre_ln(x, norm, sublayer, p):
+    branch = F.dropout(sublayer(norm(x)), p, training=True)  # dropout on the branch only
+    return x + branch  # residual: the raw input x
+
+
+def _pre_ln_source_001(x, norm, sublayer, p):
+    h = norm(x)
+    return F.dropout(h + sublayer(h), p, training=True)
+
+
+def _pre_ln_residual_of_norm(x, norm, sublayer, p):
+    h = norm(x)
+    return h + F.dropout(sublayer(h), p, training=True)
+
+
+def _pre_ln_is_post_ln(x, norm, sublayer, p):
+    return norm(x + F.dropout(sublayer(x), p, training=True))
+
+
+def _pre_ln_dropout_on_sum(x, norm, sublayer, p):
+    return F.dropout(x + sublayer(norm(x)), p, training=True)
+
+
+class _Frozen:
+    """A fixed callable (a LayerNorm or a Linear) passed to the student's function.
+
+    It prints as a short name (stable feedback text) and deep-copies to itself, so the
+    engine sees the same object before and after the call.
+    """
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module = name, module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(x)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __deepcopy__(self, memo: dict) -> _Frozen:
+        return self
+
+
+def _pre_ln_cases():
+    cases = []
+    for seed, (b, t, d), p in [(0, (2, 4, 8), 0.25), (1, (1, 6, 6), 0.5), (2, (3, 3, 4), 0.0)]:
+        g = torch.Generator().manual_seed(seed)
+        norm = nn.LayerNorm(d)
+        sublayer = nn.Linear(d, d)
+        with torch.no_grad():
+            norm.weight.copy_(1.0 + 0.3 * torch.randn(d, generator=g))
+            norm.bias.copy_(0.3 * torch.randn(d, generator=g))
+            sublayer.weight.copy_(torch.randn(d, d, generator=g) / math.sqrt(d))
+            sublayer.bias.copy_(0.1 * torch.randn(d, generator=g))
+        x = 3.0 * torch.randn(b, t, d, generator=g) + 1.0
+        args = (x, _Frozen(f"LayerNorm({d})", norm), _Frozen(f"Linear({d}, {d})", sublayer), p)
+        cases.append(Case(f"random, p={p}, seed {seed}", args, seed=100 + seed))
+    return cases
+
+
+q4 = Question(
+    "ch05.q4",
+    "Spot the difference: a pre-LN residual sub-layer",
+    reference=_reference_pre_ln,
+    cases=_pre_ln_cases,
+    mistakes=[
+        Mistake(
+            "source 001's listing: residual added to the normalised input, dropout on the sum",
+            _pre_ln_source_001,
+            "Two fixes: keep the raw x for the residual (x + branch, not norm(x) + branch), "
+            "and apply dropout to the branch before the addition, not to the whole sum.",
+        ),
+        Mistake(
+            "residual added to the normalised input",
+            _pre_ln_residual_of_norm,
+            "The residual stream is the un-normalised x: return x + dropout(sublayer(norm(x))). "
+            "Adding norm(x) renormalises the stream in every layer.",
+        ),
+        Mistake(
+            "post-LN order instead of pre-LN",
+            _pre_ln_is_post_ln,
+            "That is the original paper's post-LN order. Pre-LN normalises the branch's input: "
+            "x + dropout(sublayer(norm(x))).",
+        ),
+        Mistake(
+            "dropout applied to the residual stream too",
+            _pre_ln_dropout_on_sum,
+            "Dropout goes on the sub-layer's output only; dropping entries of x itself throws "
+            "away what earlier layers wrote into the residual stream.",
+        ),
+    ],
+    hints=[
+        "Only the branch sees normalised vectors: branch = sublayer(norm(x)).",
+        "Dropout (F.dropout(branch, p, training=True)) acts on the branch before the addition.",
+        "return x + F.dropout(sublayer(norm(x)), p, training=True)",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q5: dropout
+
+
+def _reference_dropout(x, u, p, training):
+    if not training or p == 0.0:
+        return x.clone()
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    keep = u >= p  # keep each entry with probability 1 - p
+    return torch.where(keep, x / (1.0 - p), torch.zeros_like(x))
+
+
+def _dropout_no_rescale(x, u, p, training):
+    if not training:
+        return x.clone()
+    return torch.where(u >= p, x, torch.zeros_like(x))
+
+
+def _dropout_times_keep(x, u, p, training):
+    if not training:
+        return x.clone()
+    return torch.where(u >= p, x * (1.0 - p), torch.zeros_like(x))
+
+
+def _dropout_also_in_eval(x, u, p, training):
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    return torch.where(u >= p, x / (1.0 - p), torch.zeros_like(x))
+
+
+def _dropout_nan_at_one(x, u, p, training):
+    if not training:
+        return x.clone()
+    return torch.where(u >= p, x, torch.zeros_like(x)) / (1.0 - p)
+
+
+def _dropout_cases():
+    cases = []
+    for seed, shape, p, training in [
+        (0, (2, 3, 8), 0.25, True),
+        (1, (4, 5), 0.5, True),
+        (2, (2, 3, 4), 0.3, False),
+    ]:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=g)
+        u = torch.rand(shape, generator=g)
+        cases.append(Case(f"random, p={p}, training={training}", (x, u, p, training)))
+    g = torch.Generator().manual_seed(3)
+    x, u = torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g)
+    cases.append(Case("edge: p=0 keeps everything", (x, u, 0.0, True)))
+    cases.append(Case("edge: p=1 drops everything", (x, u, 1.0, True)))
+    return cases
+
+
+q5 = Question(
+    "ch05.q5",
+    "Inverted dropout, train and eval",
+    reference=_reference_dropout,
+    cases=_dropout_cases,
+    mistakes=[
+        Mistake(
+            "kept entries not rescaled by 1/(1-p)",
+            _dropout_no_rescale,
+            "Divide the kept entries by (1 - p) during training so every entry keeps its "
+            "expected value; then evaluation needs no change.",
+        ),
+        Mistake(
+            "kept entries multiplied by (1-p) instead of divided",
+            _dropout_times_keep,
+            "Scaling by (1 - p) at evaluation time is the original 2014 recipe; inverted "
+            "dropout divides by (1 - p) during training instead.",
+        ),
+        Mistake(
+            "dropout also applied in evaluation mode",
+            _dropout_also_in_eval,
+            "When training is False, return x unchanged: dropout is a training-time noise.",
+        ),
+        Mistake(
+            "division by (1-p) gives NaN when p = 1",
+            _dropout_nan_at_one,
+            "At p = 1 everything is dropped: return zeros instead of computing 0 / 0.",
+        ),
+    ],
+    hints=[
+        "Keep an entry where u >= p (that happens with probability 1 - p); zero it elsewhere.",
+        "Divide what you keep by (1 - p) when training; return x unchanged when not training.",
+        "Treat p = 1 on its own (all zeros) so you never divide by zero.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q6: parameters
+
+
+def _reference_param_count(d_model, d_ff, norm=True):
+    ffn = d_model * d_ff + d_ff + d_ff * d_model + d_model  # W1, b1, W2, b2
+    return ffn + (2 * d_model if norm else 0)  # LayerNorm's gamma and beta
+
+
+def _params_no_biases(d_model, d_ff, norm=True):
+    return 2 * d_model * d_ff + (2 * d_model if norm else 0)
+
+
+def _params_one_bias(d_model, d_ff, norm=True):
+    return 2 * d_model * d_ff + d_ff + (2 * d_model if norm else 0)
+
+
+def _params_no_norm(d_model, d_ff, norm=True):
+    return 2 * d_model * d_ff + d_ff + d_model
+
+
+def _params_ignores_d_ff(d_model, d_ff, norm=True):
+    return _reference_param_count(d_model, 4 * d_model, norm)
+
+
+def _param_cases():
+    return [
+        Case("the paper's sizes, d_model=512, d_ff=2048", (512, 2048)),
+        Case("source 001's size, d_model=16, d_ff=64", (16, 64)),
+        Case("d_ff not 4 x d_model", (8, 24)),
+        Case("without the LayerNorm", (16, 64), {"norm": False}),
+    ]
+
+
+q6 = Question(
+    "ch05.q6",
+    "Parameters of a feed-forward sub-layer",
+    reference=_reference_param_count,
+    cases=_param_cases,
+    mistakes=[
+        Mistake(
+            "biases not counted",
+            _params_no_biases,
+            "Each nn.Linear has a bias: b1 has d_ff entries and b2 has d_model entries.",
+        ),
+        Mistake(
+            "only one bias counted",
+            _params_one_bias,
+            "There are two biases, b1 (d_ff entries) and b2 (d_model entries).",
+        ),
+        Mistake(
+            "LayerNorm's gamma and beta not counted",
+            _params_no_norm,
+            "With norm=True the sub-layer also owns a LayerNorm with 2 * d_model parameters.",
+        ),
+        Mistake(
+            "d_ff assumed to be 4 * d_model",
+            _params_ignores_d_ff,
+            "Use the d_ff you are given; 4 * d_model is only the paper's choice.",
+        ),
+    ],
+    hints=[
+        "W1 is d_model x d_ff, W2 is d_ff x d_model; each linear map has a bias.",
+        "A LayerNorm has a gain and a bias of d_model entries each.",
+    ],
+)
+
+
+EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6])
+progress = EXERCISES.progress

@@ -1,0 +1,200 @@
+"""Layer normalisation and the residual sub-layer around it (chapter 5).
+
+Layer normalisation rescales each token vector to mean 0 and variance 1 over its
+``d_model`` features, then applies a learned gain and bias:
+
+.. math::
+
+    \\mathrm{LN}(x) = \\gamma \\odot \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta,
+    \\qquad \\mu = \\frac{1}{d}\\sum_i x_i,\\quad \\sigma^2 = \\frac{1}{d}\\sum_i (x_i - \\mu)^2.
+
+Every sub-layer of a Transformer (self-attention, cross-attention, feed-forward) is wrapped
+in a residual connection with a layer normalisation, in one of two orders:
+
+- post-LN (the original paper): ``norm(x + dropout(sublayer(x)))``;
+- pre-LN (GPT-2 and later, source 001): ``x + dropout(sublayer(norm(x)))``.
+
+Public API:
+
+- :class:`LayerNorm` ``(d_model, eps=1e-5)``: layer normalisation written out, with the same
+  parameter names (``weight``, ``bias``) as ``torch.nn.LayerNorm``.
+- :class:`ResidualSublayer` ``(d_model, sublayer, norm_first=True, dropout=0.0, eps=1e-5)``:
+  the wrapper chapter 6 builds its encoder and decoder layers from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LayerNorm", "ResidualSublayer"]
+
+
+def _check_d_model(d_model: object) -> int:
+    if isinstance(d_model, bool) or not isinstance(d_model, int):
+        raise TypeError(f"d_model must be an int, got {type(d_model).__name__}")
+    if d_model <= 0:
+        raise ValueError(f"d_model must be a positive int, got {d_model}")
+    return d_model
+
+
+def _check_last_axis(name: str, x: object, d_model: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] != d_model:
+        raise ValueError(f"{name} must have shape (..., d_model={d_model}), got {tuple(x.shape)}")
+    return x
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last axis, written out step by step.
+
+    Each token vector is normalised with its *own* mean and (biased) variance over its
+    ``d_model`` features; nothing is shared across the batch or across positions, so the
+    result is the same in training and in evaluation and for any batch size.
+    Numerically equal to ``torch.nn.LayerNorm(d_model, eps=eps)``; the parameters have the
+    same names, so state dicts load into either.
+
+    Args:
+        d_model: number of features normalised together (the last axis).
+        eps: added to the variance before the square root, so a constant vector gives
+            ``bias`` instead of a division by zero.
+
+    Shape:
+        - Input: ``(..., d_model)``, typically ``(batch, seq, d_model)``.
+        - Output: same shape as the input.
+
+    Example:
+        >>> ln = LayerNorm(4)
+        >>> y = ln(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        >>> [round(v, 4) for v in y[0].tolist()]
+        [-1.3416, -0.4472, 0.4472, 1.3416]
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.d_model = _check_d_model(d_model)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+            raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(self.d_model))  # gamma, the gain
+        self.bias = nn.Parameter(torch.zeros(self.d_model))  # beta, the shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise every vector along the last axis.
+
+        Args:
+            x: token vectors, last axis ``d_model``.
+
+        Returns:
+            The normalised vectors, same shape as ``x``.
+
+        Shape:
+            - x: ``(..., d_model)``
+            - output: ``(..., d_model)``
+        """
+        _check_last_axis("x", x, self.d_model)
+        mu = x.mean(dim=-1, keepdim=True)  # (..., 1): one mean per token
+        var = x.var(dim=-1, unbiased=False, keepdim=True)  # (..., 1): biased, divides by d
+        x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (..., d_model)
+        return self.weight * x_hat + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}"
+
+
+class ResidualSublayer(nn.Module):
+    """A sub-layer with its residual connection, dropout and layer normalisation.
+
+    With ``norm_first=True`` (pre-LN) the output is ``x + dropout(sublayer(norm(x)))``;
+    with ``norm_first=False`` (post-LN, the original paper) it is
+    ``norm(x + dropout(sublayer(x)))``. The residual is always added to the *input* ``x``,
+    never to its normalised copy. These are the two orders ``torch.nn.TransformerEncoderLayer``
+    offers under the same argument name.
+
+    Extra positional and keyword arguments of :meth:`forward` go to the sub-layer
+    unchanged (a mask, or the encoder output for cross-attention); only ``x`` is normalised.
+
+    Args:
+        d_model: width of the token vectors.
+        sublayer: an ``nn.Module`` mapping ``(batch, seq, d_model)`` to the same shape,
+            called as ``sublayer(x_in, *args, **kwargs)``.
+        norm_first: ``True`` for pre-LN, ``False`` for post-LN.
+        dropout: probability of zeroing an entry of the sub-layer's output during training,
+            before it is added to the residual stream.
+        eps: the layer normalisation's epsilon.
+
+    Shape:
+        - Input: ``(batch, seq, d_model)`` (any leading axes work).
+        - Output: same shape as the input.
+
+    Example:
+        >>> from tfbook.feedforward import PositionwiseFeedForward
+        >>> block = ResidualSublayer(16, PositionwiseFeedForward(16), norm_first=True)
+        >>> block(torch.zeros(2, 5, 16)).shape
+        torch.Size([2, 5, 16])
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        sublayer: nn.Module,
+        norm_first: bool = True,
+        dropout: float = 0.0,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.d_model = _check_d_model(d_model)
+        if not isinstance(sublayer, nn.Module):
+            raise TypeError(
+                f"sublayer must be a torch.nn.Module (so its parameters are registered), "
+                f"got {type(sublayer).__name__}"
+            )
+        if not isinstance(norm_first, bool):
+            raise TypeError(f"norm_first must be a bool, got {type(norm_first).__name__}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.sublayer = sublayer
+        self.norm = LayerNorm(self.d_model, eps=eps)
+        self.dropout = nn.Dropout(float(dropout))
+        self.norm_first = norm_first
+
+    def _run_sublayer(self, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        out = self.sublayer(x, *args, **kwargs)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"sublayer must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
+            )
+        return out
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Apply the sub-layer with its residual connection.
+
+        Args:
+            x: the residual stream.
+            *args: passed to the sub-layer after the (normalised) ``x``.
+            **kwargs: passed to the sub-layer.
+
+        Returns:
+            The updated residual stream, same shape as ``x``.
+
+        Shape:
+            - x: ``(batch, seq, d_model)``
+            - output: ``(batch, seq, d_model)``
+        """
+        _check_last_axis("x", x, self.d_model)
+        if self.norm_first:
+            # pre-LN: only the branch sees normalised vectors; the stream x is untouched
+            return x + self.dropout(self._run_sublayer(self.norm(x), args, kwargs))
+        # post-LN: add first, then normalise the sum (the stream itself is renormalised)
+        return self.norm(x + self.dropout(self._run_sublayer(x, args, kwargs)))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, norm_first={self.norm_first}"
