@@ -47,7 +47,7 @@ lint: $(STAMP)
 
 # Library, exercise engine, notebook structure, student editions, grading CLI.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q tests
 
 # Re-execute every master notebook and compare with its stored outputs.
 # TFBOOK_STRICT=1 makes a failing exercise check raise, so a wrong reference solution fails here.

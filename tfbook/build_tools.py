@@ -7,8 +7,9 @@ Commands:
   (when the package is missing, a tiny loader that falls back to the CDN is written instead).
 - ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
   strict (``-W``) build that reuses the nbval-verified stored outputs.
-- ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (widget state
-  stored, no timing metadata), so stored outputs are refreshed deterministically.
+- ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (no widget
+  state: the HTML book shows static figures instead; no timing metadata), so stored
+  outputs are refreshed deterministically.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def execute_notebooks(paths: list[Path], timeout: int = 300) -> None:
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
             record_timing=False,
-            store_widget_state=True,
+            store_widget_state=False,
         )
         client.execute()
         for cell in nb.cells:

@@ -17,6 +17,8 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.plotting": 0,
     "tfbook.cli": 0,
     "tfbook.build_tools": 0,
+    "tfbook.browser_check": 0,
+    "tfbook.sphinxext": 0,
     "tfbook.exercises": 0,
     "tfbook.rnn": 1,
     "tfbook.tokenizers": 2,

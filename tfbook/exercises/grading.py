@@ -178,6 +178,7 @@ def grade_notebook(
     """Grade one submission (see the module docstring). Never modifies ``path``."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.util import run_sync
 
     from tfbook.exercises import load
 
@@ -240,7 +241,7 @@ def grade_notebook(
                     except CellTimeoutError:
                         status = "timeout"
                         reasons.append(f"cell {index - 1} did not finish within {timeout:g} s")
-                        client.km.interrupt_kernel()
+                        run_sync(client.km.interrupt_kernel)()
                         break
                     if any(o.get("output_type") == "error" for o in cell.outputs):
                         if status == "graded":
@@ -248,9 +249,10 @@ def grade_notebook(
                         err = next(o for o in cell.outputs if o.get("output_type") == "error")
                         reasons.append(f"cell {index - 1} raised {err.get('ename')}")
                 grading = nbformat.v4.new_code_cell(_grading_cell(chapter, answers, out_path))
+                work.cells.append(grading)
                 budget = max(timeout, 30.0 * max(1, len(answers)))
                 client.timeout = int(budget)
-                client.execute_cell(grading, len(work.cells))
+                client.execute_cell(grading, len(work.cells) - 1)
         except DeadKernelError:
             status = "error"
             reasons.append("the kernel died (out of memory, or the process was killed)")

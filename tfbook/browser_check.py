@@ -1,0 +1,218 @@
+"""Load every page of the built book in headless Chromium, offline (chapter 0).
+
+``python -m tfbook.build_tools browser-test _build/html`` (``make browser-test``) serves the
+built HTML on 127.0.0.1, opens every page in Debian's Chromium driven by Playwright with every
+request to another host aborted, and fails when
+
+- a page with math has formulas that MathJax did not typeset,
+- an image fails to load,
+- a widget area is empty (a widget view whose manager could not render it),
+- the page raises a JavaScript error,
+- the search page finds nothing for "attention".
+
+It prints what it counted per page and writes one full-page screenshot per page to
+``_build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["PageReport", "find_chromium", "check_pages", "run"]
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+_COUNT_JS = """
+() => {
+  const maths = Array.from(
+      document.querySelectorAll('div.math.notranslate, span.math.notranslate'));
+  const typeset = maths.filter(el => el.querySelector(
+      '.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_SVG_Display, .MathJax_CHTML'));
+  const raw = maths.filter(el => !typeset.includes(el)).map(el => el.textContent.slice(0, 60));
+  const imgs = Array.from(document.querySelectorAll('article img, main img'));
+  const broken = imgs.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
+  const views = Array.from(document.querySelectorAll(
+      'script[type="application/vnd.jupyter.widget-view+json"]'));
+  const emptyWidgets = views.filter(s => {
+      const box = s.parentElement;
+      return !box || box.querySelectorAll('.jupyter-widgets, .widget-box, .lm-Widget').length === 0;
+  }).length;
+  return {maths: maths.length, typeset: typeset.length, raw: raw.slice(0, 3),
+          images: imgs.length, broken: broken, widgets: views.length, emptyWidgets: emptyWidgets};
+}
+"""
+
+
+@dataclass
+class PageReport:
+    """What the browser saw on one page."""
+
+    page: str
+    maths: int = 0
+    typeset: int = 0
+    images: int = 0
+    widgets: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium binary (``$TFBOOK_CHROMIUM``, then the usual names), or ``None``."""
+    env = os.environ.get("TFBOOK_CHROMIUM")
+    if env:
+        return env
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+
+def _serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _pages(html_dir: Path) -> list[str]:
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    pages = []
+    for path in sorted(html_dir.rglob("*.html")):
+        rel = path.relative_to(html_dir).as_posix()
+        if rel.startswith(("_static/", "_sources/", "_modules/", ".")) or path.name in skip:
+            continue
+        if rel == "index.html":  # a redirect to book/index.html
+            continue
+        pages.append(rel)
+    return pages
+
+
+def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageReport]:
+    """Check every page; return one report per page (plus one for the search page)."""
+    from playwright.sync_api import sync_playwright
+
+    screenshots.mkdir(parents=True, exist_ok=True)
+    server, base = _serve(html_dir)
+    reports: list[PageReport] = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+            def offline(route):
+                if route.request.url.startswith(base):
+                    route.continue_()
+                else:
+                    route.abort()
+
+            context.route("**/*", offline)
+            for rel in _pages(html_dir):
+                report = PageReport(rel)
+                errors: list[str] = []
+                page = context.new_page()
+                page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+                page.goto(f"{base}/{rel}", wait_until="load")
+                has_math = page.evaluate("() => !!document.querySelector('.math.notranslate')")
+                if has_math:
+                    try:
+                        page.wait_for_function(
+                            "() => window.MathJax && MathJax.Hub && MathJax.Hub.queue"
+                            " && MathJax.Hub.queue.pending === 0 && MathJax.Hub.queue.running"
+                            " === 0 && document.querySelector('.MathJax, .MathJax_SVG')",
+                            timeout=30_000,
+                        )
+                    except Exception:  # noqa: BLE001 - reported as untypeset math below
+                        pass
+                counts = page.evaluate(_COUNT_JS)
+                report.maths, report.typeset = counts["maths"], counts["typeset"]
+                report.images, report.widgets = counts["images"], counts["widgets"]
+                if counts["maths"] > counts["typeset"]:
+                    report.problems.append(
+                        f"{counts['maths'] - counts['typeset']} formula(s) not typeset, "
+                        f"e.g. {counts['raw']}"
+                    )
+                if counts["broken"]:
+                    report.problems.append(f"images failed to load: {counts['broken'][:3]}")
+                if counts["emptyWidgets"]:
+                    report.problems.append(f"{counts['emptyWidgets']} empty widget area(s)")
+                report.problems += [f"JavaScript error: {e}" for e in errors]
+                shot = screenshots / (rel.replace("/", "_").removesuffix(".html") + ".png")
+                page.screenshot(path=str(shot), full_page=True)
+                page.close()
+                reports.append(report)
+
+            search = PageReport("search.html?q=attention")
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base}/search.html?q=attention", wait_until="load")
+            try:
+                page.wait_for_selector("#search-results li", timeout=30_000)
+                hits = page.locator("#search-results li").count()
+            except Exception:  # noqa: BLE001 - reported below
+                hits = 0
+            if hits == 0:
+                search.problems.append("the search page found nothing for 'attention'")
+            search.problems += [f"JavaScript error: {e}" for e in errors]
+            search.images = hits  # reported as "hits"
+            page.screenshot(path=str(screenshots / "search.png"), full_page=False)
+            reports.append(search)
+            browser.close()
+    finally:
+        server.shutdown()
+    return reports
+
+
+def run(html_dir: Path, screenshots: Path | None = None) -> int:
+    """Command-line entry: print a table of what was checked; 0 when every page is fine."""
+    html_dir = Path(html_dir)
+    if not (html_dir / "book" / "index.html").is_file():
+        print(f"browser-test: no built book in {html_dir} (run `make book` first)")
+        return 2
+    chromium = find_chromium()
+    if chromium is None:
+        print("browser-test: Chromium not found (apt-get install chromium, or set TFBOOK_CHROMIUM)")
+        return 2
+    screenshots = screenshots or html_dir.parent / "screenshots"
+    reports = check_pages(html_dir, screenshots, chromium)
+    failed = 0
+    print(f"{'page':45} {'formulas':>9} {'typeset':>8} {'images':>7} {'widgets':>8}  result")
+    for r in reports:
+        status = "ok" if not r.problems else "FAIL"
+        failed += bool(r.problems)
+        if r.page.startswith("search"):
+            print(f"{r.page:45} {'':>9} {'':>8} {r.images:>7} {'':>8}  {status} ({r.images} hits)")
+        else:
+            print(f"{r.page:45} {r.maths:>9} {r.typeset:>8} {r.images:>7} {r.widgets:>8}  {status}")
+        for problem in r.problems:
+            print(f"    - {problem}")
+    total_math = sum(r.maths for r in reports)
+    total_img = sum(r.images for r in reports if not r.page.startswith("search"))
+    print(
+        f"browser-test: {len(reports) - 1} pages + search, {total_math} formulas, "
+        f"{total_img} images; screenshots in {screenshots}"
+    )
+    if failed:
+        print(f"browser-test: {failed} page(s) FAILED")
+        return 1
+    return 0
