@@ -5,6 +5,7 @@ built HTML on 127.0.0.1, opens every page in Debian's Chromium driven by Playwri
 request to another host aborted, and fails when
 
 - a page with math has formulas that MathJax did not typeset,
+- a web font fails to load (e.g. the bundled Hangul font, without which Korean shows as boxes),
 - an image fails to load,
 - a widget area is empty (a widget view whose manager could not render it),
 - the page raises a JavaScript error,
@@ -52,7 +53,12 @@ _COUNT_JS = """
       const box = s.parentElement;
       return !box || box.querySelectorAll('.jupyter-widgets, .widget-box, .lm-Widget').length === 0;
   }).length;
-  return {maths: maths.length, typeset: typeset.length, raw: raw.slice(0, 3),
+  // MathJax_Blank is MathJax's own font-detection probe, expected to fail.
+  const badFonts = Array.from(document.fonts)
+      .filter(f => f.status === 'error' && !f.family.startsWith('MathJax'))
+      .map(f => f.family);
+  return {badFonts: Array.from(new Set(badFonts)), maths: maths.length,
+          typeset: typeset.length, raw: raw.slice(0, 3),
           images: imgs.length, broken: broken, widgets: views.length, emptyWidgets: emptyWidgets};
 }
 """
@@ -153,6 +159,8 @@ def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageRe
                     )
                 if counts["broken"]:
                     report.problems.append(f"images failed to load: {counts['broken'][:3]}")
+                if counts["badFonts"]:
+                    report.problems.append(f"web fonts failed to load: {counts['badFonts']}")
                 if counts["emptyWidgets"]:
                     report.problems.append(f"{counts['emptyWidgets']} empty widget area(s)")
                 report.problems += [f"JavaScript error: {e}" for e in errors]

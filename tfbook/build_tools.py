@@ -5,6 +5,9 @@ Commands:
 - ``prepare-static``: copy the MathJax shipped by the pinned ``jupyter-server-mathjax``
   package into ``_build/_static_extra/mathjax`` so the HTML book typesets formulas offline
   (when the package is missing, a tiny loader that falls back to the CDN is written instead).
+  It also copies the NanumGothic font shipped by the pinned ``koreanize-matplotlib`` package
+  and writes ``tfbook.css``, which uses it for Hangul only (``unicode-range``), so Korean
+  text renders on machines without a Korean system font.
 - ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
   strict (``-W``) build that reuses the nbval-verified stored outputs.
 - ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (no widget
@@ -84,6 +87,83 @@ def prepare_static(dest: Path = STATIC_EXTRA) -> Path:
     return target
 
 
+_HANGUL_RANGES = "U+1100-11FF, U+3130-318F, U+A960-A97F, U+AC00-D7AF, U+D7B0-D7FF"
+
+_CSS = """/* Written by `python -m tfbook.build_tools prepare-static`; do not edit. */
+/* Hangul from a bundled font, used only for Hangul code points. */
+@font-face {{
+  font-family: "TfbookHangul";
+  src: url("fonts/hangul.woff") format("woff");
+  font-weight: normal;
+  unicode-range: {ranges};
+}}
+@font-face {{
+  font-family: "TfbookHangul";
+  src: url("fonts/hangul-bold.woff") format("woff");
+  font-weight: bold;
+  unicode-range: {ranges};
+}}
+:root {{
+  --pst-font-family-base: "TfbookHangul", var(--pst-font-family-base-system);
+  --pst-font-family-heading: "TfbookHangul", var(--pst-font-family-base-system);
+  --pst-font-family-monospace: var(--pst-font-family-monospace-system), "TfbookHangul";
+}}
+/* Figures keep their white background in the dark theme, so their text stays legible. */
+html[data-theme="dark"] .cell_output img {{
+  background-color: #ffffff;
+  border-radius: 4px;
+}}
+"""
+
+
+def _hangul_webfont(src: Path, dest: Path) -> None:
+    """Subset ``src`` to Hangul as a WOFF file (fontTools, a matplotlib dependency).
+
+    Subsetting also drops the font's VTT source tables (``TSI*``), which Chromium's font
+    sanitizer rejects: the raw NanumGothic.ttf fails to load as a web font.
+    """
+    import logging
+
+    from fontTools import subset
+
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    options = subset.Options()
+    options.flavor = "woff"
+    options.hinting = False
+    options.notdef_outline = True
+    options.name_IDs = ["*"]
+    font = subset.load_font(str(src), options)
+    subsetter = subset.Subsetter(options)
+    codepoints: list[int] = []
+    for part in _HANGUL_RANGES.split(","):
+        lo, hi = part.strip().removeprefix("U+").split("-")
+        codepoints += range(int(lo, 16), int(hi, 16) + 1)
+    subsetter.populate(unicodes=codepoints)
+    subsetter.subset(font)
+    subset.save_font(font, str(dest), options)
+
+
+def prepare_fonts(dest: Path = STATIC_EXTRA) -> Path:
+    """Write a Hangul web font and ``tfbook.css`` into ``dest``; return the CSS path."""
+    from tfbook.plotting import hangul_font_path
+
+    fonts = dest / "fonts"
+    fonts.mkdir(parents=True, exist_ok=True)
+    regular = hangul_font_path()
+    if regular is not None:
+        bold = regular.parent / "NanumGothicBold.ttf"
+        pairs = [
+            (regular, fonts / "hangul.woff"),
+            (bold if bold.is_file() else regular, fonts / "hangul-bold.woff"),
+        ]
+        for src, out in pairs:
+            if not out.is_file():
+                _hangul_webfont(src, out)
+    css = dest / "tfbook.css"
+    css.write_text(_CSS.format(ranges=_HANGUL_RANGES), encoding="utf-8")
+    return css
+
+
 def strict_config(config: Path = ROOT / "_config.yml") -> str:
     """``_config.yml`` with execution off (stored outputs are used as they are)."""
     import yaml
@@ -127,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("html_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "prepare-static":
-        print(f"static files in {prepare_static()}")
+        print(f"static files in {prepare_static()} and {prepare_fonts()}")
     elif args.command == "strict-config":
         sys.stdout.write(strict_config())
     elif args.command == "execute":
