@@ -9,8 +9,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 export TFBOOK_REPO_ROOT := $(CURDIR)
-# Matplotlib never needs a display here.
-export MPLBACKEND := Agg
 
 .PHONY: help setup book test lint unit nbval student strict-build browser-test browser-test-if-available lab execute clean
 
