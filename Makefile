@@ -59,7 +59,7 @@ strict-build: $(STAMP)
 	$(BIN)/python -m tfbook.build_tools prepare-static
 	@mkdir -p _build
 	$(BIN)/python -m tfbook.build_tools strict-config > _build/_config_strict.yml
-	$(BIN)/jupyter-book build . --path-output . --config _build/_config_strict.yml -W -n --keep-going
+	$(BIN)/jupyter-book build . --path-output . --config _build/_config_strict.yml -W -n --keep-going --all
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 browser-test: $(STAMP)

@@ -9,6 +9,7 @@ request to another host aborted, and fails when
 - an image fails to load,
 - a widget area is empty (a widget view whose manager could not render it),
 - the page raises a JavaScript error,
+- a chapter page has no working link to its student edition,
 - the search page finds nothing for "attention".
 
 It prints what it counted per page and writes one full-page screenshot per page to
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -113,6 +115,26 @@ def _pages(html_dir: Path) -> list[str]:
     return pages
 
 
+def _check_student_link(page) -> list[str]:
+    """A chapter page links its student edition, and the link serves a notebook."""
+    href = page.evaluate(
+        "() => { const a = document.querySelector('.tfbook-student-download a');"
+        " return a ? a.href : null; }"
+    )
+    if not href:
+        return ["no link to the student edition"]
+    response = page.request.get(href)
+    if response.status != 200:
+        return [f"student edition link {href} answered {response.status}"]
+    try:
+        notebook = response.json()
+    except Exception:  # noqa: BLE001 - any decoding problem is a broken download
+        return [f"student edition link {href} is not a notebook"]
+    if "BEGIN SOLUTION" in response.text() or "cells" not in notebook:
+        return [f"student edition {href} is not a clean student edition"]
+    return []
+
+
 def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageReport]:
     """Check every page; return one report per page (plus one for the search page)."""
     from playwright.sync_api import sync_playwright
@@ -164,6 +186,8 @@ def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageRe
                 if counts["emptyWidgets"]:
                     report.problems.append(f"{counts['emptyWidgets']} empty widget area(s)")
                 report.problems += [f"JavaScript error: {e}" for e in errors]
+                if re.match(r"book/\d\d_", rel):
+                    report.problems += _check_student_link(page)
                 shot = screenshots / (rel.replace("/", "_").removesuffix(".html") + ".png")
                 page.screenshot(path=str(shot), full_page=True)
                 page.close()

@@ -7,7 +7,8 @@ Commands:
   (when the package is missing, a tiny loader that falls back to the CDN is written instead).
   It also copies the NanumGothic font shipped by the pinned ``koreanize-matplotlib`` package
   and writes ``tfbook.css``, which uses it for Hangul only (``unicode-range``), so Korean
-  text renders on machines without a Korean system font.
+  text renders on machines without a Korean system font, and writes the student edition
+  of every chapter into ``_build/_static_extra/student/`` for the download links.
 - ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
   strict (``-W``) build that reuses the nbval-verified stored outputs.
 - ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (no widget
@@ -164,6 +165,16 @@ def prepare_fonts(dest: Path = STATIC_EXTRA) -> Path:
     return css
 
 
+def prepare_student_editions(dest: Path = STATIC_EXTRA) -> Path:
+    """Write the student edition of every chapter into ``dest/student`` (linked from each page)."""
+    from tfbook.exercises.student import write_student_editions
+
+    masters = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+    out = dest / "student"
+    write_student_editions(masters, out, force=True)
+    return out
+
+
 def strict_config(config: Path = ROOT / "_config.yml") -> str:
     """``_config.yml`` with execution off (stored outputs are used as they are)."""
     import yaml
@@ -208,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "prepare-static":
         print(f"static files in {prepare_static()} and {prepare_fonts()}")
+        print(f"student editions in {prepare_student_editions()}")
     elif args.command == "strict-config":
         sys.stdout.write(strict_config())
     elif args.command == "execute":
