@@ -155,3 +155,20 @@ def test_readme_commands_are_makefile_targets():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_hint_blocks_match_the_exercise_modules(notebook):
+    from tfbook.build_tools import hints_markdown
+
+    path, nb = notebook
+    chapter = f"ch{_chapter(path):02d}"
+    blocks = {
+        c.metadata["tfbook"]["question"]: c.source
+        for c in nb.cells
+        if c.metadata.get("tfbook", {}).get("role") == "hints"
+    }
+    for q in load(chapter):
+        assert blocks.get(q.qid) == hints_markdown(q), (
+            f"{path.name} {q.qid}: hints block missing or stale "
+            "(run `python -m tfbook.build_tools sync-hints book/*.ipynb`)"
+        )

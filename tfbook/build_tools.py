@@ -11,6 +11,8 @@ Commands:
   of every chapter into ``_build/_static_extra/student/`` for the download links.
 - ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
   strict (``-W``) build that reuses the nbval-verified stored outputs.
+- ``sync-hints NOTEBOOK...``: write each exercise's hints (from ``tfbook.exercises.chNN``)
+  into a collapsed block above its solution cell.
 - ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (no widget
   state: the HTML book shows static figures instead; no timing metadata), so stored
   outputs are refreshed deterministically.
@@ -206,6 +208,54 @@ def execute_notebooks(paths: list[Path], timeout: int = 300) -> None:
         print(f"executed {path}")
 
 
+def hints_markdown(question) -> str:
+    """The collapsed hints block shown above an exercise (HTML ``<details>``: renders in
+    Jupyter and in the book alike)."""
+    items = "\n".join(f"{i}. {hint}" for i, hint in enumerate(question.hints, 1))
+    qn = question.qid.split(".")[1]
+    return (
+        f"<details>\n<summary>Hints for this exercise (or run <code>ex.{qn}.hint()</code>)"
+        f"</summary>\n\n{items}\n\n</details>"
+    )
+
+
+def sync_hints(paths: list[Path]) -> list[Path]:
+    """Insert or refresh the hints cell before each exercise's solution cell, from the hints
+    of the exercise module (one source of truth). Returns the notebooks that changed."""
+    import nbformat
+
+    from tfbook.exercises import load
+    from tfbook.exercises.student import chapter_of_notebook, check_cells
+
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        chapter = chapter_of_notebook(nb)
+        if chapter is None:
+            continue
+        exercises = load(chapter)
+        before = nbformat.writes(nb)
+        for qid, _ in sorted(check_cells(nb).items(), key=lambda kv: kv[1][0]):
+            check_index = check_cells(nb)[qid][0]
+            solution = max(
+                i
+                for i in range(check_index)
+                if nb.cells[i].cell_type == "code" and "# BEGIN SOLUTION" in nb.cells[i].source
+            )
+            text = hints_markdown(exercises[qid])
+            previous = nb.cells[solution - 1]
+            if previous.metadata.get("tfbook") == {"question": qid, "role": "hints"}:
+                previous.source = text
+            else:
+                cell = nbformat.v4.new_markdown_cell(text)
+                cell.metadata["tfbook"] = {"question": qid, "role": "hints"}
+                nb.cells.insert(solution, cell)
+        if nbformat.writes(nb) != before:
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfbook.build_tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("execute")
     ex.add_argument("notebooks", nargs="+", type=Path)
     ex.add_argument("--timeout", type=int, default=300)
+    hs = sub.add_parser("sync-hints")
+    hs.add_argument("notebooks", nargs="+", type=Path)
     br = sub.add_parser("browser-test")
     br.add_argument("html_dir", type=Path)
     args = parser.parse_args(argv)
@@ -224,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(strict_config())
     elif args.command == "execute":
         execute_notebooks(args.notebooks, args.timeout)
+    elif args.command == "sync-hints":
+        for path in sync_hints(args.notebooks):
+            print(f"hints updated in {path}")
     elif args.command == "browser-test":
         from tfbook.browser_check import run
 
