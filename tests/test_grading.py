@@ -221,3 +221,17 @@ def test_refuses_to_write_over_a_submission(tmp_path):
     sub.write_text(json.dumps({"cells": [], "nbformat": 4}), encoding="utf-8")
     assert cli_main(["grade", str(sub), "--out", str(sub)]) == 2
     assert json.loads(sub.read_text(encoding="utf-8")) == {"cells": [], "nbformat": 4}
+
+
+def test_memory_limit_stops_a_memory_hog_and_the_rest_is_graded(tmp_path):
+    from tfbook.exercises.grading import grade_notebook
+
+    nb = _solved(_student())
+    # 8 GB: fits in this 24 GiB machine, so only the grader's 4 GiB limit can refuse it.
+    _insert_after_check(nb, "ch00.q2", "import torch\nbig = torch.ones(2_000_000_000)")
+    path = tmp_path / "hog.ipynb"
+    nbformat.write(nb, path)
+    result = grade_notebook(path, ROOT / "book", timeout=60, memory_mb=4096)
+    assert result.status == "error"
+    assert "raised RuntimeError" in result.reason
+    assert result.total == 4
