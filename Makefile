@@ -32,7 +32,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/python -m tfbook.build_tools prepare-static
+	$(BIN)/python -m tfbook_tools.build prepare-static
 	$(BIN)/jupyter-book build . --path-output .
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
@@ -56,14 +56,14 @@ nbval: $(STAMP)
 
 # Zero-warning HTML build from the stored (nbval-verified) outputs: no second execution.
 strict-build: $(STAMP)
-	$(BIN)/python -m tfbook.build_tools prepare-static
+	$(BIN)/python -m tfbook_tools.build prepare-static
 	@mkdir -p _build
-	$(BIN)/python -m tfbook.build_tools strict-config > _build/_config_strict.yml
+	$(BIN)/python -m tfbook_tools.build strict-config > _build/_config_strict.yml
 	$(BIN)/jupyter-book build . --path-output . --config _build/_config_strict.yml -W -n --keep-going --all
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 browser-test: $(STAMP)
-	$(BIN)/python -m tfbook.build_tools browser-test _build/html
+	$(BIN)/python -m tfbook_tools.build browser-test _build/html
 
 browser-test-if-available: strict-build
 	@if command -v chromium >/dev/null 2>&1; then $(MAKE) --no-print-directory browser-test; \
@@ -73,7 +73,7 @@ student: $(STAMP)
 	$(BIN)/tfbook student $(NOTEBOOKS) --out _build/student
 
 execute: $(STAMP)
-	$(BIN)/python -m tfbook.build_tools execute $(NOTEBOOKS)
+	$(BIN)/python -m tfbook_tools.build execute $(NOTEBOOKS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab book/

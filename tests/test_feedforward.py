@@ -23,8 +23,10 @@ def _numpy_ffn(x, ffn: PositionwiseFeedForward) -> np.ndarray:
     h = x.double().numpy() @ w1 + b1
     if ffn.activation_name == "relu":
         h = np.maximum(h, 0.0)
-    else:
+    elif ffn.activation_name == "gelu":
         h = h * 0.5 * (1.0 + _erf(h / math.sqrt(2.0)))
+    else:  # GPT-2's tanh approximation of GELU
+        h = 0.5 * h * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * h**3)))
     return h @ w2 + b2
 
 
@@ -41,7 +43,11 @@ def test_matches_torch_functional_composition(activation):
     torch.manual_seed(1)
     ffn = PositionwiseFeedForward(6, 10, activation=activation)
     x = torch.randn(2, 4, 6)
-    act = F.relu if activation == "relu" else F.gelu
+    act = {
+        "relu": F.relu,
+        "gelu": F.gelu,
+        "gelu_tanh": lambda h: F.gelu(h, approximate="tanh"),
+    }[activation]
     expected = F.linear(
         act(F.linear(x, ffn.linear1.weight, ffn.linear1.bias)),
         ffn.linear2.weight,
@@ -133,10 +139,10 @@ def test_matches_torch_encoder_layer_feed_forward_block():
 
 def test_unknown_activation_is_rejected_with_the_choices():
     with pytest.raises(
-        ValueError, match=r"activation must be one of \('relu', 'gelu'\), got 'tanh'"
+        ValueError, match=r"activation must be one of \('relu', 'gelu', 'gelu_tanh'\), got 'tanh'"
     ):
         PositionwiseFeedForward(8, activation="tanh")
-    with pytest.raises(TypeError, match="activation must be a str, got NoneType"):
+    with pytest.raises(ValueError, match="activation must be one of .*, got None"):
         PositionwiseFeedForward(8, activation=None)
 
 
@@ -144,9 +150,13 @@ def test_unknown_activation_is_rejected_with_the_choices():
     ("kwargs", "error", "message"),
     [
         ({"d_model": 0}, ValueError, "d_model must be a positive int, got 0"),
-        ({"d_model": 8.0}, TypeError, "d_model must be an int, got float"),
+        ({"d_model": 8.0}, TypeError, "d_model must be a positive int, got float"),
         ({"d_model": 8, "d_ff": -1}, ValueError, "d_ff must be a positive int, got -1"),
-        ({"d_model": 8, "dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+        (
+            {"d_model": 8, "dropout": 1.0},
+            ValueError,
+            r"dropout must be a float in \[0, 1\), got 1.0",
+        ),
         ({"d_model": 8, "dropout": "0.1"}, TypeError, "dropout must be a float"),
     ],
 )

@@ -17,8 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tfbook.cli import main as cli_main
-from tfbook.exercises.student import make_student_edition
+from tfbook_tools.cli import main as cli_main
+from tfbook_tools.student import make_student_edition
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = ROOT / "book" / "00_exercises.ipynb"
@@ -224,7 +224,7 @@ def test_refuses_to_write_over_a_submission(tmp_path):
 
 
 def test_memory_limit_stops_a_memory_hog_and_the_rest_is_graded(tmp_path):
-    from tfbook.exercises.grading import grade_notebook
+    from tfbook_tools.grading import grade_notebook
 
     nb = _solved(_student())
     # 8 GB: fits in this 24 GiB machine, so only the grader's 4 GiB limit can refuse it.

@@ -99,9 +99,9 @@ def test_layernorm_gradient_matches_torch():
     ("args", "error", "message"),
     [
         ((0,), ValueError, "d_model must be a positive int, got 0"),
-        (("8",), TypeError, "d_model must be an int, got str"),
-        ((8, 0.0), ValueError, "eps must be > 0, got 0.0"),
-        ((8, None), TypeError, "eps must be a float, got NoneType"),
+        (("8",), TypeError, "d_model must be a positive int, got str"),
+        ((8, 0.0), ValueError, "eps must be a float > 0, got 0.0"),
+        ((8, None), TypeError, "eps must be a float > 0, got NoneType"),
     ],
 )
 def test_layernorm_bad_arguments_are_named(args, error, message):
@@ -229,7 +229,7 @@ def test_residual_sublayer_bad_arguments_are_named():
         ResidualSublayer(8, lambda x: x)
     with pytest.raises(TypeError, match="norm_first must be a bool, got str"):
         ResidualSublayer(8, ffn, norm_first="pre")
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"dropout must be a float in \[0, 1\), got 1.5"):
         ResidualSublayer(8, ffn, dropout=1.5)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., d_model=8\), got \(2, 3\)"):
         ResidualSublayer(8, ffn)(torch.zeros(2, 3))

@@ -95,10 +95,10 @@ def test_sinusoidal_rejects_odd_d_model_with_its_value():
 @pytest.mark.parametrize(
     ("kwargs", "error", "pattern"),
     [
-        ({"seq_len": 0, "d_model": 8}, ValueError, r"seq_len must be >= 1, got 0"),
-        ({"seq_len": 4.0, "d_model": 8}, TypeError, r"seq_len must be an int, got float"),
+        ({"seq_len": 0, "d_model": 8}, ValueError, r"seq_len must be a positive int, got 0"),
+        ({"seq_len": 4.0, "d_model": 8}, TypeError, r"seq_len must be a positive int, got float"),
         ({"seq_len": 4, "d_model": 8, "base": 1.0}, ValueError, r"base must be > 1, got 1.0"),
-        ({"seq_len": 4, "d_model": 0}, ValueError, r"d_model must be >= 1, got 0"),
+        ({"seq_len": 4, "d_model": 0}, ValueError, r"d_model must be a positive int, got 0"),
     ],
 )
 def test_sinusoidal_rejects_bad_arguments(kwargs, error, pattern):
@@ -127,12 +127,12 @@ def test_sinusoidal_module_has_no_parameters_and_no_saved_state():
 
 
 def test_sinusoidal_module_rejects_wrong_width():
-    with pytest.raises(ValueError, match=r"last dimension of x must be d_model=8, got shape"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, d_model=8\), got \(2, 5, 6\)"):
         SinusoidalPositionalEncoding(8)(torch.zeros(2, 5, 6))
 
 
 def test_sinusoidal_module_rejects_missing_batch_axis():
-    with pytest.raises(ValueError, match=r"\(batch, seq, d_model\), got 2 dimensions"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, d_model=8\), got \(5, 8\)"):
         SinusoidalPositionalEncoding(8)(torch.zeros(5, 8))
 
 
@@ -180,7 +180,9 @@ def test_learned_gradient_reaches_only_the_rows_used():
 
 
 def test_learned_rejects_wrong_width():
-    with pytest.raises(ValueError, match=r"d_model=16, got shape \(1, 5, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(B, T, d_model=16\), got \(1, 5, 8\)"
+    ):
         LearnedPositionalEmbedding(12, 16)(torch.zeros(1, 5, 8))
 
 

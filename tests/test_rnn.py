@@ -125,16 +125,14 @@ def test_from_torch_rejects_stacked_or_bidirectional_rnn():
 
 def test_bad_shapes_raise_value_errors_naming_the_argument():
     cell, rnn = RNNCell(3, 4), RNN(3, 4)
-    with pytest.raises(
-        ValueError, match=r"x must have shape \(batch, input_size=3\), got \(2, 5\)"
-    ):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, input_size=3\), got \(2, 5\)"):
         cell(torch.zeros(2, 5))
     with pytest.raises(
-        ValueError, match=r"h must have shape \(batch=2, hidden_size=4\), got \(2, 3\)"
+        ValueError, match=r"h must have shape \(B=2, hidden_size=4\), got \(2, 3\)"
     ):
         cell(torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(
-        ValueError, match=r"x must have shape \(batch, seq, input_size=3\), got \(5, 3\)"
+        ValueError, match=r"x must have shape \(B, T, input_size=3\), got \(5, 3\)"
     ):
         rnn(torch.zeros(5, 3))
     with pytest.raises(ValueError, match="at least one time step"):
@@ -170,7 +168,7 @@ def test_attention_preview_weights_are_row_stochastic_and_match_numpy():
 
 
 def test_attention_preview_rejects_vectors():
-    with pytest.raises(ValueError, match=r"x must have shape \(..., seq, d\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(..., T, d\)"):
         attention_preview(torch.zeros(4))
 
 
@@ -199,7 +197,7 @@ def test_gradient_norms_of_attention_do_not_vanish_with_distance():
 
 
 def test_gradient_norms_validates_fn_output():
-    with pytest.raises(ValueError, match=r"fn must return shape \(seq=4, d_out\)"):
+    with pytest.raises(ValueError, match=r"fn must return shape \(T=4, d_out\)"):
         gradient_norms_by_distance(lambda s: s.sum(0), torch.randn(4, 3))
 
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from tfbook.exercises import chapters, load
-from tfbook.exercises.student import check_cells
 from tfbook.registry import chapter_of
+from tfbook_tools.student import check_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
@@ -104,6 +104,79 @@ def test_modules_import_only_earlier_chapters():
             assert chapter_of(imported) <= n, f"{module} (ch {n}) imports {imported}"
 
 
+def _top_level_imports(source: str) -> set[str]:
+    lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    found = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+#: What belongs to the instructor/build tooling and must never reach a student's kernel.
+TOOLING = {"tfbook_tools", "nbformat", "nbclient", "playwright", "sphinx", "nbval"}
+
+
+def test_no_notebook_imports_the_tooling(notebook):
+    path, nb = notebook
+    for i, cell in enumerate(_code(nb)):
+        bad = _top_level_imports(cell.source) & TOOLING
+        assert not bad, f"{path.name} code cell {i} imports tooling: {sorted(bad)}"
+
+
+def test_library_imports_no_tooling():
+    for path in sorted((ROOT / "tfbook").rglob("*.py")):
+        bad = _top_level_imports(path.read_text(encoding="utf-8")) & TOOLING
+        assert not bad, f"{path.relative_to(ROOT)} imports tooling: {sorted(bad)}"
+
+
+def test_library_makes_no_repository_assumptions():
+    for path in sorted((ROOT / "tfbook").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for needle in ("parents[", "TFBOOK_REPO_ROOT", '"book"', "'book'"):
+            assert needle not in text, f"{path.relative_to(ROOT)} contains {needle!r}"
+
+
+def test_library_runtime_dependencies_are_torch_numpy_matplotlib():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {re.split(r"[<>=!~ \[]", d)[0] for d in project["dependencies"]}
+    assert names == {"torch", "numpy", "matplotlib"}
+
+
+def _readme_tree() -> dict[str, set[str]]:
+    """Package -> entries listed under it in the README's tree block."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## The tree", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    tree: dict[str, set[str]] = {}
+    package = None
+    for line in block.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if line.startswith(("tfbook/", "tfbook_tools/")):
+            package = name.rstrip("/")
+            tree[package] = set()
+        elif line.startswith("  ") and not line.startswith("    ") and package:
+            tree[package].add(name.rstrip("/"))
+        elif not line.startswith(" "):
+            package = None
+    return tree
+
+
+@pytest.mark.parametrize("package", ["tfbook", "tfbook_tools"])
+def test_readme_tree_matches_the_files(package):
+    listed = _readme_tree()[package]
+    on_disk = {
+        p.name for p in (ROOT / package).iterdir() if p.name != "__pycache__" and p.suffix != ".pyc"
+    }
+    assert listed == on_disk, (
+        f"README tree of {package}/ is out of date: missing {sorted(on_disk - listed)}, "
+        f"gone {sorted(listed - on_disk)}"
+    )
+
+
 def test_toc_lists_every_master_and_only_existing_files():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
@@ -158,7 +231,7 @@ def test_ci_runs_make_test():
 
 
 def test_hint_blocks_match_the_exercise_modules(notebook):
-    from tfbook.build_tools import hints_markdown
+    from tfbook_tools.build import hints_markdown
 
     path, nb = notebook
     chapter = f"ch{_chapter(path):02d}"
@@ -170,5 +243,5 @@ def test_hint_blocks_match_the_exercise_modules(notebook):
     for q in load(chapter):
         assert blocks.get(q.qid) == hints_markdown(q), (
             f"{path.name} {q.qid}: hints block missing or stale "
-            "(run `python -m tfbook.build_tools sync-hints book/*.ipynb`)"
+            "(run `python -m tfbook_tools.build sync-hints book/*.ipynb`)"
         )

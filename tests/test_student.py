@@ -10,9 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tfbook.cli import main as cli_main
+from tfbook_tools.cli import main as cli_main
 from tfbook.exercises import load
-from tfbook.exercises.student import (
+from tfbook_tools.student import (
     StudentEditionError,
     check_cells,
     make_student_edition,

@@ -1,4 +1,4 @@
-"""Reproducibility and source display (chapter 0, used by every chapter)."""
+"""Reproducibility, source display and timing (chapter 0, used by every chapter)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import inspect
 import os
 import random
 import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "show_source"]
+from tfbook import _validate as check
+
+__all__ = ["seed_everything", "show_source", "best_time"]
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
@@ -99,3 +104,20 @@ def show_source(obj: object, *, display: bool = True) -> str:
         else:
             print(repr(src))
     return code
+
+
+def best_time(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Seconds taken by the fastest of ``repeats`` calls ``fn(*args)``.
+
+    The minimum is the run least disturbed by other work on the machine, so it is the most
+    repeatable figure for comparing two implementations measured side by side. Timings vary
+    from run to run: notebook cells that print them are tagged ``nbval-ignore-output`` and
+    assert ratios, never absolute times.
+    """
+    check.positive_int("repeats", repeats)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -19,6 +19,8 @@ Public API:
 - :class:`MultiHeadAttention` ``(d_model, n_heads, dropout=0.0, bias=True)`` with an explicit
   path (returns the weights) and a fast path through PyTorch's fused kernel;
   :meth:`MultiHeadAttention.from_torch` copies the weights of an ``nn.MultiheadAttention``.
+- :class:`SelfAttention` ``(d_model, n_heads)`` and :class:`CrossAttention`: the same module
+  with a sub-layer's signature (``x -> tensor``), ready for :class:`tfbook.norm.ResidualSublayer`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tfbook import _validate as check
+
 __all__ = [
     "scaled_dot_product_attention",
     "masked_softmax",
@@ -39,27 +43,9 @@ __all__ = [
     "split_heads",
     "merge_heads",
     "MultiHeadAttention",
+    "SelfAttention",
+    "CrossAttention",
 ]
-
-
-def _check_bool_mask(mask: Tensor, target: tuple[int, ...], name: str = "mask") -> None:
-    """Raise unless ``mask`` is a boolean tensor that broadcasts to ``target``."""
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"{name} must be a boolean tensor (True = may attend), got dtype {mask.dtype}; "
-            "for a 0/1 tensor use mask.bool()"
-        )
-    try:
-        shape = torch.broadcast_shapes(tuple(mask.shape), target)
-    except RuntimeError:
-        shape = None
-    if shape != tuple(target):
-        raise ValueError(
-            f"{name} of shape {tuple(mask.shape)} does not broadcast to the attention "
-            f"scores' shape {tuple(target)}"
-        )
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -85,7 +71,7 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """
     if mask is None:
         return torch.softmax(scores, dim=-1)
-    _check_bool_mask(mask, tuple(scores.shape))
+    check.bool_mask("mask", mask, tuple(scores.shape))
     row_ok = mask.any(dim=-1, keepdim=True)  # (..., T_q, 1): has at least one allowed key
     scores = scores.masked_fill(~mask, float("-inf"))
     # Fully masked rows get finite dummy scores (no NaN in the forward or backward pass)
@@ -136,10 +122,7 @@ def scaled_dot_product_attention(
         (torch.Size([2, 5, 8]), torch.Size([2, 5, 5]))
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have shape (..., T, d), got {tuple(t.shape)}")
+        check.shape(name, t, "(..., T, d)", isinstance(t, Tensor) and t.dim() >= 2)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_k: q {tuple(q.shape)}, k {tuple(k.shape)}"
@@ -171,10 +154,7 @@ def causal_mask(seq_len: int, *, device: torch.device | str | None = None) -> Te
     Shape:
         - output: ``(T, T)``, broadcastable against scores ``(..., T, T)``
     """
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int):
-        raise TypeError(f"seq_len must be an int, got {type(seq_len).__name__}")
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    check.positive_int("seq_len", seq_len)
     return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
 
 
@@ -294,8 +274,7 @@ def split_heads(x: Tensor, n_heads: int) -> Tensor:
         - x: ``(B, T, d_model)``
         - output: ``(B, h, T, d_head)`` with ``d_head = d_model // h``
     """
-    if x.dim() != 3:
-        raise ValueError(f"x must have shape (B, T, d_model), got {tuple(x.shape)}")
+    check.shape("x", x, "(B, T, d_model)", x.dim() == 3)
     b, t, d_model = x.shape
     if d_model % n_heads != 0:
         raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -309,8 +288,7 @@ def merge_heads(x: Tensor) -> Tensor:
         - x: ``(B, h, T, d_head)``
         - output: ``(B, T, h * d_head)``
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, h, T, d_head), got {tuple(x.shape)}")
+    check.shape("x", x, "(B, h, T, d_head)", x.dim() == 4)
     b, h, t, d_head = x.shape
     return x.transpose(1, 2).reshape(b, t, h * d_head)  # (B, T, d_model)
 
@@ -346,17 +324,13 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        if d_model <= 0 or n_heads <= 0:
-            raise ValueError(
-                f"d_model and n_heads must be positive, got d_model={d_model}, n_heads={n_heads}"
-            )
+        check.positive_int("d_model", d_model)
+        check.positive_int("n_heads", n_heads)
         if d_model % n_heads != 0:
             raise ValueError(
-                f"d_model must be divisible by n_heads: d_model={d_model}, n_heads={n_heads} "
-                f"(d_model % n_heads = {d_model % n_heads})"
+                f"d_model must be divisible by n_heads, got d_model={d_model}, n_heads={n_heads}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check.probability("dropout", dropout)
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)  # W^Q for all heads
@@ -366,12 +340,8 @@ class MultiHeadAttention(nn.Module):
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if t.dim() != 3 or t.shape[-1] != self.d_model:
-                raise ValueError(
-                    f"{name} must have shape (B, T, d_model={self.d_model}), got {tuple(t.shape)}"
-                )
+            ok = isinstance(t, Tensor) and t.dim() == 3 and t.shape[-1] == self.d_model
+            check.shape(name, t, f"(B, T, d_model={self.d_model})", ok)
         if key.shape[:2] != value.shape[:2]:
             raise ValueError(
                 f"key and value must have the same (B, T_k): key {tuple(key.shape)}, "
@@ -392,7 +362,7 @@ class MultiHeadAttention(nn.Module):
                 "mask must have shape (T_q, T_k), (B, T_q, T_k), (B, 1, T_k) or "
                 f"(B, h, T_q, T_k), got {tuple(mask.shape)}"
             )
-        _check_bool_mask(mask, target)
+        check.bool_mask("mask", mask, target)
         return mask
 
     def forward(
@@ -490,3 +460,38 @@ class MultiHeadAttention(nn.Module):
                     proj.bias.copy_(bias)
                 new.out_proj.bias.copy_(module.out_proj.bias)
         return new.train(module.training)
+
+
+class SelfAttention(MultiHeadAttention):
+    """Multi-head self-attention as a sub-layer: ``x -> MultiHead(x, x, x)``, one tensor out.
+
+    The same module as :class:`MultiHeadAttention` (same parameters, same state-dict names,
+    :meth:`~MultiHeadAttention.from_torch` works), with the signature a residual sub-layer
+    needs, so ``ResidualSublayer(d_model, SelfAttention(d_model, h))`` just works.
+
+    Shape:
+        - x: ``(B, T, d_model)``; mask: boolean, ``True`` = may attend, e.g. ``(T, T)``
+        - output: ``(B, T, d_model)``
+    """
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        return super().forward(x, x, x, mask)[0]  # (B, T, d_model)
+
+
+class CrossAttention(MultiHeadAttention):
+    """Multi-head cross-attention as a sub-layer: queries from ``x``, keys and values from
+    ``memory`` (the encoder's output), one tensor out.
+
+    Inside a :class:`tfbook.norm.ResidualSublayer` only ``x`` is normalised; ``memory`` is
+    passed through as it is (the encoder already normalised it).
+
+    Shape:
+        - x: ``(B, T_q, d_model)``; memory: ``(B, T_k, d_model)``
+        - mask: boolean, ``True`` = may attend, e.g. ``(B, 1, T_k)`` for the source padding
+        - output: ``(B, T_q, d_model)``
+    """
+
+    def forward(  # type: ignore[override]
+        self, x: Tensor, memory: Tensor, mask: Tensor | None = None
+    ) -> Tensor:
+        return super().forward(x, memory, memory, mask)[0]  # (B, T_q, d_model)

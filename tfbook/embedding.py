@@ -22,22 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tfbook import _validate as check
+
 __all__ = ["TokenEmbedding", "one_hot_embed", "cosine_similarity_matrix", "pca_2d"]
-
-
-def _check_ids(ids: torch.Tensor, vocab_size: int, name: str = "ids") -> None:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {ids.dtype}")
-    if ids.numel() > 0:
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{name} must lie in [0, {vocab_size - 1}] (vocab_size={vocab_size}), "
-                f"got a token id {bad}"
-            )
 
 
 class TokenEmbedding(nn.Module):
@@ -80,17 +67,14 @@ class TokenEmbedding(nn.Module):
         init_std: float | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check.positive_int("vocab_size", vocab_size)
+        check.positive_int("d_model", d_model)
         if padding_idx is not None and not 0 <= padding_idx < vocab_size:
             raise ValueError(
                 f"padding_idx must lie in [0, {vocab_size - 1}] or be None, got {padding_idx}"
             )
-        if init_std is not None and init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
+        if init_std is not None:
+            check.positive_float("init_std", init_std)
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.scale = bool(scale)
@@ -128,7 +112,7 @@ class TokenEmbedding(nn.Module):
         Shape:
             ``(B, T)`` to ``(B, T, d_model)``.
         """
-        _check_ids(ids, self.vocab_size)
+        check.token_ids("ids", ids, self.vocab_size)
         x = self.embedding(ids)  # (B, T, d_model): one row of the matrix per id
         if self.scale:
             x = x * math.sqrt(self.d_model)
@@ -160,7 +144,7 @@ def one_hot_embed(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"weight must be a 2-D tensor (V, d_model), got {shape}")
-    _check_ids(ids, weight.shape[0])
+    check.token_ids("ids", ids, weight.shape[0])
     one_hot = F.one_hot(ids.long(), num_classes=weight.shape[0]).to(weight.dtype)  # (B, T, V)
     return one_hot @ weight  # (B, T, V) @ (V, d_model) -> (B, T, d_model)
 

@@ -14,6 +14,7 @@ with :math:`W_1 \\in \\mathbb{R}^{d_{\\text{model}} \\times d_{\\text{ff}}}`,
 Public API:
 
 - :class:`PositionwiseFeedForward` ``(d_model, d_ff=None, activation="relu", dropout=0.0)``
+  with ``activation`` one of ``"relu"``, ``"gelu"``, ``"gelu_tanh"``
 - :data:`ACTIVATIONS`: the activation names it accepts.
 
 The residual connection and the layer normalisation around it live in :mod:`tfbook.norm`
@@ -25,27 +26,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tfbook import _validate as check
+
 __all__ = ["ACTIVATIONS", "PositionwiseFeedForward"]
 
-#: Activation names accepted by :class:`PositionwiseFeedForward`: ``"relu"`` (the paper)
-#: and ``"gelu"`` (exact GELU, :math:`x \Phi(x)`, as in BERT and GPT-2).
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def _check_probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return float(value)
+#: Activation names accepted by :class:`PositionwiseFeedForward`: ``"relu"`` (the paper),
+#: ``"gelu"`` (exact GELU, :math:`x \Phi(x)`, as in BERT) and ``"gelu_tanh"`` (GELU's tanh
+#: approximation, the one GPT-2 was trained with).
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -58,12 +46,13 @@ class PositionwiseFeedForward(nn.Module):
     Args:
         d_model: width of the token vectors (input and output).
         d_ff: hidden width; ``None`` gives ``4 * d_model`` (2048 for 512 in the paper).
-        activation: ``"relu"`` (paper) or ``"gelu"`` (exact GELU, BERT and GPT).
+        activation: ``"relu"`` (paper), ``"gelu"`` (exact GELU, BERT) or ``"gelu_tanh"``
+            (GPT-2's tanh approximation).
         dropout: probability of zeroing a hidden unit during training (after the
             activation, as ``torch.nn.TransformerEncoderLayer`` does); 0 disables it.
 
     Shape:
-        - Input: ``(..., d_model)``, typically ``(batch, seq, d_model)``.
+        - Input: ``(..., d_model)``, typically ``(B, T, d_model)``.
         - Output: same shape as the input.
 
     Example:
@@ -80,16 +69,16 @@ class PositionwiseFeedForward(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.d_model = _check_positive_int("d_model", d_model)
-        self.d_ff = 4 * self.d_model if d_ff is None else _check_positive_int("d_ff", d_ff)
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a str, got {type(activation).__name__}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-        self.activation_name = activation
+        self.d_model = check.positive_int("d_model", d_model)
+        self.d_ff = 4 * self.d_model if d_ff is None else check.positive_int("d_ff", d_ff)
+        self.activation_name = check.one_of("activation", activation, ACTIVATIONS)
         self.linear1 = nn.Linear(self.d_model, self.d_ff)  # x W1 + b1
-        self.activation = nn.ReLU() if activation == "relu" else nn.GELU()
-        self.dropout = nn.Dropout(_check_probability("dropout", dropout))
+        self.activation = {
+            "relu": nn.ReLU(),
+            "gelu": nn.GELU(),
+            "gelu_tanh": nn.GELU(approximate="tanh"),
+        }[activation]
+        self.dropout = nn.Dropout(check.probability("dropout", dropout))
         self.linear2 = nn.Linear(self.d_ff, self.d_model)  # h W2 + b2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,12 +94,7 @@ class PositionwiseFeedForward(nn.Module):
             - x: ``(..., d_model)``
             - output: ``(..., d_model)``
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 0 or x.shape[-1] != self.d_model:
-            raise ValueError(
-                f"x must have shape (..., d_model={self.d_model}), got {tuple(x.shape)}"
-            )
+        check.last_axis("x", x, self.d_model)
         h = self.activation(self.linear1(x))  # (..., d_ff): the expanded hidden layer
         return self.linear2(self.dropout(h))  # (..., d_model)
 

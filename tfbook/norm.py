@@ -29,23 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tfbook import _validate as check
+
 __all__ = ["LayerNorm", "ResidualSublayer"]
-
-
-def _check_d_model(d_model: object) -> int:
-    if isinstance(d_model, bool) or not isinstance(d_model, int):
-        raise TypeError(f"d_model must be an int, got {type(d_model).__name__}")
-    if d_model <= 0:
-        raise ValueError(f"d_model must be a positive int, got {d_model}")
-    return d_model
-
-
-def _check_last_axis(name: str, x: object, d_model: int) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[-1] != d_model:
-        raise ValueError(f"{name} must have shape (..., d_model={d_model}), got {tuple(x.shape)}")
-    return x
 
 
 class LayerNorm(nn.Module):
@@ -63,7 +49,7 @@ class LayerNorm(nn.Module):
             ``bias`` instead of a division by zero.
 
     Shape:
-        - Input: ``(..., d_model)``, typically ``(batch, seq, d_model)``.
+        - Input: ``(..., d_model)``, typically ``(B, T, d_model)``.
         - Output: same shape as the input.
 
     Example:
@@ -75,12 +61,8 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.d_model = _check_d_model(d_model)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise TypeError(f"eps must be a float, got {type(eps).__name__}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.eps = float(eps)
+        self.d_model = check.positive_int("d_model", d_model)
+        self.eps = check.positive_float("eps", eps)
         self.weight = nn.Parameter(torch.ones(self.d_model))  # gamma, the gain
         self.bias = nn.Parameter(torch.zeros(self.d_model))  # beta, the shift
 
@@ -97,7 +79,7 @@ class LayerNorm(nn.Module):
             - x: ``(..., d_model)``
             - output: ``(..., d_model)``
         """
-        _check_last_axis("x", x, self.d_model)
+        check.last_axis("x", x, self.d_model)
         mu = x.mean(dim=-1, keepdim=True)  # (..., 1): one mean per token
         var = x.var(dim=-1, unbiased=False, keepdim=True)  # (..., 1): biased, divides by d
         x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (..., d_model)
@@ -121,7 +103,7 @@ class ResidualSublayer(nn.Module):
 
     Args:
         d_model: width of the token vectors.
-        sublayer: an ``nn.Module`` mapping ``(batch, seq, d_model)`` to the same shape,
+        sublayer: an ``nn.Module`` mapping ``(B, T, d_model)`` to the same shape,
             called as ``sublayer(x_in, *args, **kwargs)``.
         norm_first: ``True`` for pre-LN, ``False`` for post-LN.
         dropout: probability of zeroing an entry of the sub-layer's output during training,
@@ -129,7 +111,7 @@ class ResidualSublayer(nn.Module):
         eps: the layer normalisation's epsilon.
 
     Shape:
-        - Input: ``(batch, seq, d_model)`` (any leading axes work).
+        - Input: ``(B, T, d_model)`` (any leading axes work).
         - Output: same shape as the input.
 
     Example:
@@ -148,7 +130,7 @@ class ResidualSublayer(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        self.d_model = _check_d_model(d_model)
+        self.d_model = check.positive_int("d_model", d_model)
         if not isinstance(sublayer, nn.Module):
             raise TypeError(
                 f"sublayer must be a torch.nn.Module (so its parameters are registered), "
@@ -156,13 +138,9 @@ class ResidualSublayer(nn.Module):
             )
         if not isinstance(norm_first, bool):
             raise TypeError(f"norm_first must be a bool, got {type(norm_first).__name__}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.sublayer = sublayer
         self.norm = LayerNorm(self.d_model, eps=eps)
-        self.dropout = nn.Dropout(float(dropout))
+        self.dropout = nn.Dropout(check.probability("dropout", dropout))
         self.norm_first = norm_first
 
     def _run_sublayer(self, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -186,10 +164,10 @@ class ResidualSublayer(nn.Module):
             The updated residual stream, same shape as ``x``.
 
         Shape:
-            - x: ``(batch, seq, d_model)``
-            - output: ``(batch, seq, d_model)``
+            - x: ``(B, T, d_model)``
+            - output: ``(B, T, d_model)``
         """
-        _check_last_axis("x", x, self.d_model)
+        check.last_axis("x", x, self.d_model)
         if self.norm_first:
             # pre-LN: only the branch sees normalised vectors; the stream x is untouched
             return x + self.dropout(self._run_sublayer(self.norm(x), args, kwargs))

@@ -7,19 +7,21 @@ choices and, as a look ahead, rotary position embeddings (RoPE), which act insid
 Public API:
 
 - :func:`sinusoidal_encoding`: the fixed sine/cosine table of Vaswani et al. (2017),
-  ``(seq_len, d_model)``, computed in float64 and returned in the requested dtype.
-- :class:`SinusoidalPositionalEncoding`: adds that table to a ``(batch, seq, d_model)`` input;
+  ``(T, d_model)``, computed in float64 and returned in the requested dtype.
+- :class:`SinusoidalPositionalEncoding`: adds that table to a ``(B, T, d_model)`` input;
   works for any sequence length (the formula has no last row).
 - :class:`LearnedPositionalEmbedding`: a trained table of ``max_len`` position vectors
   (BERT, GPT-2); a clear ``ValueError`` past ``max_len``.
 - :func:`apply_rotary`: rotary position embedding (RoPE, Su et al. 2021) applied to queries
-  or keys of shape ``(..., seq, d)``; the rotated dot product depends only on the distance.
+  or keys of shape ``(..., T, d)``; the rotated dot product depends only on the distance.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from tfbook import _validate as check
 
 __all__ = [
     "sinusoidal_encoding",
@@ -29,16 +31,8 @@ __all__ = [
 ]
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def _check_even_d(name: str, value: object) -> int:
-    value = _check_positive_int(name, value)
+    value = check.positive_int(name, value)
     if value % 2:
         raise ValueError(f"{name} must be even (dimensions come in sine/cosine pairs), got {value}")
     return value
@@ -58,20 +52,11 @@ def _inverse_frequencies(d_model: int, base: float) -> Tensor:
     return base ** (-two_i / d_model)
 
 
-def _check_sequence_input(x: object, d_model: int, who: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(
-            f"{who}: x must have shape (batch, seq, d_model), got {x.dim()} dimensions "
-            f"with shape {tuple(x.shape)}"
-        )
-    if x.shape[-1] != d_model:
-        raise ValueError(
-            f"{who}: the last dimension of x must be d_model={d_model}, got shape {tuple(x.shape)}"
-        )
+def _check_sequence_input(x: object, d_model: int) -> Tensor:
+    ok = isinstance(x, Tensor) and x.dim() == 3 and x.shape[-1] == d_model
+    check.shape("x", x, f"(B, T, d_model={d_model})", ok)
     if not x.is_floating_point():
-        raise TypeError(f"{who}: x must be a floating-point tensor, got {x.dtype}")
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     return x
 
 
@@ -95,7 +80,7 @@ def sinusoidal_encoding(
         dtype: floating-point dtype of the result.
 
     Returns:
-        A tensor of shape ``(seq_len, d_model)``.
+        A tensor of shape ``(T, d_model)``.
 
     Raises:
         TypeError: ``seq_len`` or ``d_model`` is not an int, ``base`` not a number.
@@ -108,7 +93,7 @@ def sinusoidal_encoding(
         >>> float(pe[0, 1])  # cos(0) = 1
         1.0
     """
-    seq_len = _check_positive_int("seq_len", seq_len)
+    seq_len = check.positive_int("seq_len", seq_len)
     d_model = _check_even_d("d_model", d_model)
     base = _check_base(base)
     k = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
@@ -132,8 +117,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         cache_len: number of positions precomputed at construction.
 
     Shape:
-        - Input: ``(batch, seq, d_model)``, floating point.
-        - Output: ``(batch, seq, d_model)``, same dtype: ``x + PE[:seq]``.
+        - Input: ``(B, T, d_model)``, floating point.
+        - Output: ``(B, T, d_model)``, same dtype: ``x + PE[:T]``.
 
     Example:
         >>> pe = SinusoidalPositionalEncoding(d_model=8)
@@ -147,23 +132,21 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         self.d_model = _check_even_d("d_model", d_model)
         self.base = _check_base(base)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        cache_len = _check_positive_int("cache_len", cache_len)
-        self.dropout = nn.Dropout(dropout)
+        cache_len = check.positive_int("cache_len", cache_len)
+        self.dropout = nn.Dropout(check.probability("dropout", dropout))
         self.register_buffer(
             "pe", sinusoidal_encoding(cache_len, d_model, self.base), persistent=False
         )
 
     def encoding(self, seq_len: int) -> Tensor:
-        """The first ``seq_len`` rows of the table, shape ``(seq_len, d_model)``, float32."""
+        """The first ``seq_len`` rows of the table, shape ``(T, d_model)``, float32."""
         if seq_len <= self.pe.shape[0]:
             return self.pe[:seq_len]
         return sinusoidal_encoding(seq_len, self.d_model, self.base).to(self.pe.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return ``dropout(x + PE[:seq])``; see the class docstring for shapes."""
-        x = _check_sequence_input(x, self.d_model, "SinusoidalPositionalEncoding")
+        """Return ``dropout(x + PE[:T])``; see the class docstring for shapes."""
+        x = _check_sequence_input(x, self.d_model)
         seq_len = x.shape[1]
         if x.dtype == torch.float64:  # the cached table is float32: recompute at full precision
             pe = sinusoidal_encoding(seq_len, self.d_model, self.base, dtype=torch.float64)
@@ -187,8 +170,8 @@ class LearnedPositionalEmbedding(nn.Module):
         d_model: width of the token vectors.
 
     Shape:
-        - Input: ``(batch, seq, d_model)`` with ``seq <= max_len``, floating point.
-        - Output: ``(batch, seq, d_model)``: ``x + table[0:seq]``.
+        - Input: ``(B, T, d_model)`` with ``T <= max_len``, floating point.
+        - Output: ``(B, T, d_model)``: ``x + table[0:T]``.
 
     Attributes:
         table: the ``nn.Embedding(max_len, d_model)`` holding the position vectors
@@ -202,13 +185,13 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int) -> None:
         super().__init__()
-        self.max_len = _check_positive_int("max_len", max_len)
-        self.d_model = _check_positive_int("d_model", d_model)
+        self.max_len = check.positive_int("max_len", max_len)
+        self.d_model = check.positive_int("d_model", d_model)
         self.table = nn.Embedding(max_len, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return ``x + table[0:seq]``; see the class docstring for shapes."""
-        x = _check_sequence_input(x, self.d_model, "LearnedPositionalEmbedding")
+        """Return ``x + table[0:T]``; see the class docstring for shapes."""
+        x = _check_sequence_input(x, self.d_model)
         seq_len = x.shape[1]
         if seq_len > self.max_len:
             raise ValueError(
@@ -239,8 +222,8 @@ def apply_rotary(x: Tensor, positions: Tensor | None = None, base: float = 10000
     ``m - n`` only.
 
     Args:
-        x: queries or keys, shape ``(..., seq, d)`` with ``d`` even, floating point.
-        positions: integer or float positions, shape ``(seq,)``; default ``0 .. seq - 1``.
+        x: queries or keys, shape ``(..., T, d)`` with ``d`` even, floating point.
+        positions: integer or float positions, shape ``(T,)``; default ``0 .. T - 1``.
         base: the frequency constant (10000 in RoFormer); must be > 1.
 
     Returns:
@@ -249,7 +232,7 @@ def apply_rotary(x: Tensor, positions: Tensor | None = None, base: float = 10000
     Raises:
         TypeError: ``x`` is not a floating-point tensor.
         ValueError: ``x`` has fewer than 2 dimensions or an odd last dimension, or
-            ``positions`` does not have shape ``(seq,)``.
+            ``positions`` does not have shape ``(T,)``.
 
     Example:
         >>> q = torch.ones(1, 3, 4)
@@ -260,9 +243,7 @@ def apply_rotary(x: Tensor, positions: Tensor | None = None, base: float = 10000
         what = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"apply_rotary: x must be a floating-point torch.Tensor, got {what}")
     if x.dim() < 2:
-        raise ValueError(
-            f"apply_rotary: x must have shape (..., seq, d), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"apply_rotary: x must have shape (..., T, d), got shape {tuple(x.shape)}")
     seq_len, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"apply_rotary: the last dimension of x must be even, got {d}")

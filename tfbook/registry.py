@@ -13,12 +13,13 @@ __all__ = ["MODULE_CHAPTER", "CHAPTER_TITLES", "chapter_of"]
 MODULE_CHAPTER: dict[str, int] = {
     "tfbook": 0,
     "tfbook._core": 0,
+    "tfbook._validate": 0,
     "tfbook.registry": 0,
     "tfbook.plotting": 0,
-    "tfbook.cli": 0,
-    "tfbook.build_tools": 0,
-    "tfbook.browser_check": 0,
-    "tfbook.sphinxext": 0,
+    "tfbook_tools.cli": 0,
+    "tfbook_tools.build": 0,
+    "tfbook_tools.browser_check": 0,
+    "tfbook_tools.sphinxext": 0,
     "tfbook.exercises": 0,
     "tfbook.rnn": 1,
     "tfbook.tokenizers": 2,
@@ -27,6 +28,8 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.attention": 4,
     "tfbook.feedforward": 5,
     "tfbook.norm": 5,
+    "tfbook.model": 6,
+    "tfbook.pretrained": 6,
 }
 
 #: chapter number -> title (the chapters that exist in the book so far)
@@ -36,6 +39,7 @@ CHAPTER_TITLES: dict[int, str] = {
     3: "Positional encoding",
     4: "Attention",
     5: "Feed-forward, residuals and layer normalisation",
+    6: "The encoder, the decoder and the three families",
 }
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from tfbook import _validate as check
+
 __all__ = [
     "RNNCell",
     "RNN",
@@ -41,12 +43,6 @@ __all__ = [
 ]
 
 _NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
-
-
-def _check_tensor(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
 
 
 class RNNCell(nn.Module):
@@ -67,9 +63,9 @@ class RNNCell(nn.Module):
         nonlinearity: ``"tanh"`` or ``"relu"``.
 
     Shape:
-        - x: ``(batch, input_size)``, one time step of a batch.
-        - h: ``(batch, hidden_size)``, the previous state; ``None`` means zeros.
-        - output: ``(batch, hidden_size)``, the new state.
+        - x: ``(B, input_size)``, one time step of a batch.
+        - h: ``(B, hidden_size)``, the previous state; ``None`` means zeros.
+        - output: ``(B, hidden_size)``, the new state.
 
     Example:
         >>> cell = RNNCell(3, 5)
@@ -81,13 +77,9 @@ class RNNCell(nn.Module):
         self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh"
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if nonlinearity not in _NONLINEARITIES:
-            raise ValueError(
-                f"nonlinearity must be one of {sorted(_NONLINEARITIES)}, got {nonlinearity!r}"
-            )
+        check.positive_int("input_size", input_size)
+        check.positive_int("hidden_size", hidden_size)
+        check.one_of("nonlinearity", nonlinearity, sorted(_NONLINEARITIES))
         self.input_size, self.hidden_size = input_size, hidden_size
         self.nonlinearity = nonlinearity
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))  # (H, D)
@@ -113,23 +105,23 @@ class RNNCell(nn.Module):
         """Advance the state by one step.
 
         Args:
-            x: inputs of this time step, shape ``(batch, input_size)``.
-            h: previous hidden state, shape ``(batch, hidden_size)``; zeros when ``None``.
+            x: inputs of this time step, shape ``(B, input_size)``.
+            h: previous hidden state, shape ``(B, hidden_size)``; zeros when ``None``.
 
         Returns:
-            The new hidden state, shape ``(batch, hidden_size)``.
+            The new hidden state, shape ``(B, hidden_size)``.
         """
-        x = _check_tensor("x", x)
+        x = check.tensor("x", x)
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(
-                f"x must have shape (batch, input_size={self.input_size}), got {tuple(x.shape)}"
+                f"x must have shape (B, input_size={self.input_size}), got {tuple(x.shape)}"
             )
         if h is None:
             h = x.new_zeros(x.shape[0], self.hidden_size)
-        h = _check_tensor("h", h)
+        h = check.tensor("h", h)
         if tuple(h.shape) != (x.shape[0], self.hidden_size):
             raise ValueError(
-                f"h must have shape (batch={x.shape[0]}, hidden_size={self.hidden_size}), "
+                f"h must have shape (B={x.shape[0]}, hidden_size={self.hidden_size}), "
                 f"got {tuple(h.shape)}"
             )
         pre = x @ self.weight_ih.T + h @ self.weight_hh.T  # (B, H)
@@ -151,11 +143,11 @@ class RNN(nn.Module):
         nonlinearity: ``"tanh"`` or ``"relu"``.
 
     Shape:
-        - x: ``(batch, seq, input_size)`` (batch first).
-        - h0: ``(batch, hidden_size)`` or ``None`` for zeros. (``torch.nn.RNN`` takes
+        - x: ``(B, T, input_size)`` (batch first).
+        - h0: ``(B, hidden_size)`` or ``None`` for zeros. (``torch.nn.RNN`` takes
           ``(num_layers, batch, hidden_size)``; with one layer that is ``h0.unsqueeze(0)``.)
-        - outputs: ``(batch, seq, hidden_size)``, the state after every step.
-        - h_last: ``(batch, hidden_size)``, the state after the last step.
+        - outputs: ``(B, T, hidden_size)``, the state after every step.
+        - h_last: ``(B, hidden_size)``, the state after the last step.
 
     Example:
         >>> rnn = RNN(3, 5)
@@ -182,21 +174,20 @@ class RNN(nn.Module):
         """Run the cell over the whole sequence.
 
         Args:
-            x: input sequence, shape ``(batch, seq, input_size)``.
-            h0: initial state, shape ``(batch, hidden_size)``; zeros when ``None``.
+            x: input sequence, shape ``(B, T, input_size)``.
+            h0: initial state, shape ``(B, hidden_size)``; zeros when ``None``.
 
         Returns:
-            ``(outputs, h_last)`` with shapes ``(batch, seq, hidden_size)`` and
-            ``(batch, hidden_size)``.
+            ``(outputs, h_last)`` with shapes ``(B, T, hidden_size)`` and
+            ``(B, hidden_size)``.
         """
-        x = _check_tensor("x", x)
+        x = check.tensor("x", x)
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(
-                f"x must have shape (batch, seq, input_size={self.input_size}), "
-                f"got {tuple(x.shape)}"
+                f"x must have shape (B, T, input_size={self.input_size}), got {tuple(x.shape)}"
             )
         if x.shape[1] == 0:
-            raise ValueError("x must contain at least one time step, got seq = 0")
+            raise ValueError("x must contain at least one time step, got T = 0")
         h = h0
         outputs = []
         for t in range(x.shape[1]):  # sequential: step t waits for step t - 1
@@ -242,21 +233,21 @@ def attention_preview(x: Tensor, *, return_weights: bool = False) -> Tensor | tu
     positions. Chapter 4 adds the learned projections ``W^Q, W^K, W^V`` and several heads.
 
     Args:
-        x: token vectors, shape ``(..., seq, d)`` (for example ``(batch, seq, d_model)``).
+        x: token vectors, shape ``(..., T, d)`` (for example ``(B, T, d_model)``).
         return_weights: also return the attention matrix ``A``.
 
     Returns:
         The output, same shape as ``x``; with ``return_weights`` also ``A`` of shape
-        ``(..., seq, seq)`` whose rows sum to 1.
+        ``(..., T, T)`` whose rows sum to 1.
 
     Example:
         >>> y = attention_preview(torch.randn(2, 5, 4))
         >>> y.shape
         torch.Size([2, 5, 4])
     """
-    x = _check_tensor("x", x)
+    x = check.tensor("x", x)
     if x.dim() < 2 or x.shape[-1] == 0 or x.shape[-2] == 0:
-        raise ValueError(f"x must have shape (..., seq, d) with seq, d >= 1, got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (..., T, d) with T, d >= 1, got {tuple(x.shape)}")
     scores = x @ x.transpose(-2, -1) / math.sqrt(x.shape[-1])  # (..., T, T)
     weights = torch.softmax(scores, dim=-1)  # each row: how much query i reads key j
     out = weights @ x  # (..., T, d)
@@ -272,22 +263,22 @@ def gradient_norms_by_distance(fn: Callable[[Tensor], Tensor], x: Tensor) -> Ten
     attention every input is one step away.
 
     Args:
-        fn: maps one sequence ``(seq, d_in)`` to its outputs ``(seq, d_out)``.
-        x: the sequence, shape ``(seq, d_in)``.
+        fn: maps one sequence ``(T, d_in)`` to its outputs ``(T, d_out)``.
+        x: the sequence, shape ``(T, d_in)``.
 
     Returns:
-        ``g``, shape ``(seq,)``, indexed by the distance ``k`` (``g[0]``: the last input).
+        ``g``, shape ``(T,)``, indexed by the distance ``k`` (``g[0]``: the last input).
     """
-    x = _check_tensor("x", x)
+    x = check.tensor("x", x)
     if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must have shape (seq, d_in) with seq >= 1, got {tuple(x.shape)}")
+        raise ValueError(f"x must have shape (T, d_in) with T >= 1, got {tuple(x.shape)}")
     x = x.detach()
 
     def last_output(inp: Tensor) -> Tensor:
         y = fn(inp)
         if y.dim() != 2 or y.shape[0] != inp.shape[0]:
             raise ValueError(
-                f"fn must return shape (seq={inp.shape[0]}, d_out), got {tuple(y.shape)}"
+                f"fn must return shape (T={inp.shape[0]}, d_out), got {tuple(y.shape)}"
             )
         return y[-1]  # (d_out,)
 
@@ -304,7 +295,7 @@ def _is_matmul(node: object) -> bool:
 
 
 def _graph_root(y: Tensor) -> object:
-    y = _check_tensor("y", y)
+    y = check.tensor("y", y)
     if y.grad_fn is None:
         raise ValueError("y has no autograd graph: compute it from tensors with requires_grad")
     return y.grad_fn
@@ -368,7 +359,7 @@ def matmul_path_length(y: Tensor, source: Tensor) -> int:
         ValueError: when ``source`` is not a leaf requiring grad or ``y`` does not depend on it.
     """
     root = _graph_root(y)
-    source = _check_tensor("source", source)
+    source = check.tensor("source", source)
     if not (source.is_leaf and source.requires_grad):
         raise ValueError("source must be a leaf tensor with requires_grad=True")
     # 0-1 breadth-first search: matrix-product nodes cost 1, every other node 0.

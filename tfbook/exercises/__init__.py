@@ -8,8 +8,8 @@ Usage in a chapter notebook::
     ex.q1.solution()            # reference solution (off when TFBOOK_COURSE_MODE=1)
     ex.progress()               # table of this chapter's questions
 
-See ``tfbook.exercises._engine`` for the engine, ``tfbook.exercises.student`` for
-student editions and ``tfbook.exercises.grading`` for batch grading.
+See ``tfbook.exercises._engine`` for the engine, ``tfbook_tools.student`` for
+student editions and ``tfbook_tools.grading`` for batch grading.
 """
 
 from __future__ import annotations

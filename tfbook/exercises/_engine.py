@@ -372,6 +372,11 @@ class Question:
         atol, rtol, check_dtype: comparison settings (see :func:`compare`).
         timeout: seconds allowed per call of the student's function.
         compare_fn: optional ``(expected, got) -> str | None`` replacing :func:`compare`.
+        library: the ``tfbook`` function this exercise re-derives, called with the
+            reference's signature (an adapter when the library's signature differs); a test
+            runs every case through both and requires them to agree, so the library and the
+            exercise cannot drift apart. May also be set after construction.
+        library_note: when ``library`` is ``None``, why there is no library counterpart.
     """
 
     def __init__(
@@ -389,6 +394,8 @@ class Question:
         check_dtype: bool = False,
         timeout: float = 10.0,
         compare_fn: Callable[[Any, Any], str | None] | None = None,
+        library: Callable[..., Any] | None = None,
+        library_note: str = "",
     ) -> None:
         self.qid = qid
         self.title = title
@@ -400,6 +407,8 @@ class Question:
         self.atol, self.rtol, self.check_dtype = atol, rtol, check_dtype
         self.timeout = timeout
         self._compare_fn = compare_fn
+        self.library = library
+        self.library_note = library_note
         self.state = "not checked"
         self._hints_shown = 0
         try:

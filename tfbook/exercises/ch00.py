@@ -262,5 +262,14 @@ q4 = Question(
     ],
 )
 
+
+# --------------------------------------------------------------------------- library counterparts
+# The warm-up re-derives nothing the library of chapter 0 holds (tfbook's softmax is chapter 4's
+# masked_softmax, tested against torch.softmax in tests/test_attention.py).
+q1.library_note = "chapter 4's tfbook.attention.masked_softmax (a later chapter than this one)"
+q2.library_note = "none: nn.Embedding's look-up, chapter 2, replaces one-hot products"
+q3.library_note = "none: a warm-up on masks; chapter 4 builds masks in tfbook.attention"
+q4.library_note = "none: arithmetic on the parameter shapes of nn.Linear"
+
 EXERCISES = ExerciseSet("ch00", "Warm-up exercises", [q1, q2, q3, q4])
 progress = EXERCISES.progress

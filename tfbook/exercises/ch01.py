@@ -15,6 +15,8 @@ import math
 import torch
 
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.rnn import RNN, RNNCell
+from tfbook.rnn import attention_preview as attention_preview_lib
 
 __all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5"]
 
@@ -428,6 +430,36 @@ q5 = Question(
         "RNN: training keeps the state after every step, one vector of d_model values each.",
     ],
 )
+
+
+# --------------------------------------------------------------------------- library counterparts
+# Each reference above is a second copy of a tfbook function; tests/test_exercise_library.py runs
+# every case through both and requires them to agree.
+def _library_cell(x_t, h_prev, W_ih, W_hh, b):
+    cell = RNNCell(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
+    with torch.no_grad():
+        cell.weight_ih.copy_(W_ih)
+        cell.weight_hh.copy_(W_hh)
+        cell.bias_ih.copy_(b)
+        cell.bias_hh.zero_()
+    return cell(x_t, h_prev)
+
+
+def _library_rnn(x, h0, W_ih, W_hh, b):
+    rnn = RNN(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
+    with torch.no_grad():
+        rnn.cell.weight_ih.copy_(W_ih)
+        rnn.cell.weight_hh.copy_(W_hh)
+        rnn.cell.bias_ih.copy_(b)
+        rnn.cell.bias_hh.zero_()
+    return rnn(x, h0)[0]
+
+
+q1.library = _library_cell
+q2.library = _library_rnn
+q3.library_note = "none: the Jacobian product is derived in the chapter, not kept in tfbook.rnn"
+q4.library = attention_preview_lib
+q5.library_note = "none: arithmetic on tensor shapes"
 
 EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5])
 progress = EXERCISES.progress

@@ -13,7 +13,9 @@ from collections import Counter
 
 import torch
 
+from tfbook.embedding import TokenEmbedding, cosine_similarity_matrix
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.tokenizers import WhitespaceTokenizer, _merge_symbols
 
 __all__ = ["q1", "q2", "q3", "q4", "q5", "EXERCISES", "progress"]
 
@@ -422,6 +424,29 @@ q5 = Question(
         "With unit = x / x.norm(dim=1, keepdim=True), the answer is unit @ unit.T, shape (N, N).",
     ],
 )
+
+
+# --------------------------------------------------------------------------- library counterparts
+def _library_vocab(texts, min_freq):
+    return dict(WhitespaceTokenizer.train(texts, min_freq=min_freq).vocab)
+
+
+def _library_embed(ids, weight):
+    emb = TokenEmbedding(weight.shape[0], weight.shape[1], scale=True).to(weight.dtype)
+    with torch.no_grad():
+        emb.weight.copy_(weight)
+    return emb(ids)
+
+
+def _library_merge(symbols, pair):
+    return _merge_symbols(symbols, pair, pair[0] + pair[1])
+
+
+q1.library = _library_vocab
+q2.library_note = "counted inside tfbook.tokenizers.BPETokenizer.train (incrementally, no function)"
+q3.library = _library_merge
+q4.library = _library_embed
+q5.library = cosine_similarity_matrix
 
 EXERCISES = ExerciseSet("ch02", "Chapter 2 exercises", [q1, q2, q3, q4, q5])
 progress = EXERCISES.progress

@@ -13,6 +13,7 @@ import math
 import torch
 
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.positional import LearnedPositionalEmbedding, apply_rotary, sinusoidal_encoding
 
 __all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5"]
 
@@ -453,6 +454,30 @@ q5 = Question(
     atol=1e-5,
 )
 
+
+# --------------------------------------------------------------------------- library counterparts
+def _library_table(seq_len, d_model):
+    return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
+
+
+def _library_embed_with_positions(ids, token_table, pos_table):
+    positions = LearnedPositionalEmbedding(pos_table.shape[0], pos_table.shape[1])
+    positions = positions.to(pos_table.dtype)
+    with torch.no_grad():
+        positions.table.weight.copy_(pos_table)
+    return positions(token_table[ids])
+
+
+def _library_dot_by_distance(max_delta, d_model):
+    pe = sinusoidal_encoding(max_delta + 1, d_model, dtype=torch.float64)  # (max_delta + 1, d)
+    return pe @ pe[0]
+
+
+q1.library = _library_table
+q2.library_note = "none: the shift matrix is derived in the chapter, tfbook needs only the table"
+q3.library = _library_embed_with_positions
+q4.library = _library_dot_by_distance
+q5.library = apply_rotary
 
 EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5])
 progress = EXERCISES.progress

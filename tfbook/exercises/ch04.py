@@ -16,6 +16,13 @@ import math
 
 import torch
 
+from tfbook.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+    split_heads,
+)
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
 
 __all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
@@ -495,6 +502,39 @@ q6 = Question(
     ],
 )
 
+
+# --------------------------------------------------------------------------- library counterparts
+def _library_attention(q, k, v):
+    return scaled_dot_product_attention(q, k, v)
+
+
+def _library_masked_attention(q, k, v, mask):
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
+def _library_decoder_mask(ids, pad_id):
+    return padding_mask(ids, pad_id) & causal_mask(ids.shape[1])
+
+
+def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
+    mha = MultiHeadAttention(x.shape[-1], n_heads, bias=False).to(x.dtype)
+    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T
+        for proj, w in (
+            (mha.q_proj, w_q),
+            (mha.k_proj, w_k),
+            (mha.v_proj, w_v),
+            (mha.out_proj, w_o),
+        ):
+            proj.weight.copy_(w.T)
+    return mha(x, x, x)[0]
+
+
+q1.library = _library_attention
+q2.library = _library_masked_attention
+q3.library = causal_mask
+q4.library = _library_decoder_mask
+q5.library = split_heads
+q6.library = _library_mha
 
 EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6])
 progress = EXERCISES.progress

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.norm import LayerNorm, ResidualSublayer
 
 __all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
 
@@ -523,6 +525,60 @@ q6 = Question(
     ],
 )
 
+
+# --------------------------------------------------------------------------- library counterparts
+def _library_ffn(x, w1, b1, w2, b2, activation="relu"):
+    ffn = PositionwiseFeedForward(w1.shape[0], w1.shape[1], activation=activation).to(x.dtype)
+    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T + b
+        ffn.linear1.weight.copy_(w1.T)
+        ffn.linear1.bias.copy_(b1)
+        ffn.linear2.weight.copy_(w2.T)
+        ffn.linear2.bias.copy_(b2)
+    return ffn(x)
+
+
+def _library_gelu(x):
+    return PositionwiseFeedForward(1, activation="gelu").activation(x)
+
+
+def _library_layer_norm(x, gamma, beta, eps=1e-5):
+    ln = LayerNorm(x.shape[-1], eps=eps).to(x.dtype)
+    with torch.no_grad():
+        ln.weight.copy_(gamma)
+        ln.bias.copy_(beta)
+    return ln(x)
+
+
+class _AsModule(nn.Module):
+    """A plain function as a module (ResidualSublayer wraps modules)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _library_pre_ln(x, norm, sublayer, p):
+    wrapped = sublayer if isinstance(sublayer, nn.Module) else _AsModule(sublayer)
+    block = ResidualSublayer(x.shape[-1], wrapped, norm_first=True, dropout=p).to(x.dtype)
+    block.norm.load_state_dict(norm.state_dict())
+    return block.train()(x)
+
+
+def _library_param_count(d_model, d_ff, norm=True):
+    ffn = PositionwiseFeedForward(d_model, d_ff)
+    module = ResidualSublayer(d_model, ffn) if norm else ffn
+    return sum(p.numel() for p in module.parameters())
+
+
+q1.library = _library_ffn
+q2.library = _library_gelu
+q3.library = _library_layer_norm
+q4.library = _library_pre_ln
+q5.library_note = "none: tfbook uses torch.nn.Dropout, whose random draws are not exposed"
+q6.library = _library_param_count
 
 EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6])
 progress = EXERCISES.progress

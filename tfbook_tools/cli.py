@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 
 def _student(args: argparse.Namespace) -> int:
-    from tfbook.exercises.student import StudentEditionError, write_student_editions
+    from tfbook_tools.student import StudentEditionError, write_student_editions
 
     missing = [str(p) for p in args.sources if not p.is_file()]
     if missing:
@@ -37,7 +37,7 @@ def _student(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from tfbook.exercises.grading import grade_batch
+    from tfbook_tools.grading import grade_batch
 
     if not args.submissions:
         print("tfbook grade: no submissions given", file=sys.stderr)

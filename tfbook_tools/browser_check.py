@@ -1,6 +1,6 @@
 """Load every page of the built book in headless Chromium, offline (chapter 0).
 
-``python -m tfbook.build_tools browser-test _build/html`` (``make browser-test``) serves the
+``python -m tfbook_tools.build browser-test _build/html`` (``make browser-test``) serves the
 built HTML on 127.0.0.1, opens every page in Debian's Chromium driven by Playwright with every
 request to another host aborted, and fails when
 

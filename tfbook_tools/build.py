@@ -1,4 +1,4 @@
-"""Build helpers behind the Makefile (chapter 0): ``python -m tfbook.build_tools COMMAND``.
+"""Build helpers behind the Makefile (chapter 0): ``python -m tfbook_tools.build COMMAND``.
 
 Commands:
 
@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import shutil
 import sys
 from pathlib import Path
 
+from tfbook_tools import repo_root
+
 __all__ = ["prepare_static", "strict_config", "execute_notebooks", "main"]
 
-ROOT = Path(os.environ.get("TFBOOK_REPO_ROOT", Path(__file__).resolve().parents[1]))
+ROOT = repo_root()
 STATIC_EXTRA = ROOT / "_build" / "_static_extra"
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@2.7.9/MathJax.js"
 
@@ -92,7 +93,7 @@ def prepare_static(dest: Path = STATIC_EXTRA) -> Path:
 
 _HANGUL_RANGES = "U+1100-11FF, U+3130-318F, U+A960-A97F, U+AC00-D7AF, U+D7B0-D7FF"
 
-_CSS = """/* Written by `python -m tfbook.build_tools prepare-static`; do not edit. */
+_CSS = """/* Written by `python -m tfbook_tools.build prepare-static`; do not edit. */
 /* Hangul from a bundled font, used only for Hangul code points. */
 @font-face {{
   font-family: "TfbookHangul";
@@ -169,7 +170,7 @@ def prepare_fonts(dest: Path = STATIC_EXTRA) -> Path:
 
 def prepare_student_editions(dest: Path = STATIC_EXTRA) -> Path:
     """Write the student edition of every chapter into ``dest/student`` (linked from each page)."""
-    from tfbook.exercises.student import write_student_editions
+    from tfbook_tools.student import write_student_editions
 
     masters = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     out = dest / "student"
@@ -199,9 +200,12 @@ def execute_notebooks(paths: list[Path], timeout: int = 300) -> None:
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
             record_timing=False,
-            store_widget_state=False,
+            # True only to avoid an nbclient KeyError when an Output widget (interact) prints;
+            # the state is dropped below: the HTML book shows static figures instead.
+            store_widget_state=True,
         )
         client.execute()
+        nb.metadata.pop("widgets", None)
         for cell in nb.cells:
             cell.get("metadata", {}).pop("execution", None)
         nbformat.write(nb, path)
@@ -225,7 +229,7 @@ def sync_hints(paths: list[Path]) -> list[Path]:
     import nbformat
 
     from tfbook.exercises import load
-    from tfbook.exercises.student import chapter_of_notebook, check_cells
+    from tfbook_tools.student import chapter_of_notebook, check_cells
 
     changed = []
     for path in paths:
@@ -257,7 +261,7 @@ def sync_hints(paths: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfbook.build_tools")
+    parser = argparse.ArgumentParser(prog="python -m tfbook_tools.build")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare-static")
     sub.add_parser("strict-config")
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sync_hints(args.notebooks):
             print(f"hints updated in {path}")
     elif args.command == "browser-test":
-        from tfbook.browser_check import run
+        from tfbook_tools.browser_check import run
 
         return run(args.html_dir)
     return 0

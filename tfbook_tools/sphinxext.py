@@ -6,7 +6,7 @@ once per read phase; Jupyter Book 1 triggers that twice, so every page declared 
 browser. This extension drops exact duplicate script entries from each page's context.
 
 It also puts a "Download the student edition" link at the top of every chapter page whose
-student edition (written by ``python -m tfbook.build_tools prepare-static`` into
+student edition (written by ``python -m tfbook_tools.build prepare-static`` into
 ``_static/student/``) exists.
 """
 

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from tfbook.exercises.student import StudentEditionError, chapter_of_notebook, check_cells
+from tfbook_tools import default_masters_dir
+from tfbook_tools.student import StudentEditionError, chapter_of_notebook, check_cells
 
 __all__ = ["GradeResult", "grade_notebook", "grade_batch", "default_masters_dir", "find_master"]
 
@@ -64,14 +65,6 @@ class GradeResult:
     @property
     def percent(self) -> float:
         return 100.0 * self.total / self.max_total if self.max_total else 0.0
-
-
-def default_masters_dir() -> Path:
-    """``book/`` of the repository this ``tfbook`` was installed from (editable install)."""
-    env = os.environ.get("TFBOOK_MASTERS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "book"
 
 
 def find_master(chapter: str, masters_dir: Path) -> Path | None:
