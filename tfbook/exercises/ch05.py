@@ -549,20 +549,9 @@ def _library_layer_norm(x, gamma, beta, eps=1e-5):
     return ln(x)
 
 
-class _AsModule(nn.Module):
-    """A plain function as a module (ResidualSublayer wraps modules)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
 def _library_pre_ln(x, norm, sublayer, p):
-    wrapped = sublayer if isinstance(sublayer, nn.Module) else _AsModule(sublayer)
-    block = ResidualSublayer(x.shape[-1], wrapped, norm_first=True, dropout=p).to(x.dtype)
+    norm, sublayer = norm.module, sublayer.module  # the cases pass _Frozen modules
+    block = ResidualSublayer(x.shape[-1], sublayer, norm_first=True, dropout=p).to(x.dtype)
     block.norm.load_state_dict(norm.state_dict())
     return block.train()(x)
 
