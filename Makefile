@@ -40,8 +40,8 @@ test: lint unit nbval strict-build browser-test-if-available
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
-	$(BIN)/ruff check tfbook tests benchmarks
-	$(BIN)/ruff format --check tfbook tests benchmarks
+	$(BIN)/ruff check tfbook tfbook_tools tests benchmarks
+	$(BIN)/ruff format --check tfbook tfbook_tools tests benchmarks
 
 # Library, exercise engine, notebook structure, student editions, grading CLI.
 unit: $(STAMP)

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tfbook_tools.cli import main as cli_main
 from tfbook.exercises import load
+from tfbook_tools.cli import main as cli_main
 from tfbook_tools.student import (
     StudentEditionError,
     check_cells,

@@ -288,8 +288,9 @@ q3 = Question(
     hints=[
         "One step: h_j = tanh(x_j W_ih^T + h_(j-1) W_hh^T + b), so d h_j / d h_(j-1) is "
         "diag(1 - h_j**2) @ W_hh (an H x H matrix).",
-        "Start from J = torch.eye(H, dtype=hs.dtype) and, for j = T-1 down to T-k, "
-        "set J = J @ (diag(1 - hs[j]**2) @ W_hh).",
+        "Begin with the identity matrix (size H, the dtype of hs) and multiply one step's "
+        "Jacobian onto its right k times, walking from the last state backwards: the chain "
+        "rule's order matters, since matrices do not commute.",
     ],
     atol=1e-10,
     rtol=1e-8,

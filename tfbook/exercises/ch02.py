@@ -420,8 +420,10 @@ q5 = Question(
     ],
     hints=[
         "cos(a, b) = a . b / (|a| |b|). With unit-length rows it is just the dot product.",
-        "x.norm(dim=1, keepdim=True) has shape (N, 1) and divides each row by its length.",
-        "With unit = x / x.norm(dim=1, keepdim=True), the answer is unit @ unit.T, shape (N, N).",
+        "Divide every row by its own length; keep the length's axis so the division "
+        "broadcasts over the features.",
+        "One matrix product of the unit-length rows with their transpose gives every pair's "
+        "cosine at once, an (N, N) matrix.",
     ],
 )
 

@@ -98,8 +98,8 @@ q1 = Question(
     ],
     hints=[
         "Scores first: q @ k.transpose(-2, -1) has shape (..., T_q, T_k).",
-        "Divide the scores by math.sqrt(d_k) with d_k = q.shape[-1], then softmax over the "
-        "last axis (the keys).",
+        "Scale the scores by one over the square root of the key width (the size of the last "
+        "axis of q), then take the softmax across the keys.",
         "Return (weights @ v, weights).",
     ],
 )
@@ -398,9 +398,10 @@ q5 = Question(
         ),
     ],
     hints=[
-        "d_head = d_model // n_heads. Cut the last axis into (n_heads, d_head).",
-        "x.view(B, T, n_heads, d_head) has the right numbers in the wrong order of axes; "
-        "transpose(1, 2) gives (B, h, T, d_head).",
+        "Each head gets d_model / n_heads consecutive features. First cut the last axis into "
+        "two axes: one numbering the heads, one within a head.",
+        "After the cut the numbers are right but the axes are in the order (B, T, h, d_head); "
+        "swap the time axis and the head axis.",
     ],
 )
 

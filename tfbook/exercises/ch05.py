@@ -260,7 +260,8 @@ q3 = Question(
         "Compute mu and var along dim=-1 with keepdim=True so they broadcast back over "
         "the features.",
         "Use the biased variance (divide by d, not d - 1) and put eps inside the square root.",
-        "return gamma * (x - mu) / torch.sqrt(var + eps) + beta",
+        "Normalise first (subtract the mean, divide by the root of variance plus eps), and "
+        "only then apply the learned gain and shift, element by element.",
     ],
 )
 
@@ -361,9 +362,10 @@ q4 = Question(
         ),
     ],
     hints=[
-        "Only the branch sees normalised vectors: branch = sublayer(norm(x)).",
-        "Dropout (F.dropout(branch, p, training=True)) acts on the branch before the addition.",
-        "return x + F.dropout(sublayer(norm(x)), p, training=True)",
+        "Only the branch sees normalised vectors; the residual stream itself is never "
+        "normalised in pre-LN.",
+        "Dropout acts on the branch's output alone, before the addition, in training mode.",
+        "What gets added back is the raw input, not its normalised copy.",
     ],
 )
 
