@@ -49,6 +49,8 @@ def _softmax_cases() -> list[Case]:
     g = torch.Generator().manual_seed(3)
     cases.append(Case("random (2, 3, 4), dim=1", (torch.randn(2, 3, 4, generator=g),), {"dim": 1}))
     cases.append(Case("large scores (1000 and up)", (torch.tensor([[1000.0, 1001.0, 1002.0]]),)))
+    rows = torch.tensor([[0.0, 1.0, 2.0], [1000.0, 1001.0, 1002.0]])
+    cases.append(Case("rows of very different size (one maximum per row)", (rows,)))
     return cases
 
 

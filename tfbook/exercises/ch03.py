@@ -69,6 +69,11 @@ def _q1_no_two(seq_len, d_model):
     return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: i)
 
 
+def _q1_two_twice(seq_len, d_model):
+    # i already runs over the even columns 0, 2, 4, ...; writing 2 * i doubles it again
+    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 4 * i)
+
+
 def _q1_from_one(seq_len, d_model):
     return _q1_from_parts(seq_len, d_model, positions=_from1, exponent=lambda i: 2 * i)
 
@@ -99,6 +104,12 @@ q1 = Question(
             _q1_swapped,
             "Even columns 0, 2, 4, ... hold the sine, odd columns 1, 3, 5, ... the cosine; "
             "row 0 must read 0, 1, 0, 1, ...",
+        ),
+        Mistake(
+            "exponent doubled: 2 * i with i already the even column index",
+            _q1_two_twice,
+            "If i runs over the even columns 0, 2, 4, ... it already *is* 2i: the exponent is "
+            "i / d_model then. Writing 2 * i / d_model makes every frequency fall twice as fast.",
         ),
         Mistake(
             "exponent i/d_model instead of 2i/d_model",

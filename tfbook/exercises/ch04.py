@@ -137,6 +137,12 @@ def _masked_finite_fill(q, k, v, mask):
     return weights @ v, weights
 
 
+def _masked_zero_fill(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~mask, 0.0), dim=-1)
+    return weights @ v, weights
+
+
 def _masked_nan_rows(q, k, v, mask):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
@@ -185,6 +191,12 @@ q2 = Question(
             "A row with every key masked must give zero weights; with -1e9 the softmax "
             "spreads the weight uniformly over the hidden keys. Use -inf and zero the rows "
             "where mask.any(dim=-1) is False.",
+        ),
+        Mistake(
+            "masked scores set to 0 instead of -inf",
+            _masked_zero_fill,
+            "A score of 0 is an ordinary score: exp(0) = 1, so a hidden key still gets weight. "
+            "Only -inf becomes exactly 0 after the softmax.",
         ),
         Mistake(
             "a fully masked row gives NaN",
@@ -424,7 +436,19 @@ def _mha(x, w_q, w_k, w_v, w_o, n_heads):
     return concat @ w_o
 
 
-def _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, *, scale_dim=None, project=True, bad_split=False):
+def _mha_variant(
+    x,
+    w_q,
+    w_k,
+    w_v,
+    w_o,
+    n_heads,
+    *,
+    scale_dim=None,
+    project=True,
+    bad_split=False,
+    bad_merge=False,
+):
     b, t, d_model = x.shape
     d_head = d_model // n_heads
 
@@ -437,7 +461,7 @@ def _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, *, scale_dim=None, project=True
     d = d_head if scale_dim is None else scale_dim
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
     heads = weights @ v
-    if bad_split:
+    if bad_split or bad_merge:  # (B, h, T, d_head) read as if it were (B, T, h, d_head)
         concat = heads.reshape(b, t, d_model)
     else:
         concat = heads.transpose(1, 2).reshape(b, t, d_model)
@@ -450,6 +474,10 @@ def _mha_scale_d_model(x, w_q, w_k, w_v, w_o, n_heads):
 
 def _mha_no_output_projection(x, w_q, w_k, w_v, w_o, n_heads):
     return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, project=False)
+
+
+def _mha_bad_merge(x, w_q, w_k, w_v, w_o, n_heads):
+    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, bad_merge=True)
 
 
 def _mha_bad_split(x, w_q, w_k, w_v, w_o, n_heads):
@@ -493,6 +521,12 @@ q6 = Question(
             _mha_bad_split,
             "Reshape (B, T, d_model) to (B, T, h, d_head) and transpose(1, 2); merge back "
             "with the inverse (transpose(1, 2) then reshape).",
+        ),
+        Mistake(
+            "heads merged without transposing back",
+            _mha_bad_merge,
+            "The heads' output is (B, h, T, d_head); bring the positions forward again "
+            "(transpose(1, 2)) before flattening, or each row mixes several positions.",
         ),
     ],
     hints=[

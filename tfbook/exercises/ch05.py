@@ -190,6 +190,12 @@ def _ln_batch_axes(x, gamma, beta, eps=1e-5):
     return gamma * (x - mu) / torch.sqrt(var + eps) + beta
 
 
+def _ln_sequence_axes(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=(-2, -1), keepdim=True)  # one mean per sequence, not per token
+    var = ((x - mu) ** 2).mean(dim=(-2, -1), keepdim=True)
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
 def _ln_unbiased(x, gamma, beta, eps=1e-5):
     mu = x.mean(dim=-1, keepdim=True)
     var = x.var(dim=-1, keepdim=True)  # torch's default: unbiased, divides by d - 1
@@ -237,6 +243,12 @@ q3 = Question(
             _ln_batch_axes,
             "LayerNorm normalises each token vector on its own: take the mean and variance "
             "over the last axis (dim=-1, keepdim=True), not over the batch.",
+        ),
+        Mistake(
+            "statistics over (T, d_model): one mean per sequence",
+            _ln_sequence_axes,
+            "Every token vector gets its own mean and variance: reduce over the last axis "
+            "only, so a token's normalisation does not depend on the other tokens.",
         ),
         Mistake(
             "unbiased variance (divides by d - 1)",
