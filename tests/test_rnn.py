@@ -127,13 +127,9 @@ def test_bad_shapes_raise_value_errors_naming_the_argument():
     cell, rnn = RNNCell(3, 4), RNN(3, 4)
     with pytest.raises(ValueError, match=r"x must have shape \(B, input_size=3\), got \(2, 5\)"):
         cell(torch.zeros(2, 5))
-    with pytest.raises(
-        ValueError, match=r"h must have shape \(B=2, hidden_size=4\), got \(2, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"h must have shape \(B=2, hidden_size=4\), got \(2, 3\)"):
         cell(torch.zeros(2, 3), torch.zeros(2, 3))
-    with pytest.raises(
-        ValueError, match=r"x must have shape \(B, T, input_size=3\), got \(5, 3\)"
-    ):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, input_size=3\), got \(5, 3\)"):
         rnn(torch.zeros(5, 3))
     with pytest.raises(ValueError, match="at least one time step"):
         rnn(torch.zeros(2, 0, 3))
