@@ -982,7 +982,7 @@ def _copy_torch(ours: nn.Module, state: dict[str, Tensor], theirs: nn.Module) ->
 
 # ------------------------------------------------------------------------- published models
 
-#: Three published models: name -> ``(class, config, published parameter count)``.
+#: Three published models, each ``name -> (class, config, published parameter count)``.
 #:
 #: ``count_parameters(meta_model(cls, cfg))`` against the published figure:
 #:

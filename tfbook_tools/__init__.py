@@ -3,12 +3,12 @@
 The library students import is :mod:`tfbook`; this package holds what builds, checks and
 grades the book around it:
 
-- :mod:`tfbook_tools.student`: master notebook -> student edition.
-- :mod:`tfbook_tools.grading`: batch grading of submitted notebooks into a CSV.
-- :mod:`tfbook_tools.build`: helpers behind the Makefile (static files, hints, execution).
-- :mod:`tfbook_tools.browser_check`: the offline headless-Chromium check of the built book.
-- :mod:`tfbook_tools.sphinxext`: the book's small Sphinx extension.
-- :mod:`tfbook_tools.cli`: the ``tfbook`` command (``tfbook student``, ``tfbook grade``).
+- ``tfbook_tools.student``: master notebook -> student edition.
+- ``tfbook_tools.grading``: batch grading of submitted notebooks into a CSV.
+- ``tfbook_tools.build``: helpers behind the Makefile (static files, hints, execution).
+- ``tfbook_tools.browser_check``: the offline headless-Chromium check of the built book.
+- ``tfbook_tools.sphinxext``: the book's small Sphinx extension.
+- ``tfbook_tools.cli``: the ``tfbook`` command (``tfbook student``, ``tfbook grade``).
 
 Paths to the repository (the book, the master notebooks) are arguments of these tools; the
 default is :func:`repo_root`, this checkout.
