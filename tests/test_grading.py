@@ -1,60 +1,43 @@
 """`tfbook grade` on a synthetic batch built from the warm-up chapter (ch00).
 
-The batch covers full marks, partial credit, all stubs, a cell that raises, an endless cell,
-a deleted check cell, a check cell edited to print a fake "passed", corrupt JSON and a file
-that is not a notebook. The CSV must be exactly what it should be and no submission may be
-modified.
+The batch covers full marks, partial credit, all stubs, a cell that raises, a notebook that
+never ends, a deleted check cell, a check cell edited to print a fake "passed", an 8 GB
+allocation, the unchanged master notebook, corrupt JSON and a file that is not a notebook.
+Each notebook runs in the bubblewrap sandbox. The CSV must be exactly what it should be and
+no submission may be modified. ``tests/test_hostile.py`` attacks the grader.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import hashlib
 import json
-from pathlib import Path
+import shutil
 
 import nbformat
 import pytest
+from _grading_helpers import (
+    MASTER,
+    ROOT,
+    insert_after_check,
+    read_rows,
+    set_solution,
+    sha,
+    solved,
+    stub_of,
+    student,
+)
 
 from tfbook_tools.cli import main as cli_main
-from tfbook_tools.student import make_student_edition
+from tfbook_tools.sandbox import sandbox_problem
 
-ROOT = Path(__file__).resolve().parents[1]
-MASTER = ROOT / "book" / "00_exercises.ipynb"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        sandbox_problem() is not None, reason=f"no sandbox here: {sandbox_problem()}"
+    ),
+]
 
-pytestmark = pytest.mark.slow
-
-
-def _student() -> nbformat.NotebookNode:
-    return make_student_edition(nbformat.read(MASTER, as_version=4), MASTER.name)
-
-
-def _solved(student: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Fill every stub with the master's solution (what a perfect student submits)."""
-    master = nbformat.read(MASTER, as_version=4)
-    nb = copy.deepcopy(student)
-    for cell, original in zip(nb.cells, master.cells, strict=True):
-        if cell.metadata.get("tfbook", {}).get("role") == "solution":
-            cell.source = original.source
-    return nb
-
-
-def _set_solution(nb, qid: str, source: str) -> None:
-    for cell in nb.cells:
-        if cell.metadata.get("tfbook") == {"question": qid, "role": "solution"}:
-            cell.source = source
-            return
-    raise AssertionError(qid)
-
-
-def _insert_after_check(nb, qid: str, source: str) -> None:
-    for i, cell in enumerate(nb.cells):
-        if cell.metadata.get("tfbook") == {"question": qid, "role": "check"}:
-            nb.cells.insert(i + 1, nbformat.v4.new_code_cell(source))
-            return
-    raise AssertionError(qid)
-
+TIMEOUT = 40  # seconds per submission (as a whole): the sleeper hits it, nothing else may
 
 WRONG_SOFTMAX = """def softmax(x, dim=-1):
     e = x.exp()
@@ -67,27 +50,27 @@ WRONG_MEAN = """def masked_mean(x, lengths):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
-    student = _student()
+    stubs = student()
     subs: dict[str, object] = {}
 
-    subs["full"] = _solved(student)
+    subs["full"] = solved()
 
-    partial = _solved(student)
-    _set_solution(partial, "ch00.q1", WRONG_SOFTMAX)  # known mistake: 0 points
-    _set_solution(partial, "ch00.q4", _stub_of(student, "ch00.q4"))  # left as a stub
+    partial = solved()
+    set_solution(partial, "ch00.q1", WRONG_SOFTMAX)  # known mistake: 0 points
+    set_solution(partial, "ch00.q4", stub_of(stubs, "ch00.q4"))  # left as a stub
     subs["partial"] = partial
 
-    subs["stubs"] = copy.deepcopy(student)
+    subs["stubs"] = stubs
 
-    raising = _solved(student)
-    _insert_after_check(raising, "ch00.q1", "undefined_name + 1  # a NameError at top level")
+    raising = solved()
+    insert_after_check(raising, "ch00.q1", "undefined_name + 1  # a NameError at top level")
     subs["raising"] = raising
 
-    endless = _solved(student)
-    _insert_after_check(endless, "ch00.q2", "while True:\n    pass")
-    subs["endless"] = endless
+    sleeper = solved()
+    insert_after_check(sleeper, "ch00.q2", "import time\nwhile True:\n    time.sleep(1)")
+    subs["endless"] = sleeper
 
-    deleted = _solved(student)
+    deleted = solved()
     deleted.cells = [
         c
         for c in deleted.cells
@@ -95,26 +78,33 @@ def batch(tmp_path_factory):
     ]
     subs["deleted_check"] = deleted
 
-    faked = _solved(student)
-    _set_solution(faked, "ch00.q3", WRONG_MEAN)
+    faked = solved()
+    set_solution(faked, "ch00.q3", WRONG_MEAN)
     for cell in faked.cells:
         if cell.metadata.get("tfbook") == {"question": "ch00.q3", "role": "check"}:
             cell.source = 'print("[ch00.q3] Mean over a padded batch: passed (3 cases)")'
     subs["faked_check"] = faked
+
+    hog = solved()
+    # 8 GB fits in this 24 GiB machine, so only the grader's 4 GiB limit can refuse it.
+    insert_after_check(hog, "ch00.q2", "import torch\nbig = torch.ones(2_000_000_000)")
+    subs["hog"] = hog
 
     paths = []
     for name, nb in subs.items():
         path = folder / f"{name}.ipynb"
         nbformat.write(nb, path)
         paths.append(path)
+    shutil.copyfile(MASTER, folder / "master.ipynb")
+    paths.append(folder / "master.ipynb")
     corrupt = folder / "corrupt.ipynb"
-    corrupt.write_text(nbformat.writes(student)[:500], encoding="utf-8")
+    corrupt.write_text(nbformat.writes(stubs)[:500], encoding="utf-8")
     paths.append(corrupt)
     text = folder / "essay.txt"
     text.write_text("This is my essay about attention.\n", encoding="utf-8")
     paths.append(text)
 
-    before = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
+    before = {p: (sha(p), p.stat().st_mtime_ns) for p in paths}
     out = tmp_path_factory.mktemp("grades") / "grades.csv"
     code = cli_main(
         [
@@ -123,25 +113,18 @@ def batch(tmp_path_factory):
             "--out",
             str(out),
             "--jobs",
-            "2",
+            "3",
             "--timeout",
-            "15",
+            str(TIMEOUT),
+            "--memory-mb",
+            "4096",
             "--masters",
             str(ROOT / "book"),
         ]
     )
     assert code == 0
-    after = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
-    with out.open(encoding="utf-8") as fh:
-        rows = {Path(r["file"]).stem: r for r in csv.DictReader(fh)}
-    return {"rows": rows, "before": before, "after": after, "out": out, "paths": paths}
-
-
-def _stub_of(student, qid: str) -> str:
-    for cell in student.cells:
-        if cell.metadata.get("tfbook") == {"question": qid, "role": "solution"}:
-            return cell.source
-    raise AssertionError(qid)
+    after = {p: (sha(p), p.stat().st_mtime_ns) for p in paths}
+    return {"rows": read_rows(out), "before": before, "after": after, "out": out, "paths": paths}
 
 
 EXPECTED = {
@@ -153,6 +136,8 @@ EXPECTED = {
     "endless": ("timeout", 1, 1, 0, 0),
     "deleted_check": ("graded", 1, 1, 1, 1),
     "faked_check": ("graded", 1, 1, 0, 1),
+    "hog": ("error", 1, 1, 1, 1),
+    "master": ("graded", 1, 1, 1, 1),
 }
 
 
@@ -171,6 +156,12 @@ def test_csv_header(batch):
         "max_total",
         "percent",
     ]
+
+
+def test_rows_in_input_order(batch):
+    with batch["out"].open(encoding="utf-8") as fh:
+        files = [row["file"] for row in csv.DictReader(fh)]
+    assert files == [str(p) for p in batch["paths"]]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -206,12 +197,14 @@ def test_feedback_files(batch):
     assert "Likely mistake: no maximum subtracted" in partial
     assert "not attempted" in partial
     endless = (folder / "endless.feedback.md").read_text(encoding="utf-8")
-    assert "did not finish within 15 s" in endless
+    assert f"did not finish within {TIMEOUT} s" in endless
     faked = (folder / "faked_check.feedback.md").read_text(encoding="utf-8")
     assert "check cell was edited" in faked
     assert "padding positions included in the mean" in faked
     deleted = (folder / "deleted_check.feedback.md").read_text(encoding="utf-8")
     assert "check cell was missing" in deleted
+    hog = (folder / "hog.feedback.md").read_text(encoding="utf-8")
+    assert "raised RuntimeError" in hog
     corrupt = (folder / "corrupt.feedback.md").read_text(encoding="utf-8")
     assert "not valid JSON" in corrupt
 
@@ -223,15 +216,51 @@ def test_refuses_to_write_over_a_submission(tmp_path):
     assert json.loads(sub.read_text(encoding="utf-8")) == {"cells": [], "nbformat": 4}
 
 
-def test_memory_limit_stops_a_memory_hog_and_the_rest_is_graded(tmp_path):
+def test_rows_name_the_master_notebook_of_an_unknown_chapter(tmp_path):
+    nb = student()
+    for cell in nb.cells:
+        cell.source = cell.source.replace("import ch00 as ex", "import ch99 as ex")
+    nb.metadata["tfbook"]["chapter"] = "ch99"
+    for cell in nb.cells:
+        meta = cell.metadata.get("tfbook", {})
+        if "question" in meta:
+            meta["question"] = meta["question"].replace("ch00", "ch99")
+    path = tmp_path / "ch99.ipynb"
+    nbformat.write(nb, path)
+    out = tmp_path / "grades" / "grades.csv"
+    assert cli_main(["grade", str(path), "--out", str(out), "--masters", str(ROOT / "book")]) == 0
+    row = read_rows(out)["ch99"]
+    assert row["status"] == "invalid"
+    assert "no master notebook for ch99" in (out.parent / "ch99.feedback.md").read_text()
+
+
+def test_feedback_fences_cannot_be_broken():
+    from tfbook_tools.grading import GradeResult, _feedback_markdown
+
+    result = GradeResult("a.ipynb", "ch00", "graded", scores={"ch00.q1": 0.0})
+    result.max_points = {"ch00.q1": 1.0}
+    result.feedback = {"ch00.q1": "got '```\n# Injected heading'"}
+    text = _feedback_markdown(result)
+    assert "````text" in text
+
+
+def test_the_same_path_is_quoted_for_spreadsheets():
+    from tfbook_tools.grading import _cell
+
+    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert _cell("-name.ipynb") == "'-name.ipynb"
+    assert _cell("+1") == "'+1" and _cell("@x") == "'@x" and _cell("\tx") == "'\tx"
+    assert _cell("name.ipynb") == "name.ipynb" and _cell("4") == "4"
+
+
+def test_grade_notebook_without_sandbox_for_trusted_code(tmp_path):
+    """``--no-sandbox`` (trusted notebooks only) grades through the same judge."""
     from tfbook_tools.grading import grade_notebook
 
-    nb = _solved(_student())
-    # 8 GB: fits in this 24 GiB machine, so only the grader's 4 GiB limit can refuse it.
-    _insert_after_check(nb, "ch00.q2", "import torch\nbig = torch.ones(2_000_000_000)")
-    path = tmp_path / "hog.ipynb"
+    path = tmp_path / "partial.ipynb"
+    nb = solved()
+    set_solution(nb, "ch00.q1", WRONG_SOFTMAX)
     nbformat.write(nb, path)
-    result = grade_notebook(path, ROOT / "book", timeout=60, memory_mb=4096)
-    assert result.status == "error"
-    assert "raised RuntimeError" in result.reason
-    assert result.total == 4
+    result = grade_notebook(path, ROOT / "book", timeout=120, memory_mb=4096, sandbox=False)
+    assert (result.status, result.total, result.max_total) == ("graded", 3.0, 4.0)
+    assert "no maximum subtracted" in result.feedback["ch00.q1"]

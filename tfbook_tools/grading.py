@@ -2,44 +2,86 @@
 
 For each submission:
 
-1. It is read (never written): a file that is not valid notebook JSON, or not a tfbook
-   chapter notebook, gets the status ``invalid``.
+1. The grader reads it (never writes it): a symbolic link, a file that is not a regular
+   file, larger than the size limit, not valid JSON, nested too deeply, not a valid
+   notebook (nbformat 3 and 4 are accepted), or whose chapter is ambiguous (notebook
+   metadata, the ``from tfbook.exercises import chNN as ex`` line and the check cells'
+   question ids must agree) gets the status ``invalid``.
 2. The official check cells are restored from the master notebook by question id, so a
-   deleted or edited check cell cannot change the grade.
-3. The notebook runs in its own kernel process (a fresh temporary working directory, a
-   per-cell timeout and an address-space limit). The grader's process never imports or
-   runs student code.
-4. After the student's cells, the grader runs its own grading cell in that kernel: it
-   reloads ``tfbook`` from disk (undoing any monkey-patching), evaluates every question's
-   answer with the official checks and writes the results to a file only the grader reads.
-   Nothing the notebook printed is trusted.
+   deleted or edited check cell changes nothing; a missing one goes after its solution cell.
+3. The notebook runs in a sandbox (:mod:`tfbook_tools.sandbox`): a throwaway home and
+   ``/tmp``, a read-only view of the Python installation and of a copy of ``tfbook`` whose
+   exercise modules are stand-ins without references (:mod:`tfbook_tools.sandbox_client`),
+   no network, no other processes, no other submission, no grades, no master notebooks;
+   one wall-clock and one memory limit for the whole submission.
+4. Every check the notebook makes is judged outside the sandbox by a judge process
+   (:mod:`tfbook_tools.judge`) that holds the references: the sandbox sends the student's
+   outputs on the judge's inputs as plain data, the judge compares them with the engine's
+   own comparison, clamps the points and reports the verdict to the grader at once.
+   Nothing the notebook prints, writes or returns is trusted in any other way.
 
-Statuses: ``graded`` (ran to the end), ``timeout`` (a cell exceeded the timeout: later cells
-are skipped, questions reached before it are still scored), ``error`` (a cell raised or the
-kernel died), ``invalid`` (unreadable or not a chapter notebook).
+Statuses: ``graded`` (ran to the end), ``timeout`` (the submission ran past the time limit:
+it was stopped, the checks it made before still count), ``error`` (a cell raised, the kernel
+died, or the submission was stopped for using too much memory: the checks made still count)
+and ``invalid``. Any failure while reading, preparing, running or collecting one submission
+becomes that submission's row; rows are written to the CSV as submissions finish.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
+import io
 import json
-import multiprocessing
 import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
 import tempfile
-import textwrap
-from concurrent.futures import ProcessPoolExecutor
+import threading
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from tfbook_tools import default_masters_dir
-from tfbook_tools.student import StudentEditionError, chapter_of_notebook, check_cells
+from tfbook_tools import default_masters_dir, wire
+from tfbook_tools import sandbox as sb
+from tfbook_tools.student import StudentEditionError, check_cells
 
-__all__ = ["GradeResult", "grade_notebook", "grade_batch", "default_masters_dir", "find_master"]
+__all__ = [
+    "GradeResult",
+    "SandboxUnavailable",
+    "grade_notebook",
+    "grade_batch",
+    "default_masters_dir",
+    "find_master",
+    "read_submission",
+    "submission_chapter",
+]
 
 STATUSES = ("graded", "timeout", "error", "invalid")
+MAX_NOTEBOOK_MB = 16
+MAX_JSON_DEPTH = 64
+MAX_CELLS = 5000
+JUDGE_MEMORY_MB = 4096
+_IMPORT_RE = re.compile(r"^[ \t]*from\s+tfbook\.exercises\s+import\s+(ch\d\d)\s+as\s+ex\b", re.M)
+_CHECK_RE = re.compile(r"^\s*ex\.(q\d+)\.check\((.+)\)\s*$")
+_CHAPTER_RE = re.compile(r"ch\d\d")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+class Invalid(ValueError):
+    """A submission that cannot be graded (the reason is the message)."""
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot run here; grading untrusted code without it needs an explicit flag."""
 
 
 @dataclass
@@ -69,207 +111,649 @@ class GradeResult:
 
 def find_master(chapter: str, masters_dir: Path) -> Path | None:
     """The master notebook of ``chapter`` (``"ch04"`` -> ``book/04_*.ipynb``)."""
+    if not _CHAPTER_RE.fullmatch(chapter or ""):
+        return None
     matches = sorted(masters_dir.glob(f"{chapter[2:]}_*.ipynb"))
     return matches[0] if matches else None
 
 
-def _read_submission(path: Path) -> nbformat.NotebookNode:
-    raw = path.read_bytes()
+# --------------------------------------------------------------------------- reading
+
+
+def _depth_ok(data: object, limit: int) -> bool:
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return True
+
+
+def read_submission(path: Path, max_bytes: int = MAX_NOTEBOOK_MB << 20) -> nbformat.NotebookNode:
+    """Read and validate one submission as an nbformat 4 notebook; :class:`Invalid` if not."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"not a notebook: not valid JSON ({exc.__class__.__name__}: {exc})"
-        ) from exc
-    if not isinstance(data, dict) or "cells" not in data or "nbformat" not in data:
-        raise ValueError("not a notebook: JSON without 'cells'/'nbformat'")
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise Invalid("no such file") from None
+    except OSError as exc:
+        raise Invalid(f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise Invalid("a symbolic link (refused: submit the notebook file itself)")
+    if not stat.S_ISREG(info.st_mode):
+        raise Invalid("not a regular file")
     try:
-        nb = nbformat.reads(json.dumps(data), as_version=4)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Invalid(f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise Invalid("not a regular file")
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise Invalid(f"larger than the limit of {max_bytes >> 20} MB")
+    try:
+        text = raw.decode("utf-8-sig")
+        data = json.loads(text)
+    except RecursionError:
+        raise Invalid(f"not a notebook: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise Invalid(f"not a notebook: not valid JSON ({detail})") from None
+    if not _depth_ok(data, MAX_JSON_DEPTH):
+        raise Invalid(f"not a notebook: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    version = data.get("nbformat") if isinstance(data, dict) else None
+    if type(version) is not int or version not in (3, 4):
+        raise Invalid("not a notebook: no 'nbformat' 3 or 4")
+    try:
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
     except Exception as exc:  # noqa: BLE001 - any validation problem makes it invalid
-        raise ValueError(f"not a valid notebook: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise Invalid(f"not a valid notebook: {first}") from None
+    if len(nb.cells) > MAX_CELLS:
+        raise Invalid(f"more than {MAX_CELLS} cells")
     return nb
 
 
-def _restore_check_cells(nb: nbformat.NotebookNode, master: nbformat.NotebookNode) -> list[str]:
-    """Put the master's check cells back into ``nb`` by question id; return what was done."""
-    official = check_cells(master)
-    notes: list[str] = []
-    seen: set[str] = set()
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("tfbook", {})
-        qid = meta.get("question") if isinstance(meta, dict) else None
-        if meta.get("role") == "check" and qid in official:
-            seen.add(qid)
-            if cell.source != official[qid][1]:
-                notes.append(f"{qid}: check cell was edited; the official one was restored")
-                cell.source = official[qid][1]
-    for qid, (_, source, _) in official.items():
-        if qid in seen:
-            continue
-        position = len(nb.cells)
-        for i, cell in enumerate(nb.cells):
-            meta = cell.get("metadata", {}).get("tfbook", {})
-            if isinstance(meta, dict) and meta.get("question") == qid:
-                position = i + 1
-        new = nbformat.v4.new_code_cell(source)
-        new.metadata["tfbook"] = {"question": qid, "role": "check"}
-        nb.cells.insert(position, new)
-        notes.append(f"{qid}: check cell was missing; the official one was restored")
-    return notes
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return source if isinstance(source, str) else ""
 
 
-def _prelude(memory_mb: int) -> str:
-    return textwrap.dedent(
-        f"""
-        import os, resource
-        os.environ.pop("TFBOOK_STRICT", None)
-        os.environ["TFBOOK_COURSE_MODE"] = "1"
-        os.environ["MPLBACKEND"] = "Agg"
-        _limit = {memory_mb} * 1024 * 1024
-        if _limit > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (_limit, _limit))
-        del _limit
-        """
-    ).strip()
+def _cell_meta(cell: dict) -> dict:
+    meta = cell.get("metadata")
+    meta = meta.get("tfbook") if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
-def _grading_cell(chapter: str, answers: dict[str, str], out_path: str) -> str:
-    return textwrap.dedent(
-        f"""
-        def __tfbook_grade():
-            import importlib, json, sys
-            for name in [m for m in sys.modules if m == "tfbook" or m.startswith("tfbook.")]:
-                del sys.modules[name]
-            exercises = importlib.import_module("tfbook.exercises.{chapter}").EXERCISES
-            results = {{}}
-            for qid, expr in {answers!r}.items():
-                q = exercises[qid]
-                try:
-                    answer = eval(expr, globals())
-                except Exception as exc:
-                    results[qid] = {{"status": "not attempted", "points": 0.0,
-                                    "text": f"[{{qid}}] {{q.title}}: not attempted "
-                                            f"({{type(exc).__name__}} evaluating {{expr}})"}}
-                    continue
-                r = q.evaluate(answer)
-                results[qid] = {{"status": r.status, "points": r.points, "text": r.text()}}
-            with open({out_path!r}, "w", encoding="utf-8") as fh:
-                json.dump(results, fh)
-        __tfbook_grade()
-        """
-    ).strip()
-
-
-def grade_notebook(
-    path: Path,
-    masters_dir: Path | None = None,
-    *,
-    timeout: float = 60.0,
-    memory_mb: int = 6144,
-) -> GradeResult:
-    """Grade one submission (see the module docstring). Never modifies ``path``."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from nbclient.util import run_sync
-
-    from tfbook.exercises import load
-
-    masters_dir = masters_dir or default_masters_dir()
-    result = GradeResult(file=str(path))
-    try:
-        nb = _read_submission(path)
-    except (OSError, ValueError) as exc:
-        result.reason = str(exc)
-        return result
-    chapter = chapter_of_notebook(nb)
-    if chapter is None:
-        result.reason = (
+def submission_chapter(nb: nbformat.NotebookNode) -> str:
+    """The chapter of a submission; :class:`Invalid` unless metadata, import and checks agree."""
+    meta = nb.get("metadata", {}).get("tfbook")
+    declared = None
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise Invalid("the notebook's 'tfbook' metadata is not a mapping")
+        declared = meta.get("chapter")
+        if declared is not None and not (
+            isinstance(declared, str) and _CHAPTER_RE.fullmatch(declared)
+        ):
+            shown = str(declared)[:40]
+            raise Invalid(f"the notebook's metadata names no valid chapter ({shown!r})")
+    imported = {
+        m.group(1)
+        for cell in nb.cells
+        if cell.get("cell_type") == "code"
+        for m in _IMPORT_RE.finditer(_source(cell))
+    }
+    if len(imported) > 1:
+        raise Invalid(f"imports the exercises of several chapters ({', '.join(sorted(imported))})")
+    if not imported:
+        raise Invalid(
             "not a tfbook chapter notebook (no 'from tfbook.exercises import chNN as ex')"
         )
-        return result
-    result.chapter = chapter
-    master_path = find_master(chapter, masters_dir)
-    if master_path is None:
-        result.reason = f"no master notebook for {chapter} in {masters_dir}"
-        return result
-    master = nbformat.read(master_path, as_version=4)
-    official = check_cells(master)
-    exercises = load(chapter)
-    for q in exercises:
-        result.max_points[q.qid] = q.points
-        result.scores[q.qid] = 0.0
-        result.feedback[q.qid] = f"[{q.qid}] {q.title}: not reached"
-    work = copy.deepcopy(nb)
-    try:
-        notes = _restore_check_cells(work, master)
-    except StudentEditionError as exc:
-        result.reason = str(exc)
-        return result
-    answers = {qid: expr for qid, (_, _, expr) in official.items()}
-    for cell in work.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-    work.cells.insert(0, nbformat.v4.new_code_cell(_prelude(memory_mb)))
+    chapter = imported.pop()
+    if declared is not None and declared != chapter:
+        raise Invalid(f"the metadata says {declared} but the notebook imports {chapter}")
+    for index, cell in enumerate(nb.cells):
+        qid = _cell_meta(cell).get("question")
+        if isinstance(qid, str) and not qid.startswith(chapter + "."):
+            raise Invalid(f"cell {index} is marked as question {qid[:40]!r} of another chapter")
+    return chapter
 
-    status, reasons = "graded", list(notes)
-    with tempfile.TemporaryDirectory(prefix="tfbook-grade-") as tmp:
-        out_path = os.path.join(tmp, ".tfbook-results.json")
-        client = NotebookClient(
-            work,
-            timeout=int(timeout),
-            kernel_name="python3",
-            allow_errors=True,
-            interrupt_on_timeout=False,
-            record_timing=False,
-            resources={"metadata": {"path": tmp}},
-        )
+
+# --------------------------------------------------------------------------- restoring
+
+
+@dataclass
+class Prepared:
+    """A submission ready to run: the code cells the sandbox executes, and what they are."""
+
+    index: int
+    path: Path
+    chapter: str
+    notebook: str
+    labels: list[str]
+    notes: list[str]
+
+
+def _check_qid(cell: dict, chapter: str) -> str | None:
+    if cell.get("cell_type") != "code":
+        return None
+    lines = [
+        line
+        for line in _source(cell).splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    match = _CHECK_RE.match(lines[0]) if len(lines) == 1 else None
+    return f"{chapter}.{match.group(1)}" if match else None
+
+
+def _defines(source: str, name: str) -> bool:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return False
+    return re.search(rf"^(def\s+{name}\b|{name}\s*=|class\s+{name}\b)", source, re.M) is not None
+
+
+def prepare(index: int, path: Path, nb: nbformat.NotebookNode, chapter: str, master) -> Prepared:
+    """Restore the master's check cells into ``nb`` and keep only its code cells."""
+    official = check_cells(master)  # qid -> (index, source, answer expression)
+    cells = [c for c in nb.cells]
+    notes: list[str] = []
+    replaced: dict[int, str] = {}
+    inserts: list[tuple[int, str]] = []
+    for qid, (_, source, expr) in official.items():
+        marked = [
+            i
+            for i, c in enumerate(cells)
+            if _cell_meta(c).get("role") == "check" and _cell_meta(c).get("question") == qid
+        ]
+        targets = marked or [i for i, c in enumerate(cells) if _check_qid(c, chapter) == qid]
+        if targets:
+            for i in targets:
+                replaced[i] = qid
+                if _source(cells[i]) != source or cells[i].get("cell_type") != "code":
+                    notes.append(f"{qid}: check cell was edited; the official one was restored")
+            continue
+        solution = [
+            i
+            for i, c in enumerate(cells)
+            if _cell_meta(c).get("role") == "solution" and _cell_meta(c).get("question") == qid
+        ]
+        if not solution:
+            solution = [
+                i
+                for i, c in enumerate(cells)
+                if c.get("cell_type") == "code" and _defines(_source(c), expr)
+            ]
+        inserts.append((solution[-1] + 1 if solution else len(cells), qid))
+        notes.append(f"{qid}: check cell was missing; the official one was restored")
+    plan: list[tuple[str, str]] = []  # (source, label)
+    pending = sorted(inserts)
+    for i, cell in enumerate(cells + [None]):
+        while pending and pending[0][0] == i:
+            qid = pending.pop(0)[1]
+            plan.append((official[qid][1], f"the restored check cell of {qid}"))
+        if cell is None:
+            break
+        if i in replaced:
+            plan.append((official[replaced[i]][1], f"cell {i} (the check cell of {replaced[i]})"))
+        elif cell.get("cell_type") == "code":
+            plan.append((_source(cell), f"cell {i}"))
+    cells_json = json.dumps({"cells": [source for source, _ in plan]})
+    return Prepared(index, path, chapter, cells_json, [lbl for _, lbl in plan], notes)
+
+
+# --------------------------------------------------------------------------- the site
+
+
+_STUB_INIT = '''"""tfbook.exercises while a submission is graded (checks are judged outside)."""
+
+from tfbook.exercises._engine import (  # noqa: F401
+    Case, ExerciseSet, Mistake, Outcome, Question, Result, compare,
+)
+from tfbook_tools.sandbox_client import chapters, load  # noqa: F401
+'''
+_STUB_CHAPTER = '''"""Chapter {chapter} exercises while a submission is graded (no references)."""
+
+from tfbook_tools.sandbox_client import install as _install
+
+_install(globals(), "{chapter}")
+'''
+
+
+def _public_constants(module, master) -> dict:
+    from tfbook_tools.wire import WireError, encode
+
+    names = set()
+    for cell in master.cells:
+        if cell.get("cell_type") == "code":
+            names.update(re.findall(r"\bex\.([A-Za-z][A-Za-z0-9_]*)", _source(cell)))
+    out = {}
+    for name in sorted(names):
+        value = getattr(module, name, None)
+        if value is None or re.fullmatch(r"q\d+|EXERCISES|progress", name):
+            continue
         try:
-            with client.setup_kernel():
-                for index, cell in enumerate(work.cells):
-                    if cell.cell_type != "code":
-                        continue
+            out[name] = encode(value)
+        except (WireError, RecursionError):
+            continue
+    return out
+
+
+def build_site(base: Path, chapters: dict[str, object]) -> Path:
+    """A copy of ``tfbook`` (exercise modules replaced by stand-ins) and the runner code."""
+    import importlib
+
+    import tfbook
+    import tfbook_tools
+
+    site = base / "site"
+    package = Path(tfbook.__file__).resolve().parent
+    shutil.copytree(
+        package,
+        site / "tfbook",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "exercises"),
+    )
+    exercises = site / "tfbook" / "exercises"
+    exercises.mkdir()
+    shutil.copyfile(package / "exercises" / "_engine.py", exercises / "_engine.py")
+    (exercises / "__init__.py").write_text(_STUB_INIT, encoding="utf-8")
+    manifest: dict = {"chapters": {}}
+    for chapter, master in sorted(chapters.items()):
+        module = importlib.import_module(f"tfbook.exercises.{chapter}")
+        ex = module.EXERCISES
+        manifest["chapters"][chapter] = {
+            "title": ex.title,
+            "questions": [
+                {"qid": q.qid, "title": q.title, "points": q.points, "hints": list(q.hints)}
+                for q in ex
+            ],
+            "public": _public_constants(module, master),
+        }
+        stub = _STUB_CHAPTER.format(chapter=chapter)
+        (exercises / f"{chapter}.py").write_text(stub, encoding="utf-8")
+    (exercises / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    tools = site / "tfbook_tools"
+    tools.mkdir()
+    source = Path(tfbook_tools.__file__).resolve().parent
+    for name in ("__init__.py", "wire.py", "sandbox_client.py", "sandbox_runner.py"):
+        shutil.copyfile(source / name, tools / name)
+    # matplotlib's font list, built once here instead of in every sandbox's empty home.
+    cache = site / "mplconfig"
+    cache.mkdir()
+    env = dict(os.environ, MPLCONFIGDIR=str(cache), MPLBACKEND="Agg")
+    subprocess.run(
+        [sys.executable, "-c", "import matplotlib.font_manager"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    for root, _dirs, files in os.walk(site):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    return site
+
+
+# --------------------------------------------------------------------------- judges
+
+
+class _JudgeServer:
+    """Starts judge processes from a fork server that has torch and the exercises loaded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+
+    def _ensure(self) -> socket.socket:
+        if self.proc is not None and self.proc.poll() is None and self.sock is not None:
+            return self.sock
+        if self.sock is not None:
+            self.sock.close()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        import tfbook
+        import tfbook_tools
+
+        roots = {
+            str(Path(tfbook.__file__).resolve().parents[1]),
+            str(Path(tfbook_tools.__file__).resolve().parents[1]),
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), env.get("PYTHONPATH", "")])
+        env.pop("TFBOOK_STRICT", None)
+        env["OMP_NUM_THREADS"] = "1"  # the server forks: no thread pools before that
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfbook_tools.judge", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.sock = mine
+        return mine
+
+    def start(self, chapter: str, socket_path: str, cpu: float, memory: int):
+        """A new judge; returns the grader's end of its socket and the judge's pid."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = {"chapter": chapter, "socket": socket_path, "cpu": cpu, "memory": memory}
+        try:
+            with self.lock:
+                for attempt in (1, 2):
+                    server = self._ensure()
                     try:
-                        client.execute_cell(cell, index)
-                    except CellTimeoutError:
-                        status = "timeout"
-                        reasons.append(f"cell {index - 1} did not finish within {timeout:g} s")
-                        run_sync(client.km.interrupt_kernel)()
+                        data = [json.dumps(request).encode("utf-8")]
+                        socket.send_fds(server, data, [theirs.fileno()])
+                        server.settimeout(120)
+                        reply = json.loads(server.recv(4096).decode("utf-8"))
                         break
-                    if any(o.get("output_type") == "error" for o in cell.outputs):
-                        if status == "graded":
-                            status = "error"
-                        err = next(o for o in cell.outputs if o.get("output_type") == "error")
-                        reasons.append(f"cell {index - 1} raised {err.get('ename')}")
-                grading = nbformat.v4.new_code_cell(_grading_cell(chapter, answers, out_path))
-                work.cells.append(grading)
-                budget = max(timeout, 30.0 * max(1, len(answers)))
-                client.timeout = int(budget)
-                client.execute_cell(grading, len(work.cells) - 1)
-        except DeadKernelError:
-            status = "error"
-            reasons.append("the kernel died (out of memory, or the process was killed)")
-        except CellTimeoutError:
-            status = "timeout"
-            reasons.append("grading did not finish (the kernel stayed busy after an interrupt)")
-        except Exception as exc:  # noqa: BLE001 - keep grading the rest of the batch
-            status = "error"
-            reasons.append(f"grader could not run the notebook: {type(exc).__name__}: {exc}")
-        if os.path.exists(out_path):
-            with open(out_path, encoding="utf-8") as fh:
-                graded = json.load(fh)
-            for qid, info in graded.items():
-                if qid in result.scores:
-                    result.scores[qid] = (
-                        float(info["points"]) if info["status"] == "passed" else 0.0
-                    )
-                    result.feedback[qid] = info["text"]
-        elif status == "graded":
-            status = "error"
-            reasons.append("the grading cell produced no results")
-    result.status = status
-    result.reason = "; ".join(reasons)
-    return result
+                    except (OSError, ValueError):
+                        if attempt == 2:
+                            raise
+                        self.proc = None  # the server died: start a new one
+        finally:
+            theirs.close()
+        return mine, int(reply["pid"])
+
+
+_JUDGES = _JudgeServer()
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+class _Batch:
+    def __init__(
+        self,
+        masters_dir: Path,
+        *,
+        timeout: float,
+        memory_mb: int,
+        sandbox: bool,
+        max_bytes: int,
+        protect: list[Path],
+    ) -> None:
+        self.masters_dir = masters_dir
+        self.timeout, self.memory_mb = float(timeout), int(memory_mb)
+        self.sandbox, self.max_bytes = sandbox, max_bytes
+        self.base = Path(tempfile.mkdtemp(prefix="tfbook-grade-"))
+        self.protect = protect
+        self.masters: dict[str, object] = {}
+        self.site: Path | None = None
+        self.abort = threading.Event()
+
+    def close(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def master(self, chapter: str):
+        if chapter not in self.masters:
+            from tfbook.exercises import chapters
+
+            path = find_master(chapter, self.masters_dir)
+            if chapter not in chapters() or path is None:
+                raise Invalid(f"no master notebook for {chapter} in {self.masters_dir}")
+            self.masters[chapter] = nbformat.read(path, as_version=4)
+        return self.masters[chapter]
+
+    def read(self, index: int, path: Path) -> Prepared | GradeResult:
+        result = GradeResult(file=str(path))
+        try:
+            nb = read_submission(path, self.max_bytes)
+            chapter = submission_chapter(nb)
+            result.chapter = chapter
+            master = self.master(chapter)
+            return prepare(index, path, nb, chapter, master)
+        except Invalid as exc:
+            result.reason = str(exc)
+        except StudentEditionError as exc:
+            result.reason = f"the master notebook is malformed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one submission never stops the batch
+            result.reason = f"could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        result.status = "invalid"
+        result.reason = _printable(result.reason)
+        return result
+
+    def grade(self, prepared: Prepared, slot: int) -> GradeResult:
+        result = GradeResult(file=str(prepared.path), chapter=prepared.chapter, status="error")
+        try:
+            return self._grade(prepared, slot, result)
+        except Exception as exc:  # noqa: BLE001 - becomes this submission's row
+            tail = traceback.format_exc(limit=3).strip().splitlines()[-1]
+            reason = f"the grader failed on this submission: {type(exc).__name__}: {tail}"
+            result.reason = _printable(reason)
+            return result
+
+    def _grade(self, prepared: Prepared, slot: int, result: GradeResult) -> GradeResult:
+        from tfbook.exercises import load
+
+        exercises = load(prepared.chapter)
+        for q in exercises:
+            result.max_points[q.qid] = q.points
+            result.scores[q.qid] = 0.0
+            result.feedback[q.qid] = f"[{q.qid}] {q.title}: not checked (its check never ran)"
+        folder = self.base / f"sub-{prepared.index}"
+        indir, rundir, empty = folder / "in", folder / "run", folder / "empty"
+        for d in (folder, indir, rundir, empty):
+            d.mkdir()
+            os.chmod(d, 0o755)
+        (indir / "cells.json").write_text(prepared.notebook, encoding="utf-8")
+        os.chmod(indir / "cells.json", 0o644)
+
+        conn, pid = _JUDGES.start(
+            prepared.chapter, str(rundir / "judge.sock"), self.timeout + 60, JUDGE_MEMORY_MB
+        )
+        records: dict[str, dict] = {}
+        notes: list[str] = []
+        state = {"done": False, "ready": False}
+
+        def on_judge() -> bool:
+            """Read one message from the judge; False once it has nothing more to say."""
+            if state["done"]:
+                return False
+            try:
+                message = wire.recv(conn, 1 << 20)
+            except (OSError, ValueError, ConnectionError):
+                state["done"] = True
+                return False
+            op = message.get("op")
+            if op == "ready":
+                state["ready"] = True
+            elif op == "done":
+                state["done"] = True
+            elif op == "check" and isinstance(message.get("qid"), str):
+                records[message["qid"]] = message
+            elif op == "note" and isinstance(message.get("text"), str) and len(notes) < 20:
+                notes.append(message["text"][:300])
+            return not state["done"]
+
+        try:
+            conn.settimeout(120)
+            on_judge()
+            if not state["ready"]:
+                raise RuntimeError("the judge did not start: " + "; ".join(notes))
+            conn.settimeout(30)
+            run = self._run(prepared, slot, folder, {conn.fileno(): on_judge})
+            try:
+                wire.send(conn, {"op": "stop"})
+            except OSError:
+                pass
+            conn.settimeout(15)
+            while not state["done"]:
+                on_judge()
+        finally:
+            conn.close()
+            if not state["done"]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.abort.is_set():
+            raise KeyboardInterrupt
+
+        for qid, record in records.items():
+            q = next((q for q in exercises if q.qid == qid), None)
+            if q is None:
+                continue
+            points = record.get("points")
+            passed = record.get("status") == "passed" and isinstance(points, (int, float))
+            result.scores[qid] = max(0.0, min(float(points), q.points)) if passed else 0.0
+            text = record.get("text")
+            result.feedback[qid] = text[:4000] if isinstance(text, str) else ""
+        status, reasons = self._status(prepared, run)
+        for note in notes:
+            if "stopped" in note or "failed" in note:
+                reasons.append(f"judge: {note}")
+        result.status = status
+        result.reason = _printable("; ".join(prepared.notes + reasons))
+        return result
+
+    def _run(self, prepared: Prepared, slot: int, folder: Path, watch) -> sb.Run:
+        tmp_mb = max(64, min(1024, self.memory_mb // 4))
+        if self.sandbox:
+            info_r, info_w = os.pipe()
+            masks = [*self.protect, self.base, Path(self.masters_dir)]
+            import tfbook
+
+            masks.append(Path(tfbook.__file__).resolve().parent)
+            args = sb.command(
+                site=self.site,
+                indir=folder / "in",
+                rundir=folder / "run",
+                tmp_mb=tmp_mb,
+                uid=65534 - slot,
+                masks=masks,
+                empty=folder / "empty",
+                info_fd=info_w,
+            )
+            env = sb.environment(
+                site=sb.SITE,
+                notebook=sb.NOTEBOOK,
+                socket=sb.SOCKET,
+                home=sb.HOME,
+                workdir=sb.WORKDIR,
+            )
+            pass_fds: tuple[int, ...] = (info_w,)
+            cwd = None
+            file_mb = 0
+        else:
+            info_r = None
+            work = folder / "work"
+            work.mkdir()
+            args = [sys.executable, "-m", "tfbook_tools.sandbox_runner"]
+            env = sb.environment(
+                site=str(self.site),
+                notebook=str(folder / "in" / "cells.json"),
+                socket=str(folder / "run" / "judge.sock"),
+                home=str(work / "home"),
+                workdir=str(work / "work"),
+            )
+            env.pop("TFBOOK_MAX_TASKS")
+            pass_fds, cwd, file_mb = (), str(work), tmp_mb
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                preexec_fn=sb.limit_preexec(self.memory_mb, file_mb),
+            )
+        finally:
+            if self.sandbox:
+                os.close(info_w)
+        try:
+            return sb.supervise(
+                proc,
+                timeout=self.timeout,
+                memory_mb=self.memory_mb,
+                info_fd=info_r,
+                watch=watch,
+                abort=self.abort.is_set,
+                sandboxed=self.sandbox,
+            )
+        finally:
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+            if info_r is not None:
+                os.close(info_r)
+
+    def _status(self, prepared: Prepared, run: sb.Run) -> tuple[str, list[str]]:
+        labels = prepared.labels
+
+        def label(cell: object) -> str:
+            ok = isinstance(cell, int) and not isinstance(cell, bool) and 0 <= cell < len(labels)
+            return labels[cell] if ok else "a cell"
+
+        reasons: list[str] = []
+        kinds = {e["e"] for e in run.events}
+        started = [e.get("cell") for e in run.events if e["e"] == "start"]
+        errors = [e for e in run.events if e["e"] == "end" and isinstance(e.get("error"), str)]
+        for event in errors[:5]:
+            reasons.append(f"{label(event.get('cell'))} raised {event['error'][:60]}")
+        if len(errors) > 5:
+            reasons.append(f"{len(errors) - 5} more cells raised")
+        where = f" (it was running {label(started[-1])})" if started else ""
+        if run.ended == "timeout":
+            reasons.append(f"the notebook did not finish within {self.timeout:g} s{where}")
+            return "timeout", reasons
+        if run.ended == "memory":
+            reasons.append(
+                f"the submission used more than {self.memory_mb} MB of memory (all its "
+                f"processes together) and was stopped{where}"
+            )
+            return "error", reasons
+        if run.ended == "aborted":
+            return "error", reasons + ["grading was interrupted"]
+        if "done" in kinds:
+            return ("error" if errors else "graded"), reasons
+        if "dead" in kinds:
+            reasons.append(f"the kernel died{where} (out of memory, or the process was killed)")
+        elif "fail" in kinds:
+            msg = next(str(e.get("msg"))[:200] for e in run.events if e["e"] == "fail")
+            reasons.append(f"the notebook could not be run: {msg}")
+        elif "kernel" not in kinds:
+            tail = " ".join(run.stderr.strip().splitlines()[-3:])[-300:]
+            reasons.append("the kernel did not start" + (f": {tail}" if tail else ""))
+        else:
+            reasons.append(f"the notebook stopped before its end{where} (its processes ended)")
+        return "error", reasons
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _printable(text: str) -> str:
+    """No control characters (escape sequences) from a submission reach a terminal or file."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _cell(value: object) -> str:
+    """A CSV cell that a spreadsheet never reads as a formula."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _row(result: GradeResult, qids: list[str]) -> list[str]:
+    cells = [f"{result.scores[q]:g}" if q in result.scores else "" for q in qids]
+    row = [result.file, result.chapter, result.status, *cells]
+    row += [f"{result.total:g}", f"{result.max_total:g}", f"{result.percent:.1f}"]
+    return [_cell(c) for c in row]
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def _feedback_markdown(result: GradeResult) -> str:
@@ -284,16 +768,29 @@ def _feedback_markdown(result: GradeResult) -> str:
     for qid in result.scores:
         lines.append(f"## {qid}: {result.scores[qid]:g} / {result.max_points[qid]:g}")
         lines.append("")
-        lines.append("```text")
-        lines.append(result.feedback.get(qid, ""))
-        lines.append("```")
-        lines.append("")
+        text = result.feedback.get(qid, "")
+        fence = _fence(text)
+        lines += [fence + "text", text, fence, ""]
     return "\n".join(lines)
 
 
-def _grade_worker(args: tuple[str, str, float, int]) -> GradeResult:
-    path, masters, timeout, memory_mb = args
-    return grade_notebook(Path(path), Path(masters), timeout=timeout, memory_mb=memory_mb)
+def _qid_key(qid: str) -> tuple:
+    chapter, _, number = qid.partition(".q")
+    return (chapter, int(number) if number.isdigit() else 0, qid)
+
+
+def _feedback_names(paths: list[Path]) -> list[str]:
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem = Path(path).stem or "submission"
+        name, n = f"{stem}.feedback.md", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.feedback.md"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def grade_batch(
@@ -302,49 +799,139 @@ def grade_batch(
     masters_dir: Path | None = None,
     *,
     jobs: int = 1,
-    timeout: float = 60.0,
+    timeout: float = 300.0,
     memory_mb: int = 6144,
+    sandbox: bool = True,
+    max_notebook_mb: int = MAX_NOTEBOOK_MB,
+    progress=None,
 ) -> list[GradeResult]:
-    """Grade every submission, write ``out_csv`` and one ``<name>.feedback.md`` per submission."""
-    masters_dir = masters_dir or default_masters_dir()
-    work = [(str(p), str(masters_dir), timeout, memory_mb) for p in paths]
-    if jobs > 1 and len(work) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            results = list(pool.map(_grade_worker, work))
-    else:
-        results = [_grade_worker(w) for w in work]
+    """Grade every submission, write ``out_csv`` and one ``<name>.feedback.md`` per submission.
 
-    qids: list[str] = []
-    for r in results:
-        for qid in r.scores:
-            if qid not in qids:
-                qids.append(qid)
-    qids.sort(key=lambda q: (q.split(".")[0], int(q.split(".q")[1])))
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["file", "chapter", "status", *qids, "total", "max_total", "percent"])
-        for r in results:
-            cells = [f"{r.scores[q]:g}" if q in r.scores else "" for q in qids]
-            writer.writerow(
-                [
-                    r.file,
-                    r.chapter,
-                    r.status,
-                    *cells,
-                    f"{r.total:g}",
-                    f"{r.max_total:g}",
-                    f"{r.percent:.1f}",
-                ]
-            )
-    used: set[str] = set()
-    for r in results:
-        stem = Path(r.file).stem
-        name, n = f"{stem}.feedback.md", 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}.feedback.md"
-        used.add(name)
-        (out_csv.parent / name).write_text(_feedback_markdown(r), encoding="utf-8")
-    return results
+    ``timeout`` (seconds) and ``memory_mb`` hold for each submission as a whole. With
+    ``sandbox=False`` (only for trusted code) the notebooks run without isolation.
+    Rows are appended to ``out_csv`` as submissions finish; at the end the file is rewritten
+    in the order of ``paths``. ``progress(result)`` is called for each finished submission.
+    """
+    if sandbox:
+        problem = sb.sandbox_problem()
+        if problem:
+            raise SandboxUnavailable(problem)
+    masters_dir = Path(masters_dir or default_masters_dir())
+    paths = [Path(p) for p in paths]
+    out_csv = Path(out_csv)
+    out_dir = out_csv.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protect = [out_dir.resolve(), *{Path(os.path.abspath(p)).parent for p in paths}]
+    batch = _Batch(
+        masters_dir,
+        timeout=timeout,
+        memory_mb=memory_mb,
+        sandbox=sandbox,
+        max_bytes=int(max_notebook_mb) << 20,
+        protect=protect,
+    )
+    names = _feedback_names(paths)
+    results: list[GradeResult | None] = [None] * len(paths)
+    try:
+        items = [batch.read(i, p) for i, p in enumerate(paths)]
+        prepared = [p for p in items if isinstance(p, Prepared)]
+        chapters = sorted({p.chapter for p in prepared})
+        qids: list[str] = []
+        from tfbook.exercises import load
+
+        for chapter in chapters:
+            qids += [q.qid for q in load(chapter)]
+        qids.sort(key=_qid_key)
+        if prepared:
+            batch.site = build_site(batch.base, {c: batch.masters[c] for c in chapters})
+        header = ["file", "chapter", "status", *qids, "total", "max_total", "percent"]
+        lock = threading.Lock()
+        with out_csv.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            fh.flush()
+
+            def finish(index: int, result: GradeResult) -> None:
+                with lock:
+                    results[index] = result
+                    writer.writerow(_row(result, qids))
+                    fh.flush()
+                    feedback = out_dir / names[index]
+                    feedback.write_text(_feedback_markdown(result), encoding="utf-8")
+                if progress:
+                    progress(result)
+
+            for index, item in enumerate(items):
+                if isinstance(item, GradeResult):
+                    finish(index, item)
+            slots: queue.Queue[int] = queue.Queue()
+            for slot in range(max(1, jobs)):
+                slots.put(slot)
+
+            def task(item: Prepared) -> GradeResult:
+                slot = slots.get()
+                try:
+                    return batch.grade(item, slot)
+                finally:
+                    slots.put(slot)
+
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                futures = {pool.submit(task, item): item.index for item in prepared}
+                try:
+                    pending = set(futures)
+                    while pending:
+                        done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            try:
+                                finish(futures[future], future.result())
+                            except KeyboardInterrupt:
+                                pass
+                except BaseException:
+                    batch.abort.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
+        final = [r for r in results if r is not None]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        for r in final:
+            writer.writerow(_row(r, qids))
+        tmp = out_csv.with_name(f".{out_csv.name}.tmp")
+        tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+        os.replace(tmp, out_csv)
+        return final
+    finally:
+        batch.close()
+
+
+def grade_notebook(
+    path: Path,
+    masters_dir: Path | None = None,
+    *,
+    timeout: float = 300.0,
+    memory_mb: int = 6144,
+    sandbox: bool = True,
+) -> GradeResult:
+    """Grade one submission without writing anything (see :func:`grade_batch`)."""
+    if sandbox:
+        problem = sb.sandbox_problem()
+        if problem:
+            raise SandboxUnavailable(problem)
+    path = Path(path)
+    batch = _Batch(
+        Path(masters_dir or default_masters_dir()),
+        timeout=timeout,
+        memory_mb=memory_mb,
+        sandbox=sandbox,
+        max_bytes=MAX_NOTEBOOK_MB << 20,
+        protect=[Path(os.path.abspath(path)).parent],
+    )
+    try:
+        item = batch.read(0, path)
+        if isinstance(item, GradeResult):
+            return item
+        batch.site = build_site(batch.base, {item.chapter: batch.masters[item.chapter]})
+        return batch.grade(item, 0)
+    finally:
+        batch.close()

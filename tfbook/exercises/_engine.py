@@ -11,7 +11,14 @@ a coloured HTML view. Environment switches:
 
 - ``TFBOOK_STRICT=1``: a check that does not pass raises ``AssertionError`` (CI uses it,
   so a wrong reference solution can never pass).
-- ``TFBOOK_COURSE_MODE=1``: ``solution()`` refuses to show solutions (for graded courses).
+- ``TFBOOK_COURSE_MODE=1``: ``solution()`` and ``solution_source()`` refuse, and the
+  ``reference`` attribute is hidden (for graded courses).
+
+``evaluate`` is two halves that can run in different processes: :func:`run_answer` calls the
+answer on the cases and records plain :class:`Outcome` s (the only half that runs student
+code), and :meth:`Question.judge` compares those outcomes with the reference. The batch
+grader (``tfbook_tools.grading``) runs the first half in a sandbox and the second in its own
+process.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ import torch
 __all__ = [
     "Case",
     "Mistake",
+    "Outcome",
     "Question",
     "Result",
     "ExerciseSet",
     "compare",
+    "run_answer",
     "STATUSES",
+    "OUTCOME_KINDS",
 ]
 
 #: Every status a check can end in.
@@ -187,6 +197,10 @@ def _compare_arrays(
         return f"{where}: wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
     if check_dtype and got.dtype != expected.dtype:
         return f"{where}: wrong dtype: expected {expected.dtype}, got {got.dtype}"
+    is_bool = (expected.dtype in (torch.bool, np.bool_), got.dtype in (torch.bool, np.bool_))
+    if is_bool[0] != is_bool[1]:  # always checked: a 0/1 float mask is not a boolean mask
+        hint = " (a float mask is added to the scores and blocks nothing)" if is_bool[0] else ""
+        return f"{where}: wrong dtype: expected {expected.dtype}, got {got.dtype}{hint}"
     if expected.dtype in (torch.bool, np.bool_) or got.dtype in (torch.bool, np.bool_):
         e = _as_float64(expected)
         g = _as_float64(got)
@@ -348,6 +362,66 @@ def _call(fn: Callable[..., Any], case: Case) -> Any:
     return fn(*args, **kwargs)
 
 
+#: What an answer can do on one case (see :class:`Outcome`).
+OUTCOME_KINDS = ("returned", "not attempted", "timeout", "raised", "modified")
+
+
+@dataclass
+class Outcome:
+    """What an answer did on one case: plain data, so it can cross a process boundary.
+
+    ``kind`` is one of :data:`OUTCOME_KINDS`: ``"returned"`` (``value`` is the output),
+    ``"not attempted"`` (it raised ``NotImplementedError``), ``"timeout"``, ``"raised"``
+    (``detail`` is ``"ExceptionType: first line of the message"``) or ``"modified"`` (it
+    changed its positional argument number ``index`` in place).
+    """
+
+    kind: str
+    value: Any = None
+    detail: str = ""
+    index: int = -1
+
+
+def run_answer(answer: Callable[..., Any], cases: Sequence[Case], timeout: float) -> list[Outcome]:
+    """Call ``answer`` on every case (fresh copies of the inputs, seeded, time-limited).
+
+    Stops after the first case that does not return normally. This is the only part of a
+    check that runs the student's code; it never sees the reference.
+    """
+    outcomes: list[Outcome] = []
+    for case in cases:
+        before = [_clone(a) for a in case.args]
+        args = tuple(_clone(a) for a in case.args)
+        kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
+
+        def run(args=args, kwargs=kwargs, seed=case.seed):
+            _seed(seed)
+            return answer(*args, **kwargs)
+
+        try:
+            got = _run_with_timeout(run, timeout)
+        except NotImplementedError:
+            outcomes.append(Outcome("not attempted"))
+            break
+        except _Timeout:
+            outcomes.append(Outcome("timeout"))
+            break
+        except Exception as exc:  # noqa: BLE001 - the student's bug, reported
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            outcomes.append(Outcome("raised", detail=f"{type(exc).__name__}: {message}"))
+            break
+        changed = [
+            i
+            for i, (old, new) in enumerate(zip(before, args, strict=True))
+            if compare(old, new, atol=0.0, rtol=0.0) is not None
+        ]
+        if changed:
+            outcomes.append(Outcome("modified", index=changed[0]))
+            break
+        outcomes.append(Outcome("returned", got))
+    return outcomes
+
+
 def _call_text(name: str, case: Case, params: Sequence[str] | None) -> str:
     parts = []
     for i, a in enumerate(case.args):
@@ -399,7 +473,7 @@ class Question:
     ) -> None:
         self.qid = qid
         self.title = title
-        self.reference = reference
+        self._reference = reference
         self.make_cases = cases
         self.mistakes = list(mistakes)
         self.hints = list(hints)
@@ -418,6 +492,19 @@ class Question:
 
     def __repr__(self) -> str:
         return f"<Question {self.qid}: {self.title}>"
+
+    @property
+    def reference(self) -> Callable[..., Any]:
+        """The reference implementation (hidden when ``TFBOOK_COURSE_MODE=1``)."""
+        if _env_flag("TFBOOK_COURSE_MODE"):
+            raise AttributeError(
+                f"[{self.qid}] the reference is switched off for this course (TFBOOK_COURSE_MODE)"
+            )
+        return self._reference
+
+    @reference.setter
+    def reference(self, fn: Callable[..., Any]) -> None:
+        self._reference = fn
 
     # -- comparison
     def compare(self, expected: Any, got: Any) -> str | None:
@@ -451,50 +538,52 @@ class Question:
             )
         name = getattr(answer, "__name__", "answer")
         cases = self.make_cases()
-        for case in cases:
-            expected = _call(self.reference, case)
-            before = [_clone(a) for a in case.args]
-            args = tuple(_clone(a) for a in case.args)
-            kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
+        return self.judge(name, cases, run_answer(answer, cases, self.timeout))
+
+    def judge(self, name: str, cases: Sequence[Case], outcomes: Sequence[Outcome]) -> Result:
+        """Compare what an answer called ``name`` did on ``cases`` with the reference.
+
+        ``outcomes`` come from ``run_answer`` (here or in another process); the first
+        case that did not return the reference's output decides the result.
+        """
+        for index, case in enumerate(cases):
+            expected = _call(self._reference, case)
             call = _call_text(name, case, self._params)
-
-            def run(args=args, kwargs=kwargs, seed=case.seed):
-                _seed(seed)
-                return answer(*args, **kwargs)
-
-            try:
-                got = _run_with_timeout(run, self.timeout)
-            except NotImplementedError:
+            if index >= len(outcomes):
+                return self._result(
+                    "error", f"call: {call}\nno outcome was reported for this case", case.name
+                )
+            outcome = outcomes[index]
+            if outcome.kind == "not attempted":
                 return self._result("not attempted")
-            except _Timeout:
+            if outcome.kind == "timeout":
                 return self._result(
                     "timeout",
                     f"call: {call}\ndid not return within {self.timeout:g} s (an endless loop?)",
                     case.name,
                 )
-            except Exception as exc:  # noqa: BLE001 - the student's bug, reported
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if outcome.kind == "raised":
+                return self._result("error", f"call: {call}\nraised {outcome.detail}", case.name)
+            if outcome.kind == "modified":
+                i = outcome.index
+                label = self._params[i] if self._params and 0 <= i < len(self._params) else i
                 return self._result(
-                    "error",
-                    f"call: {call}\nraised {type(exc).__name__}: {message}",
+                    "failed",
+                    f"call: {call}\nthe function modified its input argument {label!r} "
+                    "in place; work on a copy or use out-of-place operations",
                     case.name,
                 )
-            for i, (old, new) in enumerate(zip(before, args, strict=True)):
-                if compare(old, new, atol=0.0, rtol=0.0) is not None:
-                    label = self._params[i] if self._params and i < len(self._params) else i
-                    return self._result(
-                        "failed",
-                        f"call: {call}\nthe function modified its input argument {label!r} "
-                        "in place; work on a copy or use out-of-place operations",
-                        case.name,
-                    )
-            diff = self.compare(expected, got)
+            if outcome.kind != "returned":
+                return self._result(
+                    "error", f"call: {call}\nunknown outcome {outcome.kind!r}", case.name
+                )
+            diff = self.compare(expected, outcome.value)
             if diff is not None:
                 return self._result(
                     "failed",
                     f"call: {call}\n{diff}",
                     case.name,
-                    self._diagnose(case, got),
+                    self._diagnose(case, outcome.value),
                 )
         return self._result("passed", f"{len(cases)} cases")
 
@@ -526,10 +615,15 @@ class Question:
         from tfbook._core import show_source
 
         print(f"[{self.qid}] Reference solution:")
-        show_source(self.reference)
+        show_source(self._reference)
 
     def solution_source(self) -> str:
-        return textwrap.dedent(inspect.getsource(self.reference))
+        """The reference solution's source (refused when ``TFBOOK_COURSE_MODE=1``)."""
+        if _env_flag("TFBOOK_COURSE_MODE"):
+            raise RuntimeError(
+                f"[{self.qid}] solutions are switched off for this course (TFBOOK_COURSE_MODE)"
+            )
+        return textwrap.dedent(inspect.getsource(self._reference))
 
 
 def _show(obj: Any) -> None:
