@@ -146,11 +146,14 @@ def command(
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
             bound.append(path)
+    args += ["--dev", "/dev", "--proc", "/proc"]
+    # The private /tmp first: a Python or checkout that lives under /tmp (a CI clone) is then
+    # bound on top of it instead of being hidden by it.
+    args += ["--perms", "1777", "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp"]
+    made.add("/tmp")
     for path in python_roots():
         args += parents(path) + ["--ro-bind", path, path]
         bound.append(path)
-    args += ["--dev", "/dev", "--proc", "/proc"]
-    args += ["--perms", "1777", "--size", str(int(tmp_mb) << 20), "--tmpfs", "/tmp"]
     args += parents(SITE) + ["--ro-bind", str(site), SITE, "--ro-bind", str(indir), INDIR]
     args += parents(RUNDIR) + ["--ro-bind", str(rundir), RUNDIR]
     for mask in masks:
