@@ -68,6 +68,16 @@ def test_corpus_has_korean_and_english_with_the_paper_sentence():
         load_corpus("fr")
 
 
+def test_corpus_is_parallel_korean_sentence_i_translated_by_english_sentence_i():
+    # Chapter 2 pairs load_corpus("ko")[i] with load_corpus("en")[i] (translation-pair contexts).
+    ko, en = load_corpus("ko"), load_corpus("en")
+    assert len(ko) == len(en) == 300
+    assert (ko[0], en[0]) == (KOREAN, ENGLISH)
+    assert len(set(ko)) == len(ko) and len(set(en)) == len(en)  # no duplicated sentences
+    # Chapter 2 relies on this noun-particle pair being absent (it is the unseen example).
+    assert not any("파리를" in s for s in ko)
+
+
 @pytest.mark.parametrize("cls", [WhitespaceTokenizer, CharTokenizer])
 def test_special_tokens_have_ids_zero_to_four(cls):
     tok = cls.train(["a b c"])

@@ -12,8 +12,14 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from tfbook.attention import MultiHeadAttention, SelfAttention
 from tfbook.exercises import load
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.norm import ResidualSublayer
+from tfbook.positional import SinusoidalPositionalEncoding, apply_rotary
+from tfbook.rnn import RNN
 
 
 def _softmax_global_max(x, dim=-1):
@@ -72,6 +78,126 @@ def _sinusoid_two_i_twice(seq_len, d_model):
     return pe
 
 
+# ---- issue 14: the predict, debug, derive and build questions of chapters 1 to 5
+
+
+def _counts_without_first_input_product(kind):
+    layer, depth = kind.split(", ")
+    n_layers = int(depth.split()[0])
+    if layer == "RNN":  # the x_1 W_ih product of the first step forgotten
+        return 12 + n_layers - 2, 12 + n_layers - 2
+    return 2 * n_layers, n_layers
+
+
+def _final_state_clamped(x, lengths, rnn):
+    states, _ = rnn(x)  # "fixed" the IndexError by clamping instead of subtracting 1
+    return states[torch.arange(x.shape[0]), lengths.clamp(max=x.shape[1] - 1)]
+
+
+class _BiRNNOneSharedRNN(nn.Module):
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.rnn = RNN(input_size, hidden_size)  # one RNN read in both directions
+
+    def forward(self, x):
+        ahead, _ = self.rnn(x)
+        behind, _ = self.rnn(x.flip(1))
+        return torch.cat([ahead, behind.flip(1)], dim=-1)
+
+
+def _bpe_end_of_word_marker(kind):
+    # Sennrich et al.'s original BPE adds </w> to every word; tfbook's chunks do not
+    values = {
+        "vocab_size with 0 merges": 10,
+        "tokens in the text after 3 merges": 5,
+        "vocab_size after 3 merges": 13,
+        "vocab_size when asked for 10 merges": 13,
+    }
+    return values[kind]
+
+
+def _encode_strip_then_split(text, vocab, add_special_tokens=False):
+    unk = vocab["<unk>"]
+    ids = [vocab.get(w, unk) for w in text.strip().split(" ")]  # still breaks on double spaces
+    return [vocab["<bos>"], *ids, vocab["<eos>"]] if add_special_tokens else ids
+
+
+def _rms_cosine_d_minus_one(d):
+    return 1.0 / math.sqrt(d - 1)
+
+
+def _nearest_euclidean(weight, ids, k):
+    distance = torch.cdist(weight, weight)[ids]
+    distance[torch.arange(len(ids)), ids] = float("inf")
+    return distance.topk(k, dim=-1, largest=False).indices
+
+
+def _maps_raw_and_learned_swapped(encoding):
+    return {"rotary": "A", "learned": "C", "raw index": "B", "sinusoidal": "D"}[encoding]
+
+
+def _rope_scores_keys_by_queries(q, k):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    q_rot = apply_rotary(q, torch.arange(t_k - t_q, t_k))
+    return apply_rotary(k) @ q_rot.transpose(-2, -1)  # (T_k, T_q): transposed scores
+
+
+class _InputRawEmbedding(nn.Module):
+    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
+        super().__init__()
+        self.token = nn.Embedding(vocab_size, d_model)  # parameter token.weight, not the module's
+        self.position = SinusoidalPositionalEncoding(d_model)
+
+    def forward(self, ids):
+        return self.position(self.token(ids) * math.sqrt(self.token.embedding_dim))
+
+
+def _shapes_merged_batch_and_heads(kind):
+    if kind.startswith("weights: cross"):
+        return (8, 3, 7)  # nn.MultiheadAttention's (B * h, T_q, T_k) layout
+    answers = {"output": (2, 3, 16), "parameters": 1088, "weights: self": (2, 1, 5, 5)}
+    return next(v for key, v in answers.items() if kind.startswith(key))
+
+
+def _fixed_float_mask_added(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + mask.float()  # a 0/1 float mask added to the scores blocks nothing
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def _jacobian_divided_by_dk(s, d_k):
+    a = torch.softmax(s / d_k, dim=-1)
+    return (torch.diag(a) - a[:, None] * a[None, :]) / d_k
+
+
+class _PoolingMean(nn.Module):
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, d_model))
+        self.attn = MultiHeadAttention(d_model, n_heads)
+
+    def forward(self, x, mask=None):  # an average of the real tokens: no attention at all
+        keep = mask.transpose(1, 2).to(x.dtype) if mask is not None else torch.ones_like(x[..., :1])
+        return (x * keep).sum(dim=1) / keep.sum(dim=1)
+
+
+def _ln_rounded(kind):
+    values = {"y.mean()": 0.0, "y.std()": 1.03, "y.norm()": 4.0}
+    return values.get(kind, 2.07 if "gamma" in kind else 0.0)
+
+
+class _EncoderDffIgnored(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model), norm_first)
+
+    def forward(self, x, mask=None):
+        return self.ffn(self.self_attn(x, mask))
+
+
 WRONG = {
     "ch00.q1": [_softmax_global_max, _softmax_no_max],
     "ch03.q1": [_sinusoid_two_i_twice],
@@ -80,6 +206,22 @@ WRONG = {
     "ch04.q4": [_decoder_mask_float],
     "ch04.q6": [_mha_no_transpose_back],
     "ch05.q3": [_layer_norm_sequence_stats],
+    "ch01.q6": [_counts_without_first_input_product],
+    "ch01.q7": [_final_state_clamped],
+    "ch01.q8": [_BiRNNOneSharedRNN],
+    "ch02.q6": [_bpe_end_of_word_marker],
+    "ch02.q7": [_encode_strip_then_split],
+    "ch02.q8": [_rms_cosine_d_minus_one],
+    "ch02.q9": [_nearest_euclidean],
+    "ch03.q6": [_maps_raw_and_learned_swapped],
+    "ch03.q7": [_rope_scores_keys_by_queries],
+    "ch03.q8": [_InputRawEmbedding],
+    "ch04.q7": [_shapes_merged_batch_and_heads],
+    "ch04.q8": [_fixed_float_mask_added],
+    "ch04.q9": [_jacobian_divided_by_dk],
+    "ch04.q10": [_PoolingMean],
+    "ch05.q7": [_ln_rounded],
+    "ch05.q8": [_EncoderDffIgnored],
 }
 PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
 

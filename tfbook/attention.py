@@ -21,6 +21,10 @@ Public API:
   :meth:`MultiHeadAttention.from_torch` copies the weights of an ``nn.MultiheadAttention``.
 - :class:`SelfAttention` ``(d_model, n_heads)`` and :class:`CrossAttention`: the same module
   with a sub-layer's signature (``x -> tensor``), ready for :class:`tfbook.norm.ResidualSublayer`.
+- :class:`KVCache` (chapter 7): the keys and values an attention module has already computed,
+  so that decoding one token at a time does not recompute the past; every attention module's
+  ``forward`` takes an optional ``cache``, and ``causal_mask(T, past=P)`` is the mask of ``T``
+  new queries over ``P + T`` keys.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "MultiHeadAttention",
     "SelfAttention",
     "CrossAttention",
+    "KVCache",
 ]
 
 
@@ -141,21 +146,33 @@ def scaled_dot_product_attention(
     return dropped @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
 
 
-def causal_mask(seq_len: int, *, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(seq_len: int, *, device: torch.device | str | None = None, past: int = 0) -> Tensor:
     """Lower-triangular mask: position ``t`` may attend to positions ``0..t`` only.
 
+    With ``past=P`` (incremental decoding, chapter 7) the ``T`` queries are the positions
+    ``P .. P + T - 1`` and the keys are all ``P + T`` positions so far: query ``i`` may attend
+    to keys ``0 .. P + i``. ``past=0`` is the square mask.
+
     Args:
-        seq_len: number of positions ``T`` (>= 1).
+        seq_len: number of (new) query positions ``T`` (>= 1).
         device: where to create the mask.
+        past: number of earlier positions ``P`` whose keys sit in a :class:`KVCache` (>= 0).
 
     Returns:
-        Boolean tensor, ``True`` on and below the diagonal (may attend).
+        Boolean tensor, ``True`` on and below the (shifted) diagonal (may attend).
 
     Shape:
-        - output: ``(T, T)``, broadcastable against scores ``(..., T, T)``
+        - output: ``(T, P + T)``, broadcastable against scores ``(..., T, P + T)``
+
+    Example:
+        >>> causal_mask(2, past=3).int()
+        tensor([[1, 1, 1, 1, 0],
+                [1, 1, 1, 1, 1]], dtype=torch.int32)
     """
     check.positive_int("seq_len", seq_len)
-    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    check.nonneg_int("past", past)
+    # diagonal=past keeps, in row i, the columns j <= past + i
+    return torch.ones(seq_len, past + seq_len, dtype=torch.bool, device=device).tril(past)
 
 
 def padding_mask(
@@ -293,6 +310,99 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b, t, h * d_head)  # (B, T, d_model)
 
 
+class KVCache:
+    """The keys and values one attention module has already computed (chapter 7).
+
+    A decoder writes one token at a time. Without a cache every step re-projects the keys and
+    values of *all* earlier tokens, although they never change (a token only reads the past).
+    The cache keeps them, per head, so a step projects only the new token:
+
+    - self-attention (``static=False``): each call appends the new positions' keys and values
+      and the queries attend over the past and the new ones together;
+    - cross-attention (``static=True``): the keys and values of the encoder's memory are
+      projected on the first call and reused unchanged at every later step.
+
+    Pass one cache per attention module (``mha(x, x, x, mask, cache=kv)``); for whole models
+    :class:`tfbook.model.DecoderCache` holds one per layer.
+
+    Args:
+        static: keys and values are computed once and then only read (cross-attention).
+
+    Attributes:
+        keys, values: ``None`` before the first call, then ``(B, h, T_past, d_head)``.
+
+    Example:
+        >>> mha, kv = MultiHeadAttention(d_model=16, n_heads=4), KVCache()
+        >>> x = torch.randn(2, 5, 16)
+        >>> _ = mha(x[:, :4], x[:, :4], x[:, :4], causal_mask(4), cache=kv)
+        >>> step, _ = mha(x[:, 4:], x[:, 4:], x[:, 4:], causal_mask(1, past=4), cache=kv)
+        >>> full, _ = mha(x, x, x, causal_mask(5))
+        >>> len(kv), torch.allclose(step[:, 0], full[:, 4], atol=1e-6)
+        (5, True)
+    """
+
+    def __init__(self, static: bool = False) -> None:
+        self.static = check.boolean("static", static)
+        self.keys: Tensor | None = None  # (B, h, T_past, d_head)
+        self.values: Tensor | None = None  # (B, h, T_past, d_head)
+
+    def __len__(self) -> int:
+        """Number of positions ``T_past`` whose keys and values are stored."""
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    @property
+    def holds_memory(self) -> bool:
+        """A static (cross-attention) cache that already holds the memory's keys and values."""
+        return self.static and self.keys is not None
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new positions' keys and values; return all of them.
+
+        Shape:
+            - k, v: ``(B, h, T_new, d_head)``
+            - output: two tensors ``(B, h, T_past + T_new, d_head)``
+        """
+        if self.holds_memory:
+            raise ValueError("a static (cross-attention) cache is filled once, got a second update")
+        if self.keys is None:
+            self.keys, self.values = k, v
+        else:
+            _check_cache_fits(self.keys, k)
+            self.keys = torch.cat([self.keys, k], dim=2)  # (B, h, T_past + T_new, d_head)
+            self.values = torch.cat([self.values, v], dim=2)
+        return self.keys, self.values
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows ``index`` (in that order), e.g. the surviving beams of a search.
+
+        Shape:
+            - index: ``(B_new,)`` integer indices into the cached batch ``B``
+        """
+        if self.keys is not None:
+            self.keys = self.keys.index_select(0, index)  # (B_new, h, T_past, d_head)
+            self.values = self.values.index_select(0, index)
+
+    def __repr__(self) -> str:
+        shape = None if self.keys is None else tuple(self.keys.shape)
+        return f"KVCache(static={self.static}, keys={shape})"
+
+
+def _keys_seen(key: Tensor, cache: KVCache | None) -> int:
+    """How many keys the queries will see: the new ones, the cached ones, or the memory's."""
+    if cache is None:
+        return key.shape[1]
+    return len(cache) if cache.holds_memory else len(cache) + key.shape[1]
+
+
+def _check_cache_fits(cached: Tensor, new: Tensor) -> None:
+    if new.dim() != 4 or new.shape[:2] != cached.shape[:2] or new.shape[3] != cached.shape[3]:
+        b, h, _, d = cached.shape
+        raise ValueError(
+            f"cache must receive keys of shape (B={b}, h={h}, T_new, d_head={d}) like the ones "
+            f"it holds, got {tuple(new.shape)}"
+        )
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: project, split into heads, attend in parallel, concatenate, project.
 
@@ -338,7 +448,9 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
 
-    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+    def _check_inputs(
+        self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None = None
+    ) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):
             ok = isinstance(t, Tensor) and t.dim() == 3 and t.shape[-1] == self.d_model
             check.shape(name, t, f"(B, T, d_model={self.d_model})", ok)
@@ -352,6 +464,14 @@ class MultiHeadAttention(nn.Module):
                 f"query and key must have the same batch size: query {tuple(query.shape)}, "
                 f"key {tuple(key.shape)}"
             )
+        if cache is not None:
+            if not isinstance(cache, KVCache):
+                raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+            if cache.keys is not None and cache.keys.shape[0] != query.shape[0]:
+                raise ValueError(
+                    f"cache must hold keys for the batch of query (B={query.shape[0]}), got "
+                    f"B={cache.keys.shape[0]}"
+                )
 
     def _prepare_mask(self, mask: Tensor, b: int, t_q: int, t_k: int) -> Tensor:
         target = (b, self.n_heads, t_q, t_k)
@@ -372,6 +492,7 @@ class MultiHeadAttention(nn.Module):
         value: Tensor,
         mask: Tensor | None = None,
         need_weights: bool = False,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -382,6 +503,11 @@ class MultiHeadAttention(nn.Module):
             mask: boolean, ``True`` = may attend (see the class docstring for shapes).
             need_weights: take the explicit path and also return the per-head weights;
                 otherwise the fast path (``F.scaled_dot_product_attention``) is used.
+            cache: a :class:`KVCache` for incremental decoding (chapter 7). A self-attention
+                cache gets the new keys and values appended and the queries attend over
+                all ``T_past + T_k`` of them (give a mask of that width, e.g.
+                ``causal_mask(T_q, past=T_past)``); a static cache projects ``key``/``value``
+                on its first call and reuses them afterwards.
 
         Returns:
             The pair ``(output, weights)``, with ``weights`` set to ``None`` unless
@@ -389,16 +515,21 @@ class MultiHeadAttention(nn.Module):
 
         Shape:
             - query ``(B, T_q, d_model)``, key and value ``(B, T_k, d_model)``
-            - output ``(B, T_q, d_model)``, weights ``(B, h, T_q, T_k)``
+            - output ``(B, T_q, d_model)``, weights ``(B, h, T_q, T_k)`` (with a
+              self-attention cache ``T_k`` counts the cached positions too)
         """
-        self._check_inputs(query, key, value)
-        b, t_q, _ = query.shape
-        t_k = key.shape[1]
-        if mask is not None:
-            mask = self._prepare_mask(mask, b, t_q, t_k)
+        self._check_inputs(query, key, value, cache)
+        if mask is not None:  # checked before a cache changes
+            t_k = _keys_seen(key, cache)  # T_k, plus the cached positions
+            mask = self._prepare_mask(mask, query.shape[0], query.shape[1], t_k)
         q = split_heads(self.q_proj(query), self.n_heads)  # (B, h, T_q, d_head)
-        k = split_heads(self.k_proj(key), self.n_heads)  # (B, h, T_k, d_head)
-        v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
+        if cache is not None and cache.holds_memory:  # cross-attention: memory projected once
+            k, v = cache.keys, cache.values  # (B, h, T_k, d_head) each
+        else:
+            k = split_heads(self.k_proj(key), self.n_heads)  # (B, h, T_k, d_head)
+            v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, h, T_past + T_k, d_head): the past, then the new
         p = self.dropout if self.training else 0.0
         if need_weights:  # explicit path: every intermediate is visible
             heads, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
@@ -471,11 +602,14 @@ class SelfAttention(MultiHeadAttention):
 
     Shape:
         - x: ``(B, T, d_model)``; mask: boolean, ``True`` = may attend, e.g. ``(T, T)``
+          (with a :class:`KVCache` of ``P`` positions: ``(T, P + T)``)
         - output: ``(B, T, d_model)``
     """
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        return super().forward(x, x, x, mask)[0]  # (B, T, d_model)
+    def forward(  # type: ignore[override]
+        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None
+    ) -> Tensor:
+        return super().forward(x, x, x, mask, cache=cache)[0]  # (B, T, d_model)
 
 
 class CrossAttention(MultiHeadAttention):
@@ -489,9 +623,12 @@ class CrossAttention(MultiHeadAttention):
         - x: ``(B, T_q, d_model)``; memory: ``(B, T_k, d_model)``
         - mask: boolean, ``True`` = may attend, e.g. ``(B, 1, T_k)`` for the source padding
         - output: ``(B, T_q, d_model)``
+
+    With a static :class:`KVCache` the memory's keys and values are projected on the first
+    call and reused afterwards (the memory does not change while a target is decoded).
     """
 
     def forward(  # type: ignore[override]
-        self, x: Tensor, memory: Tensor, mask: Tensor | None = None
+        self, x: Tensor, memory: Tensor, mask: Tensor | None = None, cache: KVCache | None = None
     ) -> Tensor:
-        return super().forward(x, memory, memory, mask)[0]  # (B, T_q, d_model)
+        return super().forward(x, memory, memory, mask, cache=cache)[0]  # (B, T_q, d_model)

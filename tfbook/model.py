@@ -20,6 +20,11 @@ Public API:
   ``BERT.from_hf`` / ``GPT.from_hf`` load Hugging Face weights (see :mod:`tfbook.pretrained`);
   ``EncoderDecoder.from_torch`` copies an ``nn.Transformer``.
 - :func:`count_parameters`, :func:`meta_model` and :data:`PUBLISHED` (the published sizes).
+- Incremental decoding (chapter 7): :class:`DecoderCache` (one :class:`LayerCache` per
+  decoder layer, each holding :class:`tfbook.attention.KVCache` objects); ``GPT.forward``,
+  ``EncoderDecoder.decode``, :class:`Decoder` and :class:`DecoderLayer` take an optional
+  ``cache``, and ``new_cache()`` makes an empty one. With a cache the ids passed are only the
+  new tokens; their positions continue after the cached ones.
 
 Mask convention (as in chapter 4): boolean, ``True`` = may attend.
 """
@@ -33,11 +38,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfbook import _validate as check
-from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
+from tfbook.attention import CrossAttention, KVCache, SelfAttention, causal_mask, padding_mask
 from tfbook.embedding import TokenEmbedding
 from tfbook.feedforward import ACTIVATIONS, PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
-from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from tfbook.positional import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    sinusoidal_encoding,
+)
 
 __all__ = [
     "TransformerConfig",
@@ -53,6 +62,8 @@ __all__ = [
     "count_parameters",
     "meta_model",
     "PUBLISHED",
+    "LayerCache",
+    "DecoderCache",
 ]
 
 POSITIONALS: tuple[str, ...] = ("sinusoidal", "learned")
@@ -154,6 +165,8 @@ class Embeddings(nn.Module):
     Shape:
         - ids: ``(B, T)`` integers in ``[0, V)`` with ``T <= max_len``
         - token_type_ids: ``(B, T)`` integers in ``[0, n_token_types)`` (default all 0)
+        - start: the position of the first token (default 0; incremental decoding passes the
+          number of positions already decoded), ``start + T <= max_len``
         - output: ``(B, T, d_model)``
 
     Example:
@@ -175,12 +188,12 @@ class Embeddings(nn.Module):
         self.norm = LayerNorm(d, eps=cfg.eps) if cfg.embed_norm else nn.Identity()
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        types = _check_embedding_inputs(self.cfg, ids, token_type_ids)
+    def forward(self, ids: Tensor, token_type_ids: Tensor | None = None, start: int = 0) -> Tensor:
+        types = _check_embedding_inputs(self.cfg, ids, token_type_ids, start)
         x = self.token(ids)  # (B, T, d_model): a row of the embedding matrix per token
         if self.token_type is not None:
             x = x + self.token_type(types)  # (B, T, d_model): + segment A or B (BERT)
-        x = self.position(x)  # (B, T, d_model): + the vector of each position
+        x = _add_positions(self.position, x, start)  # (B, T, d_model): + positions start, ...
         return self.dropout(self.norm(x))  # (B, T, d_model)
 
 
@@ -275,8 +288,10 @@ class DecoderLayer(nn.Module):
 
     Shape:
         - x: ``(B, T, d_model)``; memory: ``(B, T_k, d_model)``
-        - self_mask: ``(T, T)`` (usually :func:`tfbook.attention.causal_mask`) or ``(B, T, T)``
+        - self_mask: ``(T, T)`` (usually :func:`tfbook.attention.causal_mask`) or ``(B, T, T)``;
+          with a ``cache`` of ``P`` positions ``(T, P + T)`` (``causal_mask(T, past=P)``)
         - memory_mask: ``(B, 1, T_k)`` (the source padding) or ``(B, T, T_k)``
+        - cache: a :class:`LayerCache` (incremental decoding, chapter 7), or ``None``
         - output: ``(B, T, d_model)``
 
     Note:
@@ -320,11 +335,12 @@ class DecoderLayer(nn.Module):
         memory: Tensor | None = None,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
-        _check_decoder_inputs(self, x, memory, self_mask, memory_mask)
-        x = self.self_attn(x, self_mask)  # (B, T, d_model): reads the tokens so far
+        self_kv, memory_kv = _check_decoder_inputs(self, x, memory, self_mask, memory_mask, cache)
+        x = self.self_attn(x, self_mask, cache=self_kv)  # (B, T, d_model): reads the tokens so far
         if self.cross_attn is not None:
-            x = self.cross_attn(x, memory, memory_mask)  # (B, T, d_model): reads the source
+            x = self.cross_attn(x, memory, memory_mask, cache=memory_kv)  # reads the source
         return self.ffn(x)  # (B, T, d_model)
 
     @classmethod
@@ -381,9 +397,14 @@ class Decoder(nn.Module):
         cfg: the model's :class:`TransformerConfig`.
         cross_attention: give every layer a cross-attention sub-layer.
 
+    With a ``cache`` (a :class:`DecoderCache` from :meth:`new_cache`, chapter 7) ``x`` holds
+    only the new positions; each layer appends their keys and values to its cache and attends
+    over the cached past as well, and the default mask is ``causal_mask(T, past=len(cache))``.
+
     Shape:
         - x: ``(B, T, d_model)``; memory: ``(B, T_k, d_model)``
         - self_mask: ``(T, T)`` or ``(B, T, T)``, default :func:`tfbook.attention.causal_mask`
+          (with a cache of ``P`` positions: ``(T, P + T)``)
         - memory_mask: ``(B, 1, T_k)`` or ``(B, T, T_k)``
         - output: ``(B, T, d_model)``
 
@@ -398,8 +419,13 @@ class Decoder(nn.Module):
         check.boolean("cross_attention", cross_attention)
         n = cfg.decoder_layers if cross_attention else cfg.n_layers
         self.d_model = cfg.d_model
+        self.cross_attention = cross_attention
         self.layers = nn.ModuleList(_decoder_layer(cfg, cross_attention) for _ in range(n))
         self.norm = LayerNorm(cfg.d_model, eps=cfg.eps) if cfg.use_final_norm else nn.Identity()
+
+    def new_cache(self) -> DecoderCache:
+        """An empty :class:`DecoderCache` for this stack (one :class:`LayerCache` per layer)."""
+        return DecoderCache(len(self.layers), self.cross_attention)
 
     def forward(
         self,
@@ -407,10 +433,12 @@ class Decoder(nn.Module):
         memory: Tensor | None = None,
         self_mask: Tensor | None = None,
         memory_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
-        self_mask = _default_causal(self.d_model, x, self_mask)  # (T, T) unless given
-        for layer in self.layers:
-            x = layer(x, memory, self_mask, memory_mask)  # (B, T, d_model)
+        layer_caches = _layer_caches(self, cache)  # one LayerCache (or None) per layer
+        self_mask = _default_causal(self.d_model, x, self_mask, cache)  # (T, P + T) unless given
+        for layer, layer_cache in zip(self.layers, layer_caches, strict=True):
+            x = layer(x, memory, self_mask, memory_mask, cache=layer_cache)  # (B, T, d_model)
         return self.norm(x)  # (B, T, d_model)
 
 
@@ -540,8 +568,14 @@ class GPT(nn.Module):
     Attributes:
         head: the :class:`LMHead`, tied to the token embedding when ``cfg.tie_weights``.
 
+    With ``cache=model.new_cache()`` (chapter 7) a call takes only the *new* tokens: the
+    keys and values of the earlier ones are read from the cache, and the new tokens get the
+    positions after them. Feeding a prompt and then one token at a time gives the same logits
+    as running the whole sequence at once, with far less work per token.
+
     Shape:
-        - ids: ``(B, T)`` with ``T <= max_len``
+        - ids: ``(B, T)`` with ``T <= max_len`` (with a cache of ``P`` positions:
+          ``P + T <= max_len``)
         - output: ``(B, T, V)`` logits
 
     Example:
@@ -559,11 +593,15 @@ class GPT(nn.Module):
         self.head = LMHead(cfg.d_model, cfg.vocab_size, tied_to=tied)
         self.apply(_init_gpt_bert)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        _check_ids("ids", ids, self.cfg)
-        x = self.embeddings(ids)  # (B, T, d_model)
-        mask = causal_mask(ids.shape[1], device=ids.device)  # (T, T): token t sees 0..t
-        x = self.decoder(x, self_mask=mask)  # (B, T, d_model)
+    def new_cache(self) -> DecoderCache:
+        """An empty :class:`DecoderCache` for incremental decoding (see :meth:`forward`)."""
+        return self.decoder.new_cache()
+
+    def forward(self, ids: Tensor, cache: DecoderCache | None = None) -> Tensor:
+        past = _check_cached_ids("ids", ids, self.cfg, cache)  # P: positions already cached
+        x = self.embeddings(ids, start=past)  # (B, T, d_model): positions P .. P + T - 1
+        mask = causal_mask(ids.shape[1], past=past, device=ids.device)  # (T, P + T): sees 0..t
+        x = self.decoder(x, self_mask=mask, cache=cache)  # (B, T, d_model)
         return self.head(x)  # (B, T, V): logits for the next token at every position
 
     @classmethod
@@ -634,16 +672,31 @@ class EncoderDecoder(nn.Module):
         x = self.src_embed(src)  # (B, S, d_model)
         return self.encoder(x, self.source_mask(src))  # (B, S, d_model): the memory
 
-    def decode(self, tgt: Tensor, memory: Tensor, src_ids: Tensor | None = None) -> Tensor:
+    def new_cache(self) -> DecoderCache:
+        """An empty :class:`DecoderCache` for incremental decoding (see :meth:`decode`)."""
+        return self.decoder.new_cache()
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        src_ids: Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
         """Logits ``(B, T, V)`` for the target ``(B, T)`` given the ``memory``.
 
         ``src_ids`` ``(B, S)``, the source the memory came from, masks its padding in the
         cross-attention; without it every memory position is attended to.
+
+        With ``cache=model.new_cache()`` (chapter 7) ``tgt`` holds only the new target
+        tokens; the cache keeps the earlier ones' keys and values, and the memory's keys and
+        values are projected on the first call only (pass the same ``memory`` every time).
         """
-        memory_mask = _memory_mask(self, tgt, memory, src_ids)  # (B, 1, S) or None
-        self_mask = causal_mask(tgt.shape[1], device=tgt.device)  # (T, T)
-        y = self.tgt_embed(tgt)  # (B, T, d_model)
-        y = self.decoder(y, memory, self_mask, memory_mask)  # (B, T, d_model)
+        memory_mask = _memory_mask(self, tgt, memory, src_ids, cache)  # (B, 1, S) or None
+        past = 0 if cache is None else len(cache)  # P: target positions already cached
+        self_mask = causal_mask(tgt.shape[1], past=past, device=tgt.device)  # (T, P + T)
+        y = self.tgt_embed(tgt, start=past)  # (B, T, d_model): positions P .. P + T - 1
+        y = self.decoder(y, memory, self_mask, memory_mask, cache=cache)  # (B, T, d_model)
         return self.head(y)  # (B, T, V)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
@@ -670,6 +723,74 @@ class EncoderDecoder(nn.Module):
         _copy_torch(model.encoder, _torch_stack_state(transformer.encoder), transformer)
         _copy_torch(model.decoder, _torch_stack_state(transformer.decoder), transformer)
         return model
+
+
+# ------------------------------------------------------------------ incremental decoding
+
+
+class LayerCache:
+    """What one decoder layer keeps between decoding steps (chapter 7).
+
+    Attributes:
+        self_attn: a :class:`tfbook.attention.KVCache` of the target positions so far.
+        cross_attn: a static :class:`tfbook.attention.KVCache` of the memory's keys and
+            values (projected once), or ``None`` in a decoder-only stack.
+    """
+
+    def __init__(self, cross_attention: bool) -> None:
+        self.self_attn = KVCache()
+        self.cross_attn = KVCache(static=True) if cross_attention else None
+
+    def caches(self) -> list[KVCache]:
+        """The layer's :class:`~tfbook.attention.KVCache` objects."""
+        return [c for c in (self.self_attn, self.cross_attn) if c is not None]
+
+
+class DecoderCache:
+    """Keys and values of a whole decoder stack, one :class:`LayerCache` per layer (chapter 7).
+
+    Make one with ``model.new_cache()`` per generated batch and pass it to every call of
+    ``GPT.forward`` / ``EncoderDecoder.decode``; it grows by the number of tokens fed.
+
+    Args:
+        n_layers: number of decoder layers.
+        cross_attention: the layers have cross-attention (encoder-decoder).
+
+    Shape:
+        every cached tensor is ``(B, h, T_past, d_head)`` (``T_k`` source positions for the
+        cross-attention caches)
+
+    Example:
+        >>> cfg = TransformerConfig(vocab_size=10, d_model=16, n_heads=4, d_ff=32, n_layers=2)
+        >>> model, ids = GPT(cfg).eval(), torch.tensor([[1, 2, 3, 4]])
+        >>> cache = model.new_cache()
+        >>> first = model(ids[:, :3], cache=cache)  # the prompt: positions 0, 1, 2
+        >>> last = model(ids[:, 3:], cache=cache)  # one new token: position 3
+        >>> len(cache), torch.allclose(last[:, 0], model(ids)[:, 3], atol=1e-5)
+        (4, True)
+    """
+
+    def __init__(self, n_layers: int, cross_attention: bool = False) -> None:
+        check.positive_int("n_layers", n_layers)
+        check.boolean("cross_attention", cross_attention)
+        self.cross_attention = cross_attention
+        self.layers = [LayerCache(cross_attention) for _ in range(n_layers)]
+
+    def __len__(self) -> int:
+        """Number of positions ``T_past`` decoded so far."""
+        return len(self.layers[0].self_attn)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows ``index`` in every layer (beam search: the surviving beams)."""
+        for layer in self.layers:
+            for kv in layer.caches():
+                kv.reorder(index)
+
+    def __repr__(self) -> str:
+        return (
+            f"DecoderCache(n_layers={len(self.layers)}, cross_attention={self.cross_attention}, "
+            f"positions={len(self)})"
+        )
 
 
 # ---------------------------------------------------------------------------- parameter counts
@@ -780,15 +901,49 @@ def _check_config(cfg: TransformerConfig) -> None:
         check.boolean("final_norm", cfg.final_norm)
 
 
-def _check_ids(name: str, ids: object, cfg: TransformerConfig) -> Tensor:
-    return check.token_ids(name, ids, cfg.vocab_size, dims=(2,), max_len=cfg.max_len)
+def _check_ids(name: str, ids: object, cfg: TransformerConfig, start: int = 0) -> Tensor:
+    check.token_ids(name, ids, cfg.vocab_size, dims=(2,), max_len=cfg.max_len)
+    check.nonneg_int("start", start)
+    if start + ids.shape[1] > cfg.max_len:
+        raise ValueError(
+            f"{name} must end by position max_len={cfg.max_len}: it holds T={ids.shape[1]} "
+            f"positions after {start} already decoded (start + T <= max_len), got "
+            f"start + T = {start + ids.shape[1]}"
+        )
+    return ids
+
+
+def _check_cached_ids(
+    name: str, ids: object, cfg: TransformerConfig, cache: DecoderCache | None
+) -> int:
+    """Check the ids (and the cache); return how many positions the cache already holds."""
+    if cache is not None and not isinstance(cache, DecoderCache):
+        raise TypeError(f"cache must be a DecoderCache or None, got {type(cache).__name__}")
+    past = 0 if cache is None else len(cache)
+    _check_ids(name, ids, cfg, start=past)
+    return past
+
+
+def _add_positions(position: nn.Module, x: Tensor, start: int) -> Tensor:
+    """``x`` plus the position vectors of ``start .. start + T - 1`` (``start=0``: the module)."""
+    if start == 0:
+        return position(x)
+    t = x.shape[1]
+    if isinstance(position, LearnedPositionalEmbedding):
+        rows = torch.arange(start, start + t, device=x.device)  # (T,)
+        return x + position.table(rows).to(x.dtype)[None, :, :]  # (B, T, d_model)
+    if x.dtype == torch.float64:  # as the module does: the cached table is float32
+        pe = sinusoidal_encoding(start + t, position.d_model, position.base, dtype=torch.float64)
+    else:
+        pe = position.encoding(start + t)  # (start + T, d_model)
+    return position.dropout(x + pe[start:].to(device=x.device, dtype=x.dtype)[None, :, :])
 
 
 def _check_embedding_inputs(
-    cfg: TransformerConfig, ids: object, token_type_ids: object
+    cfg: TransformerConfig, ids: object, token_type_ids: object, start: int = 0
 ) -> Tensor | None:
     """Check the ids; return the token types to look up (zeros by default), or None."""
-    _check_ids("ids", ids, cfg)
+    _check_ids("ids", ids, cfg, start)
     if cfg.n_token_types == 0:
         if token_type_ids is not None:
             raise ValueError(
@@ -808,11 +963,11 @@ def _check_stream(name: str, x: object, d_model: int) -> Tensor:
     return check.shape(name, x, f"(B, T, d_model={d_model})", ok)
 
 
-def _check_layer_inputs(d_model: int, x: object, **masks: Tensor | None) -> None:
+def _check_layer_inputs(d_model: int, x: object, past: int = 0, **masks: Tensor | None) -> None:
     _check_stream("x", x, d_model)
     for name, mask in masks.items():
         if mask is not None:
-            check.attn_mask(name, mask, x.shape[0], x.shape[1], x.shape[1])
+            check.attn_mask(name, mask, x.shape[0], x.shape[1], past + x.shape[1])
 
 
 def _check_decoder_inputs(
@@ -821,15 +976,26 @@ def _check_decoder_inputs(
     memory: object,
     self_mask: Tensor | None,
     memory_mask: Tensor | None,
-) -> None:
-    _check_layer_inputs(layer.d_model, x, self_mask=self_mask)
+    cache: LayerCache | None = None,
+) -> tuple[KVCache | None, KVCache | None]:
+    """Check a decoder layer's inputs; return its self- and cross-attention caches (or None)."""
+    if cache is not None and not isinstance(cache, LayerCache):
+        raise TypeError(f"cache must be a LayerCache or None, got {type(cache).__name__}")
+    if cache is not None and (cache.cross_attn is None) != (layer.cross_attn is None):
+        raise ValueError(
+            f"cache must match the layer: cross-attention {layer.cross_attn is not None}, "
+            f"got a cache with cross-attention {cache.cross_attn is not None}"
+        )
+    past = 0 if cache is None else len(cache.self_attn)
+    _check_layer_inputs(layer.d_model, x, past, self_mask=self_mask)
+    kv = (None, None) if cache is None else (cache.self_attn, cache.cross_attn)
     if layer.cross_attn is None:
         if memory is not None or memory_mask is not None:
             raise ValueError(
                 "memory and memory_mask must be None for a decoder without cross-attention "
                 "(cross_attention=False, decoder-only), got a tensor"
             )
-        return
+        return kv
     if memory is None:
         raise ValueError(
             "memory (the encoder's output, (B, T_k, d_model)) is required by a decoder with "
@@ -840,11 +1006,30 @@ def _check_decoder_inputs(
     check.shape("memory", memory, f"(B={b}, T_k, d_model={d})", ok)
     if memory_mask is not None:
         check.attn_mask("memory_mask", memory_mask, b, x.shape[1], memory.shape[1])
+    return kv
 
 
-def _default_causal(d_model: int, x: object, self_mask: Tensor | None) -> Tensor:
+def _layer_caches(decoder: Decoder, cache: DecoderCache | None) -> list[LayerCache | None]:
+    if cache is None:
+        return [None] * len(decoder.layers)
+    if not isinstance(cache, DecoderCache):
+        raise TypeError(f"cache must be a DecoderCache or None, got {type(cache).__name__}")
+    if len(cache.layers) != len(decoder.layers):
+        raise ValueError(
+            f"cache must have one LayerCache per decoder layer ({len(decoder.layers)}), "
+            f"got {len(cache.layers)}: make it with model.new_cache()"
+        )
+    return cache.layers
+
+
+def _default_causal(
+    d_model: int, x: object, self_mask: Tensor | None, cache: DecoderCache | None = None
+) -> Tensor:
     _check_stream("x", x, d_model)
-    return causal_mask(x.shape[1], device=x.device) if self_mask is None else self_mask
+    if self_mask is not None:
+        return self_mask
+    past = 0 if cache is None else len(cache)
+    return causal_mask(x.shape[1], past=past, device=x.device)  # (T, P + T)
 
 
 def _encoder_mask(cfg: TransformerConfig, ids: object, attention_mask: object) -> Tensor | None:
@@ -859,9 +1044,13 @@ def _encoder_mask(cfg: TransformerConfig, ids: object, attention_mask: object) -
 
 
 def _memory_mask(
-    model: EncoderDecoder, tgt: object, memory: object, src_ids: object
+    model: EncoderDecoder,
+    tgt: object,
+    memory: object,
+    src_ids: object,
+    cache: DecoderCache | None = None,
 ) -> Tensor | None:
-    _check_ids("tgt", tgt, model.cfg)
+    _check_cached_ids("tgt", tgt, model.cfg, cache)
     if src_ids is None:
         return None
     _check_ids("src_ids", src_ids, model.cfg)

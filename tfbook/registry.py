@@ -26,6 +26,10 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.norm": 5,
     "tfbook.model": 6,
     "tfbook.pretrained": 6,
+    "tfbook.data": 7,
+    "tfbook.objectives": 7,
+    "tfbook.training": 7,
+    "tfbook.generate": 7,
 }
 
 #: chapter number -> title (the chapters that exist in the book so far)

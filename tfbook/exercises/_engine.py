@@ -483,6 +483,7 @@ class Question:
         self._compare_fn = compare_fn
         self.library = library
         self.library_note = library_note
+        self.kind = "implement"
         self.state = "not checked"
         self._hints_shown = 0
         try:

@@ -273,5 +273,8 @@ q2.library_note = "none: nn.Embedding's look-up, chapter 2, replaces one-hot pro
 q3.library_note = "none: a warm-up on masks; chapter 4 builds masks in tfbook.attention"
 q4.library_note = "none: arithmetic on the parameter shapes of nn.Linear"
 
+for _q in (q1, q2, q3, q4):
+    _q.kind = "implement"  # warm-ups: the other kinds start in chapter 1
+
 EXERCISES = ExerciseSet("ch00", "Warm-up exercises", [q1, q2, q3, q4])
 progress = EXERCISES.progress

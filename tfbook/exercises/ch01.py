@@ -6,6 +6,10 @@
    or explode).
 4. ``q4``: self-attention without learned weights, in one matrix product.
 5. ``q5``: memory of the attention weights against the states an RNN keeps for training.
+6. ``q6`` (predict, then run): Table 1's sequential operations and path length for stacks of
+   RNN and attention layers (``tfbook.rnn.matmul_depth`` and ``matmul_path_length`` reveal them).
+7. ``q7`` (debugging): the final state of a padded batch is not the state after the last step.
+8. ``q8`` (build with the library): a bidirectional RNN from two ``tfbook.rnn.RNN``.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
-from tfbook.rnn import RNN, RNNCell
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.rnn import RNN, RNNCell, matmul_depth, matmul_path_length
 from tfbook.rnn import attention_preview as attention_preview_lib
 
-__all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5"]
+__all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"]
 
 
 def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -433,6 +438,340 @@ q5 = Question(
 )
 
 
+# --------------------------------------------------------------------------- q6: predict
+
+
+#: The stacks of exercise 1.6: every layer reads n = 12 positions of width d.
+STACK_TOKENS = 12
+STACK_KINDS = (
+    "RNN, 1 layer",
+    "attention, 1 layer",
+    "RNN, 3 layers",
+    "attention, 3 layers",
+)
+
+
+def _parse_stack(kind):
+    layer, depth = kind.split(", ")
+    return layer, int(depth.split()[0])
+
+
+def _reference_predicted_counts(kind):
+    """(sequential matrix products, path length from x_1 to the last output) of a stack of
+    layers over n = 12 positions: what ``matmul_depth`` and ``matmul_path_length`` measure."""
+    layer, n_layers = _parse_stack(kind)
+    n = STACK_TOKENS
+    if layer == "RNN":
+        # state (layer l, step t) needs (l, t - 1) and (l - 1, t): a staircase of n + L - 1 steps
+        return n + n_layers - 1, n + n_layers - 1
+    # softmax(X X^T) X: two dependent products per layer; x_1 reaches y_n through one per layer
+    return 2 * n_layers, n_layers
+
+
+def _counts_layers_multiply(kind):
+    layer, n_layers = _parse_stack(kind)
+    if layer == "RNN":
+        return STACK_TOKENS * n_layers, STACK_TOKENS * n_layers
+    return _reference_predicted_counts(kind)
+
+
+def _counts_one_product_per_attention(kind):
+    layer, n_layers = _parse_stack(kind)
+    if layer == "attention":
+        return n_layers, n_layers
+    return _reference_predicted_counts(kind)
+
+
+def _counts_attention_path_is_depth(kind):
+    layer, n_layers = _parse_stack(kind)
+    if layer == "attention":
+        return 2 * n_layers, 2 * n_layers
+    return _reference_predicted_counts(kind)
+
+
+def _counts_stacking_free(kind):
+    layer, _ = _parse_stack(kind)
+    return _reference_predicted_counts(f"{layer}, 1 layer")
+
+
+q6 = Question(
+    "ch01.q6",
+    "Predict Table 1's counts for stacks of layers",
+    reference=_reference_predicted_counts,
+    cases=lambda: [Case(f"{kind}, n = {STACK_TOKENS}", (kind,)) for kind in STACK_KINDS],
+    mistakes=[
+        Mistake(
+            "an RNN stack counted as L full passes one after another (n * L)",
+            _counts_layers_multiply,
+            "Layer 2 can take step 0 as soon as layer 1 has produced h_0; it does not wait for "
+            "the whole sequence. Follow the longest chain through the grid of (layer, step) "
+            "states: it climbs L - 1 layers and walks n steps.",
+        ),
+        Mistake(
+            "one matrix product per attention layer",
+            _counts_one_product_per_attention,
+            "softmax(X X^T / sqrt(d)) X is two products, and the second needs the first's result "
+            "(the weights): two sequential products per layer.",
+        ),
+        Mistake(
+            "attention's path length taken to be its depth",
+            _counts_attention_path_is_depth,
+            "x_1 reaches the last output as a value, through the product A X alone; the scores "
+            "X X^T lie on a longer route but the path length is the shortest one.",
+        ),
+        Mistake(
+            "stacking ignored: one layer's counts for every depth",
+            _counts_stacking_free,
+            "Layers run one after another: each adds its own products to the chain and to the "
+            "path from x_1 to the last output.",
+        ),
+    ],
+    hints=[
+        "Draw the RNN stack as a grid: one state per (layer, step). Each state needs the state "
+        "to its left (same layer, previous step) and the one below it (previous layer, same "
+        "step), each through one matrix product.",
+        "The longest chain of the grid and the shortest route from x_1 to the top-right state "
+        "have the same length for an RNN. Count the products on one of them, the product with "
+        "W_ih of the first step included.",
+        "An attention layer is a fixed number of products whatever n; the path from x_1 uses "
+        "the value side only. Return a pair (sequential, path) of ints for each kind.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q7: debugging
+
+
+class _Frozen:
+    """A fixed module handed to the student's function (here a ``tfbook.rnn.RNN``).
+
+    It prints as a short stable name (deterministic feedback) and deep-copies to itself, so
+    the engine sees the same object before and after the call.
+    """
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module = name, module
+
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __deepcopy__(self, memo: dict) -> _Frozen:
+        return self
+
+
+def _reference_final_state(x, lengths, rnn):
+    """The state after each sentence's last real token of a batch padded at the end."""
+    states, _ = rnn(x)  # (B, T, H): the state after every step, padding steps included
+    last_real = lengths - 1  # position of the last real token of each sentence
+    return states[torch.arange(x.shape[0]), last_real]  # (B, H): one row per sentence
+
+
+def _final_state_listing(x, lengths, rnn):
+    _, h_last = rnn(x)
+    return h_last
+
+
+def _final_state_index_grid(x, lengths, rnn):
+    states, _ = rnn(x)
+    return states[:, lengths - 1]
+
+
+def _final_state_off_by_one(x, lengths, rnn):
+    states, _ = rnn(x)
+    return states[torch.arange(x.shape[0]), lengths]
+
+
+def _final_state_cases():
+    cases = []
+    for seed, (lengths, t, d, h) in enumerate(
+        [([4, 2, 5], 6, 3, 5), ([5, 3], 5, 2, 4), ([4, 4, 4], 4, 3, 3), ([1, 4], 4, 2, 3)]
+    ):
+        g = torch.Generator().manual_seed(700 + seed)
+        x = torch.randn(len(lengths), t, d, generator=g)
+        for b, n in enumerate(lengths):
+            x[b, n:] = 0.0  # padding vectors after the sentence
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(700 + seed)
+            rnn = RNN(d, h).eval()
+        name = f"lengths {lengths}, T={t}" + (", no padding" if min(lengths) == t else "")
+        cases.append(Case(name, (x, torch.tensor(lengths), _Frozen(f"RNN({d}, {h})", rnn))))
+    return cases
+
+
+q7 = Question(
+    "ch01.q7",
+    "Fix the final state of a padded batch",
+    reference=_reference_final_state,
+    cases=_final_state_cases,
+    mistakes=[
+        Mistake(
+            "the listing unchanged: the state after the padding",
+            _final_state_listing,
+            "The loop does not stop at a sentence's end: zero input vectors still change the "
+            "state (through W_hh and the bias). Take the state after each sentence's own last "
+            "token from the per-step outputs.",
+        ),
+        Mistake(
+            "states[:, lengths - 1] picks every length for every sentence",
+            _final_state_index_grid,
+            "Indexing with a slice and a tensor gives a (B, B, H) grid. Pair sentence b with "
+            "its own position: index the batch axis with torch.arange(B) as well.",
+        ),
+        Mistake(
+            "off by one: the state after the first padding vector",
+            _final_state_off_by_one,
+            "Positions count from 0, so a sentence of n tokens ends at position n - 1.",
+        ),
+    ],
+    hints=[
+        "Print rnn(x)[0] for a short sentence of the batch: which row holds the state after its "
+        "last real token, and what happens to the state in the rows after it?",
+        "The first output of rnn(x) holds the state after every step, (B, T, H). For sentence b "
+        "you want the row at its last real position, which depends on lengths[b].",
+        "Advanced indexing with two index tensors of length B, one for the batch axis and one "
+        "for the time axis, picks one row per sentence.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q8: build
+
+
+class _ReferenceBiRNN(nn.Module):
+    """A bidirectional RNN from two ``tfbook.rnn.RNN``: what ``torch.nn.RNN(...,
+    bidirectional=True, batch_first=True)`` computes."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.forward_rnn = RNN(input_size, hidden_size)  # reads x_0, x_1, ..., x_(T-1)
+        self.backward_rnn = RNN(input_size, hidden_size)  # reads x_(T-1), ..., x_1, x_0
+
+    def forward(self, x):
+        ahead, _ = self.forward_rnn(x)  # (B, T, H): position t has read x_0 .. x_t
+        behind, _ = self.backward_rnn(x.flip(1))  # (B, T, H), in reversed time
+        behind = behind.flip(1)  # back in reading order: position t has read x_t .. x_(T-1)
+        return torch.cat([ahead, behind], dim=-1)  # (B, T, 2H)
+
+
+class _BiRNNNotFlippedBack(_ReferenceBiRNN):
+    def forward(self, x):
+        ahead, _ = self.forward_rnn(x)
+        behind, _ = self.backward_rnn(x.flip(1))
+        return torch.cat([ahead, behind], dim=-1)
+
+
+class _BiRNNNeverReversed(_ReferenceBiRNN):
+    def forward(self, x):
+        ahead, _ = self.forward_rnn(x)
+        behind, _ = self.backward_rnn(x)
+        return torch.cat([ahead, behind], dim=-1)
+
+
+class _BiRNNBackwardFirst(_ReferenceBiRNN):
+    def forward(self, x):
+        ahead, _ = self.forward_rnn(x)
+        behind, _ = self.backward_rnn(x.flip(1))
+        return torch.cat([behind.flip(1), ahead], dim=-1)
+
+
+class _BiRNNConcatOverTime(_ReferenceBiRNN):
+    def forward(self, x):
+        ahead, _ = self.forward_rnn(x)
+        behind, _ = self.backward_rnn(x.flip(1))
+        return torch.cat([ahead, behind.flip(1)], dim=1)
+
+
+def _run_module(module: nn.Module, x: torch.Tensor):
+    try:
+        with torch.no_grad():
+            return module.eval()(x), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def _compare_birnn(expected, got) -> str | None:
+    """Give the answer the expected module's weights and compare their outputs."""
+    if not isinstance(got, nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        return (
+            f"the module's parameters have different names: missing {missing[:3]}, "
+            f"unexpected {extra[:3]} (name the two RNNs forward_rnn and backward_rnn, "
+            "each a tfbook.rnn.RNN)"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    d_in = want["forward_rnn.cell.weight_ih"].shape[1]
+    g = torch.Generator().manual_seed(800 + d_in)
+    for b, t in [(3, 5), (1, 1)]:
+        x = torch.randn(b, t, d_in, generator=g)
+        out_expected, err_expected = _run_module(expected, x)
+        out_got, err_got = _run_module(got, x)
+        if err_expected or err_got:
+            return f"forward(x {tuple(x.shape)}) raised {err_got or err_expected}"
+        diff = compare(out_expected, out_got, where=f"forward(x {tuple(x.shape)})")
+        if diff:
+            return diff
+    return None
+
+
+q8 = Question(
+    "ch01.q8",
+    "A bidirectional RNN from two library RNNs",
+    reference=_ReferenceBiRNN,
+    cases=lambda: [
+        Case("input_size=3, hidden_size=4", (3, 4), seed=81),
+        Case("input_size=2, hidden_size=5", (2, 5), seed=82),
+    ],
+    mistakes=[
+        Mistake(
+            "the backward states not flipped back into reading order",
+            _BiRNNNotFlippedBack,
+            "The backward RNN's output row t belongs to position T - 1 - t; flip it along the "
+            "time axis again before you concatenate, so row t of both halves describes x_t.",
+        ),
+        Mistake(
+            "the backward RNN reads the sentence forwards",
+            _BiRNNNeverReversed,
+            "Feed the second RNN the sequence in reversed time, so its state at x_t has read "
+            "everything after x_t. x is batch first, (B, T, D): time is axis 1 (flipping axis "
+            "0 only reorders the sentences).",
+        ),
+        Mistake(
+            "the two halves concatenated in the other order",
+            _BiRNNBackwardFirst,
+            "Put the forward states first: features 0 .. H - 1 come from forward_rnn, as in "
+            "torch.nn.RNN(bidirectional=True).",
+        ),
+        Mistake(
+            "concatenated along the time axis",
+            _BiRNNConcatOverTime,
+            "Each position gets both directions side by side: concatenate the features (the "
+            "last axis), giving (B, T, 2H).",
+        ),
+    ],
+    hints=[
+        "__init__ makes two tfbook.rnn.RNN(input_size, hidden_size) modules named forward_rnn "
+        "and backward_rnn; RNN(x) returns (states of every step, last state).",
+        "The backward direction is an ordinary RNN run on the sequence with its time axis "
+        "reversed (torch.flip along axis 1).",
+        "Before joining the two directions, make row t of both describe the same token x_t; "
+        "then put the forward features first.",
+    ],
+    compare_fn=_compare_birnn,
+)
+
+
 # --------------------------------------------------------------------------- library counterparts
 # Each reference above is a second copy of a tfbook function; tests/test_exercise_library.py runs
 # every case through both and requires them to agree.
@@ -456,11 +795,53 @@ def _library_rnn(x, h0, W_ih, W_hh, b):
     return rnn(x, h0)[0]
 
 
+def _library_predicted_counts(kind, d=4):
+    """Build the stack with one leaf per position (as chapter 1 measures Table 1) and measure."""
+    layer, n_layers = _parse_stack(kind)
+    g = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(1, d, generator=g, requires_grad=True) for _ in range(STACK_TOKENS)]
+    with torch.enable_grad():  # the measurement reads the autograd graph
+        if layer == "RNN":
+            states = leaves
+            for _ in range(n_layers):
+                cell, h, outputs = RNNCell(d, d), None, []
+                for x_t in states:  # one cell call per position: no stacked tensor in between
+                    h = cell(x_t, h)
+                    outputs.append(h)
+                states = outputs
+            last = states[-1]
+        else:
+            y = torch.stack(leaves, dim=1)  # (1, n, d)
+            for _ in range(n_layers):
+                y = attention_preview_lib(y)
+            last = y[:, -1]
+    return matmul_depth(last), matmul_path_length(last, leaves[0])
+
+
+def _library_final_state(x, lengths, rnn):
+    """Run tfbook.rnn.RNN on each sentence without its padding; keep its last state."""
+    rows = [rnn(x[b : b + 1, : int(n)])[1][0] for b, n in enumerate(lengths)]
+    return torch.stack(rows)  # (B, H)
+
+
 q1.library = _library_cell
 q2.library = _library_rnn
 q3.library_note = "none: the Jacobian product is derived in the chapter, not kept in tfbook.rnn"
 q4.library = attention_preview_lib
 q5.library_note = "none: arithmetic on tensor shapes"
+q6.library = _library_predicted_counts
+q7.library = _library_final_state
+q8.library_note = (
+    "none: tfbook.rnn has no bidirectional RNN; tests/test_exercise_kinds.py checks the "
+    "reference against torch.nn.RNN(bidirectional=True)"
+)
 
-EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5])
+for _q in (q1, q2, q3, q4):
+    _q.kind = "implement"
+q5.kind = "derive"
+q6.kind = "predict"
+q7.kind = "debug"
+q8.kind = "build"
+
+EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

@@ -1,8 +1,17 @@
 """Graded exercises of chapter 2: Tokens and embeddings.
 
-Five questions: a whitespace vocabulary with special tokens, the pair counts and the
-merge step of byte-pair encoding, the scaled embedding look-up and the cosine
-similarity matrix. Each question lists the realistic mistakes its check can name.
+Five implementation questions: a whitespace vocabulary with special tokens, the pair counts
+and the merge step of byte-pair encoding, the scaled embedding look-up and the cosine
+similarity matrix; then four of other kinds:
+
+6. predict, then run: what BPE learns from "aaabdaaabac" (``tfbook.tokenizers.BPETokenizer``
+   reveals it);
+7. debugging: an encoder that maps unknown words to <pad> and splits at single spaces;
+8. derivation: the root-mean-square cosine of two random vectors in d dimensions;
+9. build with the library: nearest neighbours in an embedding table, from
+   ``tfbook.embedding.cosine_similarity_matrix``.
+
+Each question lists the realistic mistakes its check can name.
 """
 
 from __future__ import annotations
@@ -15,9 +24,9 @@ import torch
 
 from tfbook.embedding import TokenEmbedding, cosine_similarity_matrix
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
-from tfbook.tokenizers import WhitespaceTokenizer, _merge_symbols
+from tfbook.tokenizers import BPETokenizer, WhitespaceTokenizer, _merge_symbols
 
-__all__ = ["q1", "q2", "q3", "q4", "q5", "EXERCISES", "progress"]
+__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "EXERCISES", "progress"]
 
 _SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
 
@@ -428,6 +437,355 @@ q5 = Question(
 )
 
 
+# --------------------------------------------------------------------- q6: predict BPE
+
+#: The training text of exercise 2.6 (the classic example of byte-pair encoding).
+BPE_TEXT = "aaabdaaabac"
+BPE_KINDS = (
+    "vocab_size with 0 merges",
+    "tokens in the text after 3 merges",
+    "vocab_size after 3 merges",
+    "vocab_size when asked for 10 merges",
+)
+
+
+def _reference_predicted_bpe(kind):
+    """Numbers about ``BPETokenizer.train(["aaabdaaabac"], k)`` (its vocabulary size, and the
+    length of the training text once encoded)."""
+    specials, alphabet = 5, 4  # <pad> <unk> <bos> <eos> <mask>; a, b, c, d
+    # merges: a+a (3 times), a+b (2 times), aa+ab (2 times); after that every pair occurs once
+    learnt = {"vocab_size with 0 merges": 0, "vocab_size after 3 merges": 3}
+    if kind == "tokens in the text after 3 merges":
+        return 5  # aaab | d | aaab | a | c
+    if kind == "vocab_size when asked for 10 merges":
+        return specials + alphabet + 3  # min_pair_freq=2 stops training after 3 merges
+    return specials + alphabet + learnt[kind]
+
+
+def _bpe_no_specials(kind):
+    value = _reference_predicted_bpe(kind)
+    return value if kind.startswith("tokens") else value - 5
+
+
+def _bpe_merge_replaces_parts(kind):
+    return 9 if kind.startswith("vocab_size") else _reference_predicted_bpe(kind)
+
+
+def _bpe_one_token_per_merge(kind):
+    return 11 - 3 if kind.startswith("tokens") else _reference_predicted_bpe(kind)
+
+
+def _bpe_merges_taken_literally(kind):
+    if kind == "vocab_size when asked for 10 merges":
+        return 5 + 4 + 10
+    return _reference_predicted_bpe(kind)
+
+
+q6 = Question(
+    "ch02.q6",
+    "Predict what BPE learns from one word",
+    reference=_reference_predicted_bpe,
+    cases=lambda: [Case(kind, (kind,)) for kind in BPE_KINDS],
+    mistakes=[
+        Mistake(
+            "the five special tokens not counted",
+            _bpe_no_specials,
+            "Every vocabulary of tfbook.tokenizers starts with <pad>, <unk>, <bos>, <eos> and "
+            "<mask> (ids 0 to 4); the characters get ids after them.",
+        ),
+        Mistake(
+            "a merge thought to replace its two parts in the vocabulary",
+            _bpe_merge_replaces_parts,
+            "A merge adds one token and removes nothing: 'a' is still needed, for example for "
+            "the lone a before the c.",
+        ),
+        Mistake(
+            "each merge thought to shorten the text by one token",
+            _bpe_one_token_per_merge,
+            "A merge replaces every occurrence of its pair, so it can remove several tokens; "
+            "it also removes none where a pair overlaps one merged before. Apply the merges.",
+        ),
+        Mistake(
+            "num_merges taken as the number of merges learnt",
+            _bpe_merges_taken_literally,
+            "Training stops early when the most frequent pair occurs fewer than min_pair_freq "
+            "(2) times: count the pairs left after the third merge.",
+        ),
+    ],
+    hints=[
+        "Write the text as 11 single characters and count every adjacent pair. The most "
+        "frequent pair is merged first, everywhere, from left to right; ties go to the pair "
+        "that sorts first.",
+        "After each merge count the pairs again. The vocabulary is the special tokens, then "
+        "the alphabet, then one new token per merge.",
+        "Look at the pair counts after three merges before you answer the last question: "
+        "train() has a min_pair_freq of 2.",
+    ],
+)
+
+# --------------------------------------------------------------------- q7: debugging
+
+
+def _reference_encode(text, vocab, add_special_tokens=False):
+    """Ids of the whitespace words of ``text``; unknown words become <unk>
+    (``WhitespaceTokenizer.encode``)."""
+    unknown = vocab["<unk>"]
+    ids = [vocab.get(word, unknown) for word in text.split()]  # split() drops empty strings
+    if not add_special_tokens:
+        return ids
+    return [vocab["<bos>"], *ids, vocab["<eos>"]]
+
+
+def _encode_listing(text, vocab, add_special_tokens=False):
+    ids = [vocab.get(w, 0) for w in text.split(" ")]
+    if add_special_tokens:
+        ids = [vocab["<bos>"]] + ids + [vocab["<eos>"]]
+    return ids
+
+
+def _encode_unk_only(text, vocab, add_special_tokens=False):
+    ids = [vocab.get(w, vocab["<unk>"]) for w in text.split(" ")]
+    if add_special_tokens:
+        ids = [vocab["<bos>"]] + ids + [vocab["<eos>"]]
+    return ids
+
+
+def _encode_split_only(text, vocab, add_special_tokens=False):
+    ids = [vocab.get(w, 0) for w in text.split()]
+    if add_special_tokens:
+        ids = [vocab["<bos>"]] + ids + [vocab["<eos>"]]
+    return ids
+
+
+def _encode_drops_unknown(text, vocab, add_special_tokens=False):
+    ids = [vocab[w] for w in text.split() if w in vocab]
+    if add_special_tokens:
+        ids = [vocab["<bos>"]] + ids + [vocab["<eos>"]]
+    return ids
+
+
+def _encode_cases():
+    vocab = _reference_vocab(["나는 최근 파리 여행을 다녀왔다", "나는 빵을 먹었다"], 1)
+    cases = [
+        Case("two spaces and an unknown word", ("나는  파리를 좋아한다", vocab)),
+        Case(
+            "with <bos> and <eos>", ("나는 최근 빵을 먹었다", vocab), {"add_special_tokens": True}
+        ),
+    ]
+    for seed in range(2):
+        rng = random.Random(60 + seed)
+        text = " ".join(rng.choices(_KO_WORDS, k=6))
+        cases.append(Case(f"random sentence, seed {seed}", (text, vocab)))
+    cases += [
+        Case("spaces before and after", ("  나는 여행을 ", vocab)),
+        Case("empty text with <bos> and <eos>", ("", vocab), {"add_special_tokens": True}),
+    ]
+    return cases
+
+
+q7 = Question(
+    "ch02.q7",
+    "Fix an encoder that loses unknown words",
+    reference=_reference_encode,
+    cases=_encode_cases,
+    mistakes=[
+        Mistake(
+            "the listing unchanged",
+            _encode_listing,
+            "Two bugs: id 0 is <pad>, not <unk> (a padding mask would then hide the unknown "
+            "word), and split(' ') makes an empty 'word' at every extra space.",
+        ),
+        Mistake(
+            "<unk> fixed, split(' ') kept",
+            _encode_unk_only,
+            "split(' ') cuts at every single space: two spaces in a row, or a space at either "
+            "end, give empty strings that become <unk>. Call split() without an argument.",
+        ),
+        Mistake(
+            "split fixed, unknown words still mapped to id 0 (<pad>)",
+            _encode_split_only,
+            "Id 0 is <pad>. An unknown word must become vocab['<unk>'] so the model sees that "
+            "a word was there.",
+        ),
+        Mistake(
+            "unknown words dropped",
+            _encode_drops_unknown,
+            "Dropping a word changes the sentence's length and the positions of the words "
+            "after it; keep a place for it with <unk>.",
+        ),
+    ],
+    hints=[
+        "Try the listing on '나는  파리를 좋아한다' (two spaces, and a word the vocabulary does "
+        "not know) and decode the ids by hand: what does id 0 mean in every vocabulary of "
+        "this chapter?",
+        "Compare 'a  b'.split(' ') with 'a  b'.split() in Python.",
+        "dict.get(key, default) returns default for a missing key; the default you want is the "
+        "id of <unk>, looked up in vocab.",
+    ],
+)
+
+# --------------------------------------------------------------------- q8: derivation
+
+
+def _reference_rms_cosine(d):
+    """Root-mean-square cosine of two independent random vectors with N(0, 1) entries in
+    ``d`` dimensions: sqrt(E[cos^2]) = 1/sqrt(d)."""
+    # Fix one vector (rotation invariance): cos is the first coordinate u_1 of a random unit
+    # vector u. The d squared coordinates sum to 1 and are exchangeable: E[u_1^2] = 1/d.
+    return 1.0 / math.sqrt(d)
+
+
+def _rms_cosine_one_over_d(d):
+    return 1.0 / d
+
+
+def _rms_cosine_half_normal(d):
+    return math.sqrt(2.0 / (math.pi * d))
+
+
+def _rms_cosine_mean(d):
+    return 0.0
+
+
+def _rms_cosine_unnormalised(d):
+    return math.sqrt(d)
+
+
+q8 = Question(
+    "ch02.q8",
+    "How orthogonal are random embeddings?",
+    reference=_reference_rms_cosine,
+    cases=lambda: [
+        Case("d = 16", (16,)),
+        Case("d = 512", (512,)),
+        Case("d = 2", (2,)),
+        Case("edge: d = 1 (cos is always +1 or -1)", (1,)),
+    ],
+    mistakes=[
+        Mistake(
+            "E[cos^2] = 1/d without the square root",
+            _rms_cosine_one_over_d,
+            "1/d is the mean of cos^2; the root-mean-square is its square root.",
+        ),
+        Mistake(
+            "sqrt(2 / (pi d)): the mean of |cos| of a normal approximation, not the RMS",
+            _rms_cosine_half_normal,
+            "For large d, cos is roughly N(0, 1/d) and E|cos| is about sqrt(2/(pi d)); the "
+            "question asks for sqrt(E[cos^2]), which is exactly 1/sqrt(d) for every d.",
+        ),
+        Mistake(
+            "the mean cosine (0) instead of the root-mean-square",
+            _rms_cosine_mean,
+            "The mean of cos is 0 by symmetry; the typical size of cos is measured by the "
+            "square root of the mean of cos^2.",
+        ),
+        Mistake(
+            "the dot product's size instead of the cosine's",
+            _rms_cosine_unnormalised,
+            "sqrt(d) is the RMS of the dot product a . b; the cosine divides it by |a| |b|, "
+            "which is about d.",
+        ),
+    ],
+    hints=[
+        "The distribution of N(0, I) vectors does not change under rotations, so you may "
+        "rotate until one of the two vectors points along the first axis.",
+        "Then the cosine is the first coordinate of the other vector divided by its length: "
+        "the first coordinate u_1 of a random unit vector u.",
+        "The squares u_1^2, ..., u_d^2 add up to 1 and all have the same distribution. "
+        "Return the square root of E[u_1^2].",
+    ],
+    atol=1e-9,
+    rtol=1e-9,
+)
+
+# --------------------------------------------------------------------- q9: build
+
+
+def _reference_nearest(weight, ids, k):
+    """The k tokens whose rows are most cosine-similar to each row of ``ids`` (itself excluded),
+    most similar first; built on ``tfbook.embedding.cosine_similarity_matrix``."""
+    similar = cosine_similarity_matrix(weight)[ids]  # (N, V): each query against every token
+    similar[torch.arange(len(ids)), ids] = float("-inf")  # a token is not its own neighbour
+    return similar.topk(k, dim=-1).indices  # (N, k)
+
+
+def _nearest_includes_itself(weight, ids, k):
+    return cosine_similarity_matrix(weight)[ids].topk(k, dim=-1).indices
+
+
+def _nearest_by_dot_product(weight, ids, k):
+    similar = (weight @ weight.T)[ids]
+    similar[torch.arange(len(ids)), ids] = float("-inf")
+    return similar.topk(k, dim=-1).indices
+
+
+def _nearest_farthest_first(weight, ids, k):
+    similar = cosine_similarity_matrix(weight)[ids]
+    similar[torch.arange(len(ids)), ids] = float("inf")
+    return similar.topk(k, dim=-1, largest=False).indices
+
+
+def _nearest_returns_similarities(weight, ids, k):
+    similar = cosine_similarity_matrix(weight)[ids]
+    similar[torch.arange(len(ids)), ids] = float("-inf")
+    return similar.topk(k, dim=-1).values
+
+
+def _nearest_cases():
+    cases = []
+    for seed, (v, d, n, k) in enumerate([(12, 6, 3, 4), (20, 8, 2, 3), (9, 4, 4, 2)]):
+        g = torch.Generator().manual_seed(90 + seed)
+        # rows of very different lengths: a dot product ranks long rows first, a cosine does not
+        lengths = torch.exp(1.5 * torch.randn(v, 1, generator=g))
+        weight = lengths * torch.randn(v, d, generator=g)
+        ids = torch.randperm(v, generator=g)[:n]
+        cases.append(Case(f"random, V={v}, d={d}, k={k}, seed {seed}", (weight, ids, k)))
+    g = torch.Generator().manual_seed(95)
+    weight = torch.randn(5, 3, generator=g)
+    cases.append(Case("edge: k = V - 1 (every other token)", (weight, torch.tensor([0, 4]), 4)))
+    cases.append(Case("edge: the same query twice", (weight, torch.tensor([2, 2]), 1)))
+    return cases
+
+
+q9 = Question(
+    "ch02.q9",
+    "Nearest neighbours in an embedding table",
+    reference=_reference_nearest,
+    cases=_nearest_cases,
+    mistakes=[
+        Mistake(
+            "each token listed as its own nearest neighbour",
+            _nearest_includes_itself,
+            "A row's cosine with itself is 1, the largest possible: exclude the query's own "
+            "column (set it to -inf) before ranking.",
+        ),
+        Mistake(
+            "ranked by dot product instead of cosine",
+            _nearest_by_dot_product,
+            "A dot product prefers long rows whatever their direction; rank by the cosine "
+            "(cosine_similarity_matrix), which compares directions only.",
+        ),
+        Mistake(
+            "the least similar tokens first",
+            _nearest_farthest_first,
+            "Nearest means the largest cosine: topk picks the largest values by default.",
+        ),
+        Mistake(
+            "the similarities returned instead of the token ids",
+            _nearest_returns_similarities,
+            "Return the ids of the neighbours, the .indices of topk, not its .values.",
+        ),
+    ],
+    hints=[
+        "cosine_similarity_matrix(weight) is the (V, V) table of every pair's cosine; the rows "
+        "of the queries are the ones you need.",
+        "Before ranking, make sure a query cannot choose itself (its own cosine is 1).",
+        "torch.topk(values, k, dim=-1) returns the k largest values of every row and their "
+        "positions, largest first. Return a (len(ids), k) tensor of ids.",
+    ],
+)
+
+
 # --------------------------------------------------------------------------- library counterparts
 def _library_vocab(texts, min_freq):
     return dict(WhitespaceTokenizer.train(texts, min_freq=min_freq).vocab)
@@ -444,11 +802,41 @@ def _library_merge(symbols, pair):
     return _merge_symbols(symbols, pair, pair[0] + pair[1])
 
 
+def _library_predicted_bpe(kind):
+    merges = {"vocab_size with 0 merges": 0, "vocab_size when asked for 10 merges": 10}.get(kind, 3)
+    tokenizer = BPETokenizer.train([BPE_TEXT], merges)
+    if kind.startswith("tokens"):
+        return len(tokenizer.tokenize(BPE_TEXT))
+    return tokenizer.vocab_size
+
+
+def _library_encode(text, vocab, add_special_tokens=False):
+    words = sorted((w for w, i in vocab.items() if i >= len(_SPECIALS)), key=vocab.get)
+    return WhitespaceTokenizer(words).encode(text, add_special_tokens=add_special_tokens)
+
+
 q1.library = _library_vocab
 q2.library_note = "counted inside tfbook.tokenizers.BPETokenizer.train (incrementally, no function)"
 q3.library = _library_merge
 q4.library = _library_embed
 q5.library = cosine_similarity_matrix
+q6.library = _library_predicted_bpe
+q7.library = _library_encode
+q8.library_note = (
+    "none: a derivation; tests/test_exercise_kinds.py compares it with a measurement made with "
+    "tfbook.embedding.cosine_similarity_matrix"
+)
+q9.library_note = (
+    "none: tfbook ranks no neighbours; the reference is built on "
+    "tfbook.embedding.cosine_similarity_matrix"
+)
 
-EXERCISES = ExerciseSet("ch02", "Chapter 2 exercises", [q1, q2, q3, q4, q5])
+for _q in (q1, q2, q3, q4, q5):
+    _q.kind = "implement"
+q6.kind = "predict"
+q7.kind = "debug"
+q8.kind = "derive"
+q9.kind = "build"
+
+EXERCISES = ExerciseSet("ch02", "Chapter 2 exercises", [q1, q2, q3, q4, q5, q6, q7, q8, q9])
 progress = EXERCISES.progress

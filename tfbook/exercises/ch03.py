@@ -1,8 +1,14 @@
 """Chapter 3 exercises: positional encoding.
 
-Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it,
-adding learned positions to token embeddings, the dot product as a function of distance, and
-rotary embeddings.
+Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
+(a derivation), adding learned positions to token embeddings, the dot product as a function of
+distance, and rotary embeddings; then
+
+6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
+7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
+8. build with the library: a Transformer's input layer from ``TokenEmbedding`` and a
+   positional module (``tfbook.model.Embeddings`` in chapter 6).
+
 Usage: ``from tfbook.exercises import ch03 as ex; ex.q1.check(sinusoidal_table)``.
 """
 
@@ -11,11 +17,30 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
-from tfbook.positional import LearnedPositionalEmbedding, apply_rotary, sinusoidal_encoding
+from tfbook.embedding import TokenEmbedding
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.positional import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    apply_rotary,
+    sinusoidal_encoding,
+)
 
-__all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5"]
+__all__ = [
+    "EXERCISES",
+    "progress",
+    "position_maps",
+    "q1",
+    "q2",
+    "q3",
+    "q4",
+    "q5",
+    "q6",
+    "q7",
+    "q8",
+]
 
 _BASE = 10000.0
 
@@ -466,6 +491,343 @@ q5 = Question(
 )
 
 
+# --------------------------------------------------------------------------- q6: predict
+
+#: The four encodings of exercise 3.6, and the panel (A to D) of ``position_maps()`` showing
+#: the score between every pair of positions under each.
+ENCODINGS = ("sinusoidal", "rotary", "learned", "raw index")
+MAP_POSITIONS, MAP_WIDTH = 32, 64
+
+
+def position_maps():
+    """The four panels of exercise 3.6: letter -> (T, T) float64 matrix, T = 32, d = 64.
+
+    Entry (m, n) compares position m with position n under one of the four encodings: the dot
+    product of two sinusoidal encodings, the RoPE score of a fixed query at m with a fixed key
+    at n, the dot product of two rows of a freshly initialised learned table, and the product
+    of the raw indices m * n.
+    """
+    t, d = MAP_POSITIONS, MAP_WIDTH
+    g = torch.Generator().manual_seed(36)
+    learned = torch.randn(t, d, generator=g, dtype=torch.float64)  # nn.Embedding's N(0, 1)
+    q = torch.randn(d, generator=g, dtype=torch.float64).expand(t, d)  # one query, every place
+    k = torch.randn(d, generator=g, dtype=torch.float64).expand(t, d)
+    pe = sinusoidal_encoding(t, d, dtype=torch.float64)
+    index = torch.arange(t, dtype=torch.float64)
+    return {
+        "A": apply_rotary(q) @ apply_rotary(k).T,  # rotary
+        "B": learned @ learned.T,  # learned (at initialisation)
+        "C": index[:, None] * index[None, :],  # raw index
+        "D": pe @ pe.T,  # sinusoidal
+    }
+
+
+def _reference_which_map(encoding):
+    """The panel of ``position_maps()`` that shows ``encoding``."""
+    # sinusoidal: symmetric, the same along every diagonal (depends on |m - n| only), largest
+    # on the diagonal; rotary: the same along every diagonal but not symmetric (m - n, with
+    # its sign); learned at initialisation: a bright diagonal (|P_m|^2 ~ d) on noise; raw
+    # index: grows towards the far corner.
+    return {"rotary": "A", "learned": "B", "raw index": "C", "sinusoidal": "D"}[encoding]
+
+
+def _which_map_swapped(pairs):
+    def wrong(encoding):
+        answer = _reference_which_map(encoding)
+        for a, b in pairs:
+            if encoding == a:
+                return _reference_which_map(b)
+            if encoding == b:
+                return _reference_which_map(a)
+        return answer
+
+    return wrong
+
+
+_map_sin_rotary = _which_map_swapped([("sinusoidal", "rotary")])
+_map_sin_learned = _which_map_swapped([("sinusoidal", "learned")])
+_map_rotary_learned = _which_map_swapped([("rotary", "learned")])
+
+
+q6 = Question(
+    "ch03.q6",
+    "Predict which heat map is which encoding",
+    reference=_reference_which_map,
+    cases=lambda: [Case(encoding, (encoding,)) for encoding in ENCODINGS],
+    mistakes=[
+        Mistake(
+            "the sinusoid and RoPE swapped",
+            _map_sin_rotary,
+            "Both depend on the distance only, so both are constant along every diagonal. The "
+            "sinusoid's dot product is symmetric (it cannot tell m - n from n - m) and peaks at "
+            "d_model/2 on the diagonal; the RoPE score is not symmetric.",
+        ),
+        Mistake(
+            "the bright diagonal of the learned table taken for the sinusoid",
+            _map_sin_learned,
+            "A freshly initialised table is random: its diagonal is bright (|P_m|^2 is about "
+            "d_model) but the rest is noise with no pattern along the diagonals. The sinusoid's "
+            "map repeats the same values along each diagonal.",
+        ),
+        Mistake(
+            "RoPE and the learned table swapped",
+            _map_rotary_learned,
+            "RoPE's score depends on m - n only: look for the panel whose stripes run parallel "
+            "to the diagonal.",
+        ),
+    ],
+    hints=[
+        "Ask of each panel: is it symmetric (entry (m, n) equals (n, m))? Is it the same along "
+        "each diagonal (does it depend on m - n only)?",
+        "The sinusoid's dot product is a sum of cos((m - n) w_i): symmetric, and d_model/2 on "
+        "the diagonal. RoPE's score of a fixed query and key depends on m - n with its sign. "
+        "A learned table at initialisation holds random vectors.",
+        "Return one of the letters 'A' to 'D' for each of the four encodings (a dictionary "
+        "look-up is fine).",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q7: debugging
+
+
+def _reference_rope_scores(q, k):
+    """RoPE scores of the last T_q positions (queries) against all T_k positions (keys)."""
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    query_positions = torch.arange(t_k - t_q, t_k)  # the queries sit at the end of the sequence
+    q_turned = apply_rotary(q, query_positions)
+    k_turned = apply_rotary(k)  # keys at positions 0 .. T_k - 1
+    return q_turned @ k_turned.transpose(-2, -1)  # (..., T_q, T_k)
+
+
+def _rope_scores_listing(q, k):
+    return apply_rotary(q) @ apply_rotary(k).transpose(-2, -1)
+
+
+def _rope_scores_off_by_one(q, k):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    q_rot = apply_rotary(q, torch.arange(t_k - t_q + 1, t_k + 1))
+    return q_rot @ apply_rotary(k).transpose(-2, -1)
+
+
+def _rope_scores_all_at_last(q, k):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    q_rot = apply_rotary(q, torch.full((t_q,), t_k - 1))
+    return q_rot @ apply_rotary(k).transpose(-2, -1)
+
+
+def _rope_scores_keys_unrotated(q, k):
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    return apply_rotary(q, torch.arange(t_k - t_q, t_k)) @ k.transpose(-2, -1)
+
+
+def _rope_scores_scaled(q, k):
+    return _reference_rope_scores(q, k) / math.sqrt(q.shape[-1])
+
+
+def _rope_scores_cases():
+    gen = torch.Generator().manual_seed(37)
+    return [
+        Case(
+            "the last 3 of 7 positions",
+            (torch.randn(2, 3, 8, generator=gen), torch.randn(2, 7, 8, generator=gen)),
+        ),
+        Case(
+            "heads: the last 4 of 9 positions",
+            (torch.randn(1, 2, 4, 6, generator=gen), torch.randn(1, 2, 9, 6, generator=gen)),
+        ),
+        Case(
+            "one new token after 5",
+            (torch.randn(2, 1, 8, generator=gen), torch.randn(2, 6, 8, generator=gen)),
+        ),
+        Case(
+            "edge: queries at every position (T_q = T_k)",
+            (torch.randn(1, 5, 4, generator=gen), torch.randn(1, 5, 4, generator=gen)),
+        ),
+    ]
+
+
+q7 = Question(
+    "ch03.q7",
+    "Fix RoPE for queries at the end of a sequence",
+    reference=_reference_rope_scores,
+    cases=_rope_scores_cases,
+    mistakes=[
+        Mistake(
+            "the listing unchanged: the queries rotated as positions 0 .. T_q - 1",
+            _rope_scores_listing,
+            "apply_rotary(q) numbers the rows of q from 0, but these queries are the last T_q "
+            "positions of the sequence. Pass their true positions as the second argument.",
+        ),
+        Mistake(
+            "query positions off by one (T_k - T_q + 1 .. T_k)",
+            _rope_scores_off_by_one,
+            "The keys occupy positions 0 .. T_k - 1, so the last query is at T_k - 1 and the "
+            "first of the T_q queries at T_k - T_q.",
+        ),
+        Mistake(
+            "every query rotated to the last position",
+            _rope_scores_all_at_last,
+            "Only one new token sits at T_k - 1; with T_q queries they occupy T_k - T_q, ..., "
+            "T_k - 1, one position each.",
+        ),
+        Mistake(
+            "the keys not rotated",
+            _rope_scores_keys_unrotated,
+            "RoPE rotates both queries and keys; the score then depends on the difference of "
+            "their positions only.",
+        ),
+        Mistake(
+            "scores divided by sqrt(d)",
+            _rope_scores_scaled,
+            "The task asks for the raw scores (the rotated dot products); attention's scaling "
+            "comes later, in chapter 4.",
+        ),
+    ],
+    hints=[
+        "Try the listing with one query (T_q = 1), the newest token: which position does "
+        "apply_rotary give it, and which should it have?",
+        "apply_rotary(x, positions) takes the position of every row of x as a tensor of length T.",
+        "The keys fill positions 0 .. T_k - 1 and the queries are the last T_q of them; only "
+        "the queries' positions need changing.",
+    ],
+    atol=1e-5,
+)
+
+
+# --------------------------------------------------------------------------- q8: build
+
+
+class _ReferenceInputLayer(nn.Module):
+    """Token embedding (times sqrt(d_model)) plus positions, from library parts: what
+    ``tfbook.model.Embeddings`` computes without segments, norm and dropout."""
+
+    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
+        super().__init__()
+        self.token = TokenEmbedding(vocab_size, d_model)  # E[ids] * sqrt(d_model)
+        if positional == "sinusoidal":
+            self.position = SinusoidalPositionalEncoding(d_model)  # fixed, any length
+        else:
+            self.position = LearnedPositionalEmbedding(max_len, d_model)  # max_len rows
+
+    def forward(self, ids):
+        return self.position(self.token(ids))  # (B, T, d_model)
+
+
+class _InputNoScale(_ReferenceInputLayer):
+    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
+        super().__init__(vocab_size, d_model, max_len, positional)
+        self.token = TokenEmbedding(vocab_size, d_model, scale=False)
+
+
+class _InputLearnedById(_ReferenceInputLayer):
+    def forward(self, ids):
+        if isinstance(self.position, LearnedPositionalEmbedding):
+            return self.token(ids) + self.position.table(ids)
+        return self.position(self.token(ids))
+
+
+class _InputAlwaysSinusoidal(_ReferenceInputLayer):
+    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
+        super().__init__(vocab_size, d_model, max_len, "sinusoidal")
+
+
+class _InputScaledAfterPositions(_InputNoScale):
+    def forward(self, ids):
+        return self.position(self.token(ids)) * math.sqrt(self.token.d_model)
+
+
+def _run_module(module: nn.Module, x: torch.Tensor):
+    try:
+        with torch.no_grad():
+            return module.eval()(x), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def _compare_input_layers(expected, got) -> str | None:
+    """Give the answer the expected layer's weights and compare their outputs on token ids."""
+    if not isinstance(got, nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        return (
+            f"the layer's parameters have different names: missing {missing}, unexpected "
+            f"{extra} (name the parts token and position, and use the positional encoding "
+            "asked for)"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    vocab_size = want["token.embedding.weight"].shape[0]
+    table = want.get("position.table.weight")
+    longest = table.shape[0] if table is not None else 9
+    g = torch.Generator().manual_seed(380 + vocab_size)
+    for b, t in [(2, min(5, longest)), (1, longest)]:
+        ids = torch.randint(0, vocab_size, (b, t), generator=g)
+        out_expected, err_expected = _run_module(expected, ids)
+        out_got, err_got = _run_module(got, ids)
+        where = f"forward(ids {tuple(ids.shape)})"
+        if err_expected or err_got:
+            if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
+                continue  # both fail the same way (used when a known mistake is recognised)
+            return f"{where} raised {err_got}" if err_got else f"{where} should raise"
+        diff = compare(out_expected, out_got, where=where)
+        if diff:
+            return diff
+    return None
+
+
+q8 = Question(
+    "ch03.q8",
+    "A Transformer's input layer from library parts",
+    reference=_ReferenceInputLayer,
+    cases=lambda: [
+        Case("learned, V=10, d_model=8, max_len=12", (10, 8, 12, "learned"), seed=381),
+        Case("sinusoidal, V=20, d_model=6, max_len=16", (20, 6, 16, "sinusoidal"), seed=382),
+        Case("learned, V=7, d_model=4, max_len=3", (7, 4, 3, "learned"), seed=383),
+    ],
+    mistakes=[
+        Mistake(
+            "token vectors not multiplied by sqrt(d_model)",
+            _InputNoScale,
+            "The paper scales the embeddings by sqrt(d_model) before adding positions; "
+            "TokenEmbedding does it when scale=True (its default).",
+        ),
+        Mistake(
+            "learned positions looked up with the token ids",
+            _InputLearnedById,
+            "The position table is indexed by where a token stands (0 .. T - 1), not by which "
+            "token it is; LearnedPositionalEmbedding's forward adds the right rows for you.",
+        ),
+        Mistake(
+            "the positional argument ignored (always the sinusoid)",
+            _InputAlwaysSinusoidal,
+            "With positional='learned' the layer owns a LearnedPositionalEmbedding(max_len, "
+            "d_model) instead of the sinusoid.",
+        ),
+        Mistake(
+            "the scaling applied after the positions were added",
+            _InputScaledAfterPositions,
+            "Only the token vectors are scaled: (E[ids] * sqrt(d_model)) + P, so that tokens "
+            "and positions enter with comparable sizes.",
+        ),
+    ],
+    hints=[
+        "Two library modules do all the work: chapter 2's TokenEmbedding and one of this "
+        "chapter's SinusoidalPositionalEncoding or LearnedPositionalEmbedding.",
+        "Name them token and position. Both position modules take the (B, T, d_model) token "
+        "vectors and return them with the positions added.",
+        "Do not scale by hand: TokenEmbedding already multiplies by sqrt(d_model).",
+    ],
+    compare_fn=_compare_input_layers,
+)
+
+
 # --------------------------------------------------------------------------- library counterparts
 def _library_table(seq_len, d_model):
     return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
@@ -484,11 +846,54 @@ def _library_dot_by_distance(max_delta, d_model):
     return pe @ pe[0]
 
 
+def _classify_map(matrix):
+    """Which encoding a (T, T) map shows, read off its structure and the library's table."""
+    t = matrix.shape[0]
+    index = torch.arange(t, dtype=torch.float64)
+    pe = sinusoidal_encoding(t, MAP_WIDTH, dtype=torch.float64)
+    diagonals_constant = all(
+        torch.allclose(matrix.diagonal(o), matrix.diagonal(o)[:1].expand(t - abs(o)))
+        for o in range(-t + 1, t)
+    )
+    if torch.allclose(matrix, pe @ pe.T):
+        return "sinusoidal"
+    if torch.allclose(matrix, index[:, None] * index[None, :]):
+        return "raw index"
+    if diagonals_constant and not torch.allclose(matrix, matrix.T):
+        return "rotary"
+    return "learned" if torch.allclose(matrix, matrix.T) else "unknown"
+
+
+def _library_which_map(encoding):
+    found = {_classify_map(m): letter for letter, m in position_maps().items()}
+    return found[encoding]
+
+
+def _library_rope_scores(q, k):
+    """Rotate a full-length query tensor with apply_rotary's default positions, keep the end."""
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    full = torch.cat([q.new_zeros(*q.shape[:-2], t_k - t_q, q.shape[-1]), q], dim=-2)
+    return apply_rotary(full)[..., t_k - t_q :, :] @ apply_rotary(k).transpose(-2, -1)
+
+
 q1.library = _library_table
 q2.library_note = "none: the shift matrix is derived in the chapter, tfbook needs only the table"
 q3.library = _library_embed_with_positions
 q4.library = _library_dot_by_distance
 q5.library = apply_rotary
+q6.library = _library_which_map
+q7.library = _library_rope_scores
+q8.library_note = (
+    "tfbook.model.Embeddings (chapter 6, later than this module may import); "
+    "tests/test_exercise_kinds.py checks that the reference computes the same function"
+)
 
-EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5])
+for _q in (q1, q3, q4, q5):
+    _q.kind = "implement"
+q2.kind = "derive"
+q6.kind = "predict"
+q7.kind = "debug"
+q8.kind = "build"
+
+EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

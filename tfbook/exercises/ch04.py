@@ -5,7 +5,11 @@
 3. the causal mask;
 4. the self-attention mask of a padded decoder batch (causal and padding together);
 5. splitting the model width into heads;
-6. multi-head self-attention from its four weight matrices.
+6. multi-head self-attention from its four weight matrices;
+7. predict, then run: the shapes of a ``MultiHeadAttention`` call and its parameter count;
+8. debugging: an attention written for (B, T, d) without masks, used with heads and masks;
+9. derivation: the Jacobian of the attention weights with respect to the raw scores;
+10. build with the library: attention pooling (one learned query) from ``MultiHeadAttention``.
 
 Usage: ``from tfbook.exercises import ch04 as ex; ex.q1.check(my_attention)``.
 """
@@ -15,17 +19,32 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from tfbook.attention import (
     MultiHeadAttention,
     causal_mask,
+    masked_softmax,
     padding_mask,
     scaled_dot_product_attention,
     split_heads,
 )
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
 
-__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
+__all__ = [
+    "q1",
+    "q2",
+    "q3",
+    "q4",
+    "q5",
+    "q6",
+    "q7",
+    "q8",
+    "q9",
+    "q10",
+    "EXERCISES",
+    "progress",
+]
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -538,6 +557,414 @@ q6 = Question(
 )
 
 
+# --------------------------------------------------------------------------- q7: predict
+
+#: The calls of exercise 4.7.
+SHAPE_KINDS = (
+    "weights: cross-attention, B=2, h=4, T_q=3, T_k=7, d_model=16",
+    "output: the same call",
+    "parameters: MultiHeadAttention(16, 4)",
+    "weights: self-attention of a (2, 5, 16) batch with one head",
+)
+
+
+def _reference_predicted_shapes(kind):
+    """Shapes and a parameter count of ``tfbook.attention.MultiHeadAttention`` calls."""
+    answers = {
+        SHAPE_KINDS[0]: (2, 4, 3, 7),  # (B, h, T_q, T_k): one row per query, per head
+        SHAPE_KINDS[1]: (2, 3, 16),  # (B, T_q, d_model): one output per query
+        SHAPE_KINDS[2]: 4 * (16 * 16 + 16),  # W^Q, W^K, W^V, W^O with biases, whatever h
+        SHAPE_KINDS[3]: (2, 1, 5, 5),  # the head axis stays, of size 1
+    }
+    return answers[kind]
+
+
+def _shapes_with(**changes):
+    def wrong(kind):
+        key = SHAPE_KINDS.index(kind)
+        return changes.get(f"k{key}", _reference_predicted_shapes(kind))
+
+    return wrong
+
+
+_shapes_no_head_axis = _shapes_with(k0=(2, 3, 7), k3=(2, 5, 5))
+_shapes_keys_first = _shapes_with(k0=(2, 4, 7, 3))
+_shapes_output_follows_keys = _shapes_with(k1=(2, 7, 16))
+_shapes_projections_per_head = _shapes_with(k2=4 * 4 * (16 * 16 + 16))
+_shapes_no_biases = _shapes_with(k2=4 * 16 * 16)
+_shapes_single_head_squeezed = _shapes_with(k3=(2, 5, 5))
+
+
+q7 = Question(
+    "ch04.q7",
+    "Predict the shapes of a multi-head attention call",
+    reference=_reference_predicted_shapes,
+    cases=lambda: [Case(kind, (kind,)) for kind in SHAPE_KINDS],
+    mistakes=[
+        Mistake(
+            "one head: the head axis dropped",
+            _shapes_single_head_squeezed,
+            "The shape does not depend on the value of h: with one head the head axis is still "
+            "there, with size 1.",
+        ),
+        Mistake(
+            "the head axis left out of the weights",
+            _shapes_no_head_axis,
+            "Every head computes its own weights: need_weights=True returns (B, h, T_q, T_k).",
+        ),
+        Mistake(
+            "the weights' last two axes swapped (keys before queries)",
+            _shapes_keys_first,
+            "Row i of a weight matrix belongs to query i and sums to 1 over the keys: "
+            "(..., T_q, T_k).",
+        ),
+        Mistake(
+            "the output given the keys' length",
+            _shapes_output_follows_keys,
+            "Attention answers every query: the output has one row per query, (B, T_q, "
+            "d_model), whatever the number of keys.",
+        ),
+        Mistake(
+            "a full set of projections per head",
+            _shapes_projections_per_head,
+            "The heads share W^Q, W^K, W^V and W^O: each is one d_model x d_model map whose "
+            "output is cut into h pieces, so the count does not depend on h.",
+        ),
+        Mistake(
+            "the projections' biases not counted",
+            _shapes_no_biases,
+            "MultiHeadAttention(d_model, h) has bias=True by default: each of the four nn.Linear "
+            "maps adds d_model biases.",
+        ),
+    ],
+    hints=[
+        "Queries decide the rows, keys the columns: cross-attention from 3 target positions to "
+        "7 source positions gives 3 x 7 weights per head and per sequence.",
+        "split_heads turns (B, T, d_model) into (B, h, T, d_head): the head axis comes right "
+        "after the batch and stays through the softmax.",
+        "Four nn.Linear(d_model, d_model) maps with biases; h does not appear. Return a tuple of "
+        "ints for a shape and an int for a count.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q8: debugging
+
+
+def _reference_fixed_attention(q, k, v, mask=None):
+    """Scaled dot-product attention for any leading axes, the mask applied to the scores."""
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # hidden keys get weight exactly 0
+    weights = torch.softmax(scores, dim=-1)  # the keys are the last axis, with or without heads
+    return weights @ v, weights
+
+
+def _fixed_listing(q, k, v, mask=None):
+    scores = torch.matmul(q, k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+    weights = torch.softmax(scores, dim=2)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    return weights @ v, weights
+
+
+def _fixed_axis_only(q, k, v, mask=None):
+    scores = torch.matmul(q, k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    return weights @ v, weights
+
+
+def _fixed_mask_only(q, k, v, mask=None):
+    scores = torch.matmul(q, k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=2)
+    return weights @ v, weights
+
+
+def _fixed_zero_fill(q, k, v, mask=None):
+    scores = torch.matmul(q, k.transpose(-2, -1)) / q.shape[-1] ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, 0.0)
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def _fixed_cases():
+    g = torch.Generator().manual_seed(48)
+    q, k, v = _randn(g, 2, 2, 4, 8), _randn(g, 2, 2, 4, 8), _randn(g, 2, 2, 4, 3)
+    cases = [Case("heads (2, 2, 4, 8), causal mask (4, 4)", (q, k, v, _causal_mask(4)))]
+    q, k, v = _randn(g, 2, 3, 3, 4), _randn(g, 2, 3, 6, 4), _randn(g, 2, 3, 6, 5)
+    keys_real = (torch.arange(6)[None, :] < torch.tensor([[6], [4]]))[:, None, None, :]
+    cases.append(Case("heads, T_q=3, T_k=6, padding mask (2, 1, 1, 6)", (q, k, v, keys_real)))
+    q, k, v = _randn(g, 1, 5, 4), _randn(g, 1, 5, 4), _randn(g, 1, 5, 2)
+    cases.append(Case("no heads, no mask (the listing's own test)", (q, k, v)))
+    q, k, v = _randn(g, 2, 4, 3, 8), _randn(g, 2, 4, 5, 8), _randn(g, 2, 4, 5, 8)
+    cases.append(Case("heads, T_q=3, T_k=5, no mask", (q, k, v)))
+    return cases
+
+
+q8 = Question(
+    "ch04.q8",
+    "Fix an attention written before heads and masks",
+    reference=_reference_fixed_attention,
+    cases=_fixed_cases,
+    mistakes=[
+        Mistake(
+            "the listing unchanged",
+            _fixed_listing,
+            "Two bugs: dim=2 is the key axis of (B, T_q, T_k) only (with heads it is the "
+            "queries), and zeroing weights after the softmax leaves rows that no longer sum "
+            "to 1.",
+        ),
+        Mistake(
+            "softmax axis fixed, mask still applied after the softmax",
+            _fixed_axis_only,
+            "Zeroed weights leave each row summing to less than 1: hide the keys in the scores "
+            "(-inf) before the softmax, so the allowed keys share all the weight.",
+        ),
+        Mistake(
+            "mask fixed, softmax still over dim=2",
+            _fixed_mask_only,
+            "With heads the scores are (B, h, T_q, T_k) and dim=2 normalises over the queries. "
+            "Count from the end: the keys are dim=-1 for any number of leading axes.",
+        ),
+        Mistake(
+            "masked scores set to 0 instead of -inf",
+            _fixed_zero_fill,
+            "A score of 0 is an ordinary score (exp(0) = 1); only -inf becomes a weight of "
+            "exactly 0.",
+        ),
+    ],
+    hints=[
+        "Run the listing on a (B, h, T, d) input with a causal mask and print the weights: do "
+        "the rows sum to 1? Does a query give weight to a key in its future?",
+        "Which axis of (B, h, T_q, T_k) holds the keys? Write the softmax's axis so it is right "
+        "with and without the head axis.",
+        "A mask belongs before the softmax, on the scores, with the value whose exponential "
+        "is exactly 0.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q9: derivation
+
+
+def _reference_weight_jacobian(s, d_k):
+    """d softmax(s / sqrt(d_k)) / d s for one query's raw scores s (T_k,): a (T_k, T_k)
+    matrix whose entry (i, j) is d a_i / d s_j."""
+    a = torch.softmax(s / math.sqrt(d_k), dim=-1)  # the attention weights
+    softmax_jacobian = torch.diag(a) - a[:, None] * a[None, :]  # d a / d z at z = s / sqrt(d_k)
+    return softmax_jacobian / math.sqrt(d_k)  # chain rule: d z / d s = 1 / sqrt(d_k)
+
+
+def _jacobian_no_chain_factor(s, d_k):
+    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
+    return torch.diag(a) - a[:, None] * a[None, :]
+
+
+def _jacobian_unscaled_weights(s, d_k):
+    a = torch.softmax(s, dim=-1)
+    return (torch.diag(a) - a[:, None] * a[None, :]) / math.sqrt(d_k)
+
+
+def _jacobian_diag_only(s, d_k):
+    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
+    return torch.diag(a) / math.sqrt(d_k)
+
+
+def _jacobian_diagonal_entries_only(s, d_k):
+    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
+    return torch.diag(a * (1 - a)) / math.sqrt(d_k)
+
+
+def _jacobian_sign_flipped(s, d_k):
+    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
+    return (a[:, None] * a[None, :] - torch.diag(a)) / math.sqrt(d_k)
+
+
+def _jacobian_cases():
+    g = torch.Generator().manual_seed(49)
+    return [
+        Case("random scores, T_k=5, d_k=16", (4 * torch.randn(5, generator=g).double(), 16)),
+        Case("random scores, T_k=3, d_k=64", (8 * torch.randn(3, generator=g).double(), 64)),
+        Case("equal scores: uniform weights", (torch.zeros(4, dtype=torch.float64), 9)),
+        Case(
+            "one score far above the rest (saturated)",
+            (torch.tensor([40.0, 0.0, -3.0], dtype=torch.float64), 4),
+        ),
+        Case("edge: d_k = 1 (no scaling)", (torch.randn(4, generator=g).double(), 1)),
+    ]
+
+
+q9 = Question(
+    "ch04.q9",
+    "The gradient of the attention weights",
+    reference=_reference_weight_jacobian,
+    cases=_jacobian_cases,
+    mistakes=[
+        Mistake(
+            "the chain-rule factor 1/sqrt(d_k) left out",
+            _jacobian_no_chain_factor,
+            "The weights are softmax(z) with z = s / sqrt(d_k): multiply the softmax's Jacobian "
+            "by d z / d s = 1 / sqrt(d_k).",
+        ),
+        Mistake(
+            "the weights taken at the unscaled scores",
+            _jacobian_unscaled_weights,
+            "The softmax is evaluated at s / sqrt(d_k), so its Jacobian uses those weights, "
+            "not softmax(s).",
+        ),
+        Mistake(
+            "the term -a a^T left out",
+            _jacobian_diag_only,
+            "Each weight depends on every score through the normalising sum: d a_i / d s_j "
+            "has a -a_i a_j part for every pair (i, j).",
+        ),
+        Mistake(
+            "only the diagonal entries a_i (1 - a_i)",
+            _jacobian_diagonal_entries_only,
+            "Raising one score lowers every other weight: the off-diagonal entries are "
+            "-a_i a_j / sqrt(d_k), not 0.",
+        ),
+        Mistake(
+            "the sign flipped",
+            _jacobian_sign_flipped,
+            "Raising s_i raises a_i: the diagonal entries are positive, a_i (1 - a_i) / sqrt(d_k).",
+        ),
+    ],
+    hints=[
+        "Write a_i = exp(z_i) / sum_k exp(z_k) with z = s / sqrt(d_k) and differentiate with "
+        "respect to z_j, treating i = j and i != j separately.",
+        "You should find a_i (delta_ij - a_j). Then one more factor from the chain rule, "
+        "because the softmax sees s / sqrt(d_k), not s.",
+        "As a matrix: the diagonal matrix of the weights minus the outer product of the weights "
+        "with themselves, times the chain-rule factor. Check that every row sums to 0.",
+    ],
+    atol=1e-10,
+    rtol=1e-8,
+)
+
+
+# --------------------------------------------------------------------------- q10: build
+
+
+class _ReferencePooling(nn.Module):
+    """Attention pooling: one learned query reads the whole sequence (cross-attention from a
+    single query), giving one d_model vector per sequence; built on MultiHeadAttention."""
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, d_model))  # learned, shared by all inputs
+        self.attn = MultiHeadAttention(d_model, n_heads)
+
+    def forward(self, x, mask=None):
+        asking = self.query.expand(x.shape[0], -1, -1)  # (B, 1, d_model): T_q = 1
+        pooled, _ = self.attn(asking, x, x, mask)  # keys and values from the sequence
+        return pooled[:, 0]  # (B, d_model)
+
+
+class _PoolingIgnoresMask(_ReferencePooling):
+    def forward(self, x, mask=None):
+        return super().forward(x)
+
+
+class _PoolingKeepsQueryAxis(_ReferencePooling):
+    def forward(self, x, mask=None):
+        return self.attn(self.query.expand(x.shape[0], -1, -1), x, x, mask)[0]
+
+
+class _PoolingFirstToken(_ReferencePooling):
+    def forward(self, x, mask=None):
+        return self.attn(x[:, :1], x, x, mask)[0][:, 0]
+
+
+def _run_pooling(module, x, mask):
+    try:
+        with torch.no_grad():
+            return module.eval()(x, mask), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def _compare_pooling(expected, got) -> str | None:
+    """Give the answer the expected module's weights; compare them on padded batches."""
+    if not isinstance(got, nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        return (
+            f"the module's parameters have different names: missing {missing[:3]}, "
+            f"unexpected {extra[:3]} (a parameter named query and a MultiHeadAttention "
+            "named attn)"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    d_model = want["query"].shape[-1]
+    g = torch.Generator().manual_seed(410 + d_model)
+    for lengths, t in [([5, 3, 1], 5), ([4], 4)]:
+        x = torch.randn(len(lengths), t, d_model, generator=g)
+        mask = padding_mask(torch.tensor(lengths), max_len=t)  # (B, 1, T)
+        x = x.masked_fill(~mask.transpose(1, 2), 50.0)  # loud padding vectors
+        where = f"forward(x {tuple(x.shape)}, padding mask for lengths {lengths})"
+        out_expected, err_expected = _run_pooling(expected, x, mask)
+        out_got, err_got = _run_pooling(got, x, mask)
+        if err_expected or err_got:
+            return f"{where} raised {err_got or err_expected}"
+        diff = compare(out_expected, out_got, where=where)
+        if diff:
+            return diff
+    return None
+
+
+q10 = Question(
+    "ch04.q10",
+    "Attention pooling from MultiHeadAttention",
+    reference=_ReferencePooling,
+    cases=lambda: [
+        Case("d_model=8, n_heads=2", (8, 2), seed=101),
+        Case("d_model=12, n_heads=3", (12, 3), seed=102),
+    ],
+    mistakes=[
+        Mistake(
+            "the padding mask not passed to the attention",
+            _PoolingIgnoresMask,
+            "Padding vectors are not part of the sentence: pass mask to MultiHeadAttention so "
+            "the query gives them weight 0.",
+        ),
+        Mistake(
+            "the query axis kept: (B, 1, d_model)",
+            _PoolingKeepsQueryAxis,
+            "One query gives one output row per sequence; drop that axis of size 1 to return "
+            "(B, d_model).",
+        ),
+        Mistake(
+            "the first token used as the query",
+            _PoolingFirstToken,
+            "The query is the learned parameter, the same for every sequence; the sequence "
+            "supplies only the keys and values.",
+        ),
+    ],
+    hints=[
+        "This is cross-attention with a single query: the query comes from a learned "
+        "nn.Parameter of shape (1, 1, d_model), the keys and values from x.",
+        "MultiHeadAttention wants a query with the batch size of the keys: expand the "
+        "parameter to (B, 1, d_model) (expand does not copy).",
+        "attn(query, key, value, mask) returns (output, weights); the output is (B, 1, "
+        "d_model), one row per query.",
+    ],
+    compare_fn=_compare_pooling,
+)
+
+
 # --------------------------------------------------------------------------- library counterparts
 def _library_attention(q, k, v):
     return scaled_dot_product_attention(q, k, v)
@@ -564,12 +991,50 @@ def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
     return mha(x, x, x)[0]
 
 
+def _library_predicted_shapes(kind):
+    index = SHAPE_KINDS.index(kind)
+    g = torch.Generator().manual_seed(0)
+    if index in (0, 1):
+        mha = MultiHeadAttention(16, 4)
+        out, weights = mha(
+            _randn(g, 2, 3, 16), _randn(g, 2, 7, 16), _randn(g, 2, 7, 16), None, True
+        )
+        return tuple(weights.shape) if index == 0 else tuple(out.shape)
+    if index == 2:
+        return sum(p.numel() for p in MultiHeadAttention(16, 4).parameters())
+    x = _randn(g, 2, 5, 16)
+    return tuple(MultiHeadAttention(16, 1)(x, x, x, need_weights=True)[1].shape)
+
+
+def _library_fixed_attention(q, k, v, mask=None):
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
+def _library_weight_jacobian(s, d_k):
+    with torch.enable_grad():
+        return torch.autograd.functional.jacobian(lambda z: masked_softmax(z / math.sqrt(d_k)), s)
+
+
 q1.library = _library_attention
 q2.library = _library_masked_attention
 q3.library = causal_mask
 q4.library = _library_decoder_mask
 q5.library = split_heads
 q6.library = _library_mha
+q7.library = _library_predicted_shapes
+q8.library = _library_fixed_attention
+q9.library = _library_weight_jacobian
+q10.library_note = (
+    "none: tfbook has no attention pooling; the reference is built on "
+    "tfbook.attention.MultiHeadAttention"
+)
 
-EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6])
+for _q in (q1, q2, q3, q4, q5, q6):
+    _q.kind = "implement"
+q7.kind = "predict"
+q8.kind = "debug"
+q9.kind = "derive"
+q10.kind = "build"
+
+EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6, q7, q8, q9, q10])
 progress = EXERCISES.progress

@@ -1,6 +1,13 @@
 """Chapter 5 exercises: feed-forward network, GELU, layer normalisation, residual sub-layers,
 dropout (chapter 5).
 
+1. the position-wise feed-forward network; 2. exact GELU; 3. layer normalisation;
+4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the
+parameters of a feed-forward sub-layer; 7. predict, then run: the mean, std and norm of a
+LayerNorm output (``tfbook.norm.LayerNorm`` reveals them); 8. build with the library: an
+encoder layer from ``SelfAttention``, ``PositionwiseFeedForward`` and ``ResidualSublayer``
+(``tfbook.model.EncoderLayer`` in chapter 6).
+
 Usage in the notebook::
 
     from tfbook.exercises import ch05 as ex
@@ -15,11 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.attention import SelfAttention
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
 
-__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
+__all__ = [
+    "q1",
+    "q2",
+    "q3",
+    "q4",
+    "q5",
+    "q6",
+    "q7",
+    "q8",
+    "layer_norm_token",
+    "EXERCISES",
+    "progress",
+]
 
 
 # --------------------------------------------------------------------------- q1: the FFN
@@ -540,6 +560,226 @@ q6 = Question(
 )
 
 
+# --------------------------------------------------------------------------- q7: predict
+
+#: What exercise 5.7 asks about: y = LayerNorm(16)(x) for one token x (gain 1, bias 0 unless
+#: said otherwise), with x = 3 * randn(16) + 1 (see ``layer_norm_token``).
+LN_KINDS = (
+    "y.mean()",
+    "y.std()",
+    "y.norm()",
+    "y.std() with gamma = 2 and beta = 1",
+    "y.std() for a constant token (every entry 5.0)",
+)
+LN_WIDTH = 16
+
+
+def layer_norm_token() -> torch.Tensor:
+    """The token of exercise 5.7: 16 numbers with mean about 1 and standard deviation about 3."""
+    return 3.0 * torch.randn(LN_WIDTH, generator=torch.Generator().manual_seed(57)) + 1.0
+
+
+def _reference_predicted_ln(kind):
+    """Statistics of a LayerNorm output, as torch prints them (eps is negligible here)."""
+    d = LN_WIDTH
+    # y has mean 0 and *biased* variance 1: sum(y**2) = d. torch.std divides by d - 1.
+    unbiased_std = math.sqrt(d / (d - 1))
+    answers = {
+        LN_KINDS[0]: 0.0,
+        LN_KINDS[1]: unbiased_std,
+        LN_KINDS[2]: math.sqrt(d),  # sqrt(sum(y**2))
+        LN_KINDS[3]: 2.0 * unbiased_std,  # gamma stretches; beta only shifts
+        LN_KINDS[4]: 0.0,  # x - mean is 0 everywhere: 0 / sqrt(0 + eps) = 0
+    }
+    return answers[kind]
+
+
+def _ln_with(**changes):
+    def wrong(kind):
+        return changes.get(f"k{LN_KINDS.index(kind)}", _reference_predicted_ln(kind))
+
+    return wrong
+
+
+_UNBIASED = math.sqrt(LN_WIDTH / (LN_WIDTH - 1))
+_ln_biased_std = _ln_with(k1=1.0, k3=2.0)
+_ln_unit_length = _ln_with(k1=_UNBIASED / math.sqrt(LN_WIDTH), k2=1.0)
+_ln_beta_widens = _ln_with(k3=2.0 * _UNBIASED + 1.0)
+_ln_constant_unit = _ln_with(k4=_UNBIASED)
+
+
+q7 = Question(
+    "ch05.q7",
+    "Predict what LayerNorm's output looks like",
+    reference=_reference_predicted_ln,
+    cases=lambda: [Case(kind, (kind,)) for kind in LN_KINDS],
+    mistakes=[
+        Mistake(
+            "torch's std taken to be LayerNorm's (biased) one",
+            _ln_biased_std,
+            "LayerNorm makes the biased variance (divide by d) equal to 1; torch.std divides by "
+            "d - 1 by default, so it prints sqrt(d / (d - 1)).",
+        ),
+        Mistake(
+            "LayerNorm thought to give vectors of length 1",
+            _ln_unit_length,
+            "LayerNorm fixes the mean and the variance of the entries, not the length: a vector "
+            "of d entries with mean 0 and variance 1 has length sqrt(d).",
+        ),
+        Mistake(
+            "beta thought to change the spread",
+            _ln_beta_widens,
+            "Adding the same shift to every entry moves the mean, not the spread; only gamma "
+            "stretches it.",
+        ),
+        Mistake(
+            "a constant token thought to come out with unit spread",
+            _ln_constant_unit,
+            "A constant vector has x - mu = 0 everywhere, so the output is 0 * gamma + beta: "
+            "eps avoids the division by zero, it does not create a spread.",
+        ),
+    ],
+    hints=[
+        "Write y = (x - mu) / sqrt(var + eps) with var the biased variance. Here var is about 9, "
+        "so eps changes nothing you can see: y has mean 0 and (1/d) sum(y**2) = 1.",
+        "torch.std and Tensor.norm are defined by sums of squares: work out sum(y**2) first. "
+        "Check which denominator torch.std uses by default.",
+        "Return exact expressions (math.sqrt(...)); the check allows a difference of 1e-4.",
+    ],
+    atol=1e-4,
+    rtol=1e-4,
+)
+
+
+# --------------------------------------------------------------------------- q8: build
+
+
+class _ReferenceEncoderLayer(nn.Module):
+    """An encoder layer from library parts: what ``tfbook.model.EncoderLayer`` (chapter 6)
+    computes with dropout 0."""
+
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        attention = SelfAttention(d_model, n_heads)
+        self.self_attn = ResidualSublayer(d_model, attention, norm_first=norm_first)
+        feed_forward = PositionwiseFeedForward(d_model, d_ff)  # ReLU, as in the paper
+        self.ffn = ResidualSublayer(d_model, feed_forward, norm_first=norm_first)
+
+    def forward(self, x, mask=None):
+        x = self.self_attn(x, mask)  # (B, T, d_model): tokens read each other
+        return self.ffn(x)  # (B, T, d_model): then each token on its own
+
+
+class _EncoderIgnoresMask(_ReferenceEncoderLayer):
+    def forward(self, x, mask=None):
+        return self.ffn(self.self_attn(x))
+
+
+class _EncoderFfnFirst(_ReferenceEncoderLayer):
+    def forward(self, x, mask=None):
+        return self.self_attn(self.ffn(x), mask)
+
+
+class _EncoderAlwaysPreLN(_ReferenceEncoderLayer):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first=True)
+
+
+class _EncoderGelu(_ReferenceEncoderLayer):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first)
+        self.ffn.sublayer = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
+
+
+def _run_layer(module, x, mask):
+    try:
+        with torch.no_grad():
+            return module.eval()(x, mask), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def _compare_encoder_layers(expected, got) -> str | None:
+    """Give the answer the expected layer's weights and compare them with masks."""
+    if not isinstance(got, nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        return (
+            f"the layer's parameters have different names: missing {missing[:3]}, "
+            f"unexpected {extra[:3]} (name the sub-layers self_attn and ffn, each a "
+            "ResidualSublayer)"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    d_model = want["ffn.norm.weight"].shape[0]
+    g = torch.Generator().manual_seed(580 + d_model)
+    for b, t in [(2, 5), (3, 4)]:
+        x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
+        lengths = torch.tensor([t] + [t - 2] * (b - 1))
+        keys_real = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
+        for mask, what in ((keys_real, "padding mask"), (None, "no mask")):
+            where = f"forward(x {tuple(x.shape)}, {what})"
+            out_expected, err_expected = _run_layer(expected, x, mask)
+            out_got, err_got = _run_layer(got, x, mask)
+            if err_expected or err_got:
+                return f"{where} raised {err_got or err_expected}"
+            diff = compare(out_expected, out_got, where=where)
+            if diff:
+                return diff
+    return None
+
+
+q8 = Question(
+    "ch05.q8",
+    "An encoder layer from library parts",
+    reference=_ReferenceEncoderLayer,
+    cases=lambda: [
+        Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=81),
+        Case("post-LN, d_model=12, n_heads=3, d_ff=24", (12, 3, 24, False), seed=82),
+    ],
+    mistakes=[
+        Mistake(
+            "the mask not passed to the self-attention",
+            _EncoderIgnoresMask,
+            "ResidualSublayer hands every argument after x to the sub-layer it wraps: "
+            "call the attention sub-layer with (x, mask).",
+        ),
+        Mistake(
+            "the feed-forward network before the attention",
+            _EncoderFfnFirst,
+            "The order is the paper's: self-attention (tokens exchange information), then the "
+            "position-wise network.",
+        ),
+        Mistake(
+            "norm_first ignored (always pre-LN)",
+            _EncoderAlwaysPreLN,
+            "Pass norm_first on to both ResidualSublayer objects so a post-LN layer can be "
+            "built too.",
+        ),
+        Mistake(
+            "a GELU feed-forward network",
+            _EncoderGelu,
+            "Use PositionwiseFeedForward's default activation, ReLU, as the paper's encoder does.",
+        ),
+    ],
+    hints=[
+        "Three library classes do all the work: chapter 4's SelfAttention, this chapter's "
+        "PositionwiseFeedForward and ResidualSublayer around each of them.",
+        "Name the two wrapped sub-layers self_attn and ffn (the check copies weights by name) "
+        "and give both the same norm_first.",
+        "forward calls the two wrapped sub-layers one after the other; only the attention "
+        "needs the mask.",
+    ],
+    compare_fn=_compare_encoder_layers,
+)
+
+
 # --------------------------------------------------------------------------- library counterparts
 def _library_ffn(x, w1, b1, w2, b2, activation="relu"):
     ffn = PositionwiseFeedForward(w1.shape[0], w1.shape[1], activation=activation).to(x.dtype)
@@ -580,8 +820,36 @@ q1.library = _library_ffn
 q2.library = _library_gelu
 q3.library = _library_layer_norm
 q4.library = _library_pre_ln
+
+
+def _library_predicted_ln(kind):
+    index = LN_KINDS.index(kind)
+    norm = LayerNorm(LN_WIDTH).double()
+    x = layer_norm_token().double()
+    if index == 3:
+        with torch.no_grad():
+            norm.weight.fill_(2.0)
+            norm.bias.fill_(1.0)
+    if index == 4:
+        x = torch.full((LN_WIDTH,), 5.0, dtype=torch.float64)
+    y = norm(x)
+    return {0: y.mean(), 2: y.norm()}.get(index, y.std()).item()
+
+
 q5.library_note = "none: tfbook uses torch.nn.Dropout, whose random draws are not exposed"
 q6.library = _library_param_count
+q7.library = _library_predicted_ln
+q8.library_note = (
+    "tfbook.model.EncoderLayer (chapter 6, later than this module may import); "
+    "tests/test_exercise_kinds.py checks that the reference computes the same function"
+)
 
-EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6])
+for _q in (q1, q2, q3, q5):
+    _q.kind = "implement"
+q4.kind = "debug"
+q6.kind = "derive"
+q7.kind = "predict"
+q8.kind = "build"
+
+EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

@@ -1,0 +1,862 @@
+"""Graded exercises of chapter 6, "The encoder, the decoder and the three families".
+
+1. predict, then run: the parameter counts of an encoder layer, a decoder layer and a
+   GPT-style decoder layer (``tfbook.model.count_parameters`` reveals them);
+2. debugging: source 001's pre-LN decoder layer adds each residual to the normalised input;
+   fix it (``tfbook.model.DecoderLayer`` with ``norm_first=True`` is the fixed layer);
+3. build a decoder layer from the chapter 4 and 5 parts (``tfbook.model.DecoderLayer``);
+4. derivation: how many attention matrices, and how many attention weights, an N-layer
+   encoder-decoder computes in one forward pass;
+5. the tied output head: next-token probabilities from hidden vectors and the embedding
+   matrix (``tfbook.model.LMHead`` with ``tied_to``, then a softmax);
+6. the perturbation test: which output positions change when one input token changes.
+
+Usage: ``from tfbook.exercises import ch06 as ex; ex.q1.check(predicted_params)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
+from tfbook.embedding import TokenEmbedding
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.model import DecoderLayer, EncoderLayer, LMHead, count_parameters
+from tfbook.norm import LayerNorm, ResidualSublayer
+from tfbook.positional import SinusoidalPositionalEncoding
+
+__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
+
+
+class _Frozen:
+    """A fixed object handed to the student's function (a model, a bundle of sub-layers).
+
+    It prints as a short stable name (so feedback text is deterministic) and deep-copies to
+    itself, so the engine sees the same object before and after the call.
+    """
+
+    def __init__(self, name: str, fn) -> None:
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __deepcopy__(self, memo: dict) -> _Frozen:
+        return self
+
+
+# --------------------------------------------------------------------------- q1: predict
+
+
+#: The configuration of exercise 6.1.
+PREDICT_CONFIG = {"d_model": 8, "n_heads": 2, "d_ff": 32}
+KINDS = ("decoder layer", "encoder layer", "decoder-only layer")
+
+
+def _count(kind, attn_one, ffn, norms_per_sublayer=2, d=8, cross=True):
+    n_attn = {"encoder layer": 1, "decoder layer": 2 if cross else 1, "decoder-only layer": 1}
+    n_sub = n_attn[kind] + 1
+    return n_attn[kind] * attn_one + ffn + n_sub * norms_per_sublayer * d
+
+
+def _reference_predicted_params(kind):
+    """Parameters of one layer for d_model=8, n_heads=2, d_ff=32 (what
+    ``count_parameters(EncoderLayer(8, 2, 32))`` and ``DecoderLayer`` report)."""
+    d, d_ff = PREDICT_CONFIG["d_model"], PREDICT_CONFIG["d_ff"]
+    attention = 4 * (d * d + d)  # W^Q, W^K, W^V, W^O, each with a bias
+    ffn = d * d_ff + d_ff + d_ff * d + d  # W1, b1, W2, b2
+    norm = 2 * d  # gamma and beta of one LayerNorm
+    sublayers = {"decoder layer": 3, "encoder layer": 2, "decoder-only layer": 2}[kind]
+    return (sublayers - 1) * attention + ffn + sublayers * norm
+
+
+def _predict_no_attention_bias(kind):
+    d, d_ff = 8, 32
+    return _count(kind, 4 * d * d, 2 * d * d_ff + d_ff + d)
+
+
+def _predict_no_layernorm(kind):
+    d, d_ff = 8, 32
+    return _count(kind, 4 * (d * d + d), 2 * d * d_ff + d_ff + d, norms_per_sublayer=0)
+
+
+def _predict_no_output_projection(kind):
+    d, d_ff = 8, 32
+    return _count(kind, 3 * (d * d + d), 2 * d * d_ff + d_ff + d)
+
+
+def _predict_full_projection_per_head(kind):
+    d, d_ff, h = 8, 32, 2
+    return _count(kind, h * 4 * (d * d + d), 2 * d * d_ff + d_ff + d)
+
+
+def _predict_no_cross_attention(kind):
+    d, d_ff = 8, 32
+    return _count(kind, 4 * (d * d + d), 2 * d * d_ff + d_ff + d, cross=False)
+
+
+def _predict_no_ffn_bias(kind):
+    d, d_ff = 8, 32
+    return _count(kind, 4 * (d * d + d), 2 * d * d_ff)
+
+
+def _predict_cases():
+    return [Case(f"{kind}, d_model=8, n_heads=2, d_ff=32", (kind,)) for kind in KINDS]
+
+
+q1 = Question(
+    "ch06.q1",
+    "Predict the parameter counts of three layers",
+    reference=_reference_predicted_params,
+    cases=_predict_cases,
+    mistakes=[
+        Mistake(
+            "the biases of the four attention projections not counted",
+            _predict_no_attention_bias,
+            "Each of W^Q, W^K, W^V and W^O is an nn.Linear with a bias of d_model entries.",
+        ),
+        Mistake(
+            "the LayerNorms' gain and shift not counted",
+            _predict_no_layernorm,
+            "Every sub-layer sits in a ResidualSublayer with its own LayerNorm: 2 * d_model "
+            "parameters per sub-layer.",
+        ),
+        Mistake(
+            "the output projection W^O forgotten",
+            _predict_no_output_projection,
+            "Multi-head attention has four projections: the concatenated heads go through W^O.",
+        ),
+        Mistake(
+            "a full d_model x d_model projection per head",
+            _predict_full_projection_per_head,
+            "The heads share the projections: W^Q is one d_model x d_model matrix whose columns "
+            "are split into h heads of d_model / h features, so the count does not depend on h.",
+        ),
+        Mistake(
+            "the decoder layer counted without its cross-attention",
+            _predict_no_cross_attention,
+            "An encoder-decoder's decoder layer has two attention sub-layers (masked "
+            "self-attention and cross-attention), each with its own LayerNorm.",
+        ),
+        Mistake(
+            "the feed-forward biases not counted",
+            _predict_no_ffn_bias,
+            "The feed-forward network's two linear maps have biases of d_ff and d_model entries.",
+        ),
+    ],
+    hints=[
+        "Count one sub-layer at a time: an attention sub-layer, a feed-forward sub-layer, and "
+        "the LayerNorm each sub-layer is wrapped with.",
+        "A linear map from n to m features with a bias has n * m + m parameters; attention has "
+        "four of them (queries, keys, values, output), all d_model to d_model.",
+        "The number of heads does not change the count. A decoder-only (GPT) layer has no "
+        "cross-attention, so compare it with the encoder layer: only the mask differs.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q2: debugging
+
+
+class _DecoderParts:
+    """The sub-layers of one pre-LN decoder layer, as plain functions (for exercise 6.2).
+
+    ``norm1``, ``norm2``, ``norm3``: LayerNorms (random gain and shift); ``self_attn(h, mask)``:
+    multi-head self-attention; ``cross_attn(h, memory)``: queries from ``h``, keys and values
+    from ``memory``; ``ffn(h)``: the feed-forward network.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, seed: int) -> None:
+        self.d_model, self.n_heads = d_model, n_heads
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._sa = SelfAttention(d_model, n_heads).eval()
+            self._ca = CrossAttention(d_model, n_heads).eval()
+            self._ffn = PositionwiseFeedForward(d_model, 4 * d_model, activation="gelu").eval()
+            self._norms = [LayerNorm(d_model) for _ in range(3)]
+            with torch.no_grad():
+                for norm in self._norms:
+                    norm.weight.copy_(1.0 + 0.3 * torch.randn(d_model))
+                    norm.bias.copy_(0.3 * torch.randn(d_model))
+
+    def norm1(self, h):
+        with torch.no_grad():
+            return self._norms[0](h)
+
+    def norm2(self, h):
+        with torch.no_grad():
+            return self._norms[1](h)
+
+    def norm3(self, h):
+        with torch.no_grad():
+            return self._norms[2](h)
+
+    def self_attn(self, h, mask=None):
+        with torch.no_grad():
+            return self._sa(h, mask)
+
+    def cross_attn(self, h, memory):
+        with torch.no_grad():
+            return self._ca(h, memory)
+
+    def ffn(self, h):
+        with torch.no_grad():
+            return self._ffn(h)
+
+    def __repr__(self) -> str:
+        return f"DecoderParts(d_model={self.d_model}, n_heads={self.n_heads})"
+
+    def __deepcopy__(self, memo: dict) -> _DecoderParts:
+        return self
+
+
+def _reference_fixed_decoder_layer(x, memory, parts):
+    """A pre-LN decoder layer: what ``tfbook.model.DecoderLayer(norm_first=True)`` computes."""
+    future_hidden = causal_mask(x.shape[1])  # (T, T): position t sees 0..t
+    x = x + parts.self_attn(parts.norm1(x), future_hidden)  # masked self-attention
+    x = x + parts.cross_attn(parts.norm2(x), memory)  # Q from the decoder, K/V from memory
+    return x + parts.ffn(parts.norm3(x))  # the residual stream is never normalised
+
+
+def _buggy_decoder_layer(x, memory, parts):
+    mask = causal_mask(x.shape[1])
+    h = parts.norm1(x)
+    h = h + parts.self_attn(h, mask)
+    h = parts.norm2(h)
+    h = h + parts.cross_attn(h, memory)
+    h = parts.norm3(h)
+    return h + parts.ffn(h)
+
+
+def _decoder_only_ffn_fixed(x, memory, parts):
+    mask = causal_mask(x.shape[1])
+    h = parts.norm1(x)
+    h = h + parts.self_attn(h, mask)
+    h = parts.norm2(h)
+    h = h + parts.cross_attn(h, memory)
+    return h + parts.ffn(parts.norm3(h))
+
+
+def _decoder_no_causal_mask(x, memory, parts):
+    x = x + parts.self_attn(parts.norm1(x))
+    x = x + parts.cross_attn(parts.norm2(x), memory)
+    return x + parts.ffn(parts.norm3(x))
+
+
+def _decoder_queries_from_memory(x, memory, parts):
+    x = x + parts.self_attn(parts.norm1(x), causal_mask(x.shape[1]))
+    x = x + parts.cross_attn(memory, parts.norm2(x))
+    return x + parts.ffn(parts.norm3(x))
+
+
+def _decoder_memory_normalised(x, memory, parts):
+    x = x + parts.self_attn(parts.norm1(x), causal_mask(x.shape[1]))
+    x = x + parts.cross_attn(parts.norm2(x), parts.norm2(memory))
+    return x + parts.ffn(parts.norm3(x))
+
+
+def _decoder_post_ln(x, memory, parts):
+    x = parts.norm1(x + parts.self_attn(x, causal_mask(x.shape[1])))
+    x = parts.norm2(x + parts.cross_attn(x, memory))
+    return parts.norm3(x + parts.ffn(x))
+
+
+def _debug_cases():
+    cases = []
+    # the first case has as many target as source positions, so a layer that swaps the
+    # roles of the two sequences in cross-attention still runs (and can be recognised)
+    for seed, (b, t, s, d, h) in enumerate([(2, 4, 4, 8, 2), (1, 5, 7, 12, 3), (3, 3, 6, 8, 4)]):
+        g = torch.Generator().manual_seed(seed)
+        x = 3.0 * torch.randn(b, t, d, generator=g) + 1.0  # a residual stream of some size
+        memory = torch.randn(b, s, d, generator=g)  # an encoder output (normalised scale)
+        cases.append(
+            Case(f"random, T={t}, S={s}, seed {seed}", (x, memory, _DecoderParts(d, h, seed)))
+        )
+    g = torch.Generator().manual_seed(9)
+    x, memory = 3.0 * torch.randn(2, 1, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    cases.append(Case("edge: a single target position", (x, memory, _DecoderParts(8, 2, 9))))
+    return cases
+
+
+q2 = Question(
+    "ch06.q2",
+    "Fix source 001's pre-LN decoder layer",
+    reference=_reference_fixed_decoder_layer,
+    cases=_debug_cases,
+    mistakes=[
+        Mistake(
+            "source 001's listing unchanged: every residual added to the normalised input",
+            _buggy_decoder_layer,
+            "In pre-LN only the branch sees normalised vectors: each sub-layer adds its output "
+            "to the raw stream x, never to norm(x).",
+        ),
+        Mistake(
+            "only the feed-forward sub-layer fixed",
+            _decoder_only_ffn_fixed,
+            "The self-attention and cross-attention sub-layers have the same bug: keep the "
+            "un-normalised stream for their residuals too.",
+        ),
+        Mistake(
+            "no causal mask in the decoder's self-attention",
+            _decoder_no_causal_mask,
+            "The decoder's self-attention is masked: pass causal_mask(T) so position t cannot "
+            "see the tokens after it.",
+        ),
+        Mistake(
+            "cross-attention queries taken from the encoder output",
+            _decoder_queries_from_memory,
+            "In cross-attention the decoder asks the questions: the queries come from the "
+            "(normalised) decoder stream, the keys and values from memory.",
+        ),
+        Mistake(
+            "the encoder output normalised with the decoder's LayerNorm",
+            _decoder_memory_normalised,
+            "Only the decoder's stream is normalised before cross-attention; memory is used "
+            "as the encoder produced it.",
+        ),
+        Mistake(
+            "post-LN order instead of pre-LN",
+            _decoder_post_ln,
+            "That is the paper's post-LN order; the layer to fix is pre-LN: normalise the "
+            "branch's input, add the branch's output to the raw stream.",
+        ),
+    ],
+    hints=[
+        "Compare each pair of lines of the listing with the pre-LN formula of chapter 5: "
+        "new stream = old stream + sublayer(norm(old stream)).",
+        "Keep one variable for the residual stream and never overwrite it with a normalised "
+        "copy; the normalised copy is only the input of the branch.",
+        "The masked self-attention and the cross-attention were right in the listing apart "
+        "from the residual: keep the causal mask, and keep memory as the second argument "
+        "of cross_attn.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q3: build a layer
+
+
+class _ReferenceDecoderLayer(nn.Module):
+    """A decoder layer from library parts: what ``tfbook.model.DecoderLayer`` is."""
+
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x, self_mask)  # masked self-attention over the target
+        x = self.cross_attn(x, memory, memory_mask)  # queries from x, keys/values from memory
+        return self.ffn(x)  # (B, T, d_model)
+
+
+class _LayerIgnoresSelfMask(_ReferenceDecoderLayer):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x)
+        x = self.cross_attn(x, memory, memory_mask)
+        return self.ffn(x)
+
+
+class _LayerQueriesFromMemory(_ReferenceDecoderLayer):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(memory, x, memory_mask)
+        return self.ffn(x)
+
+
+class _LayerCrossBeforeSelf(_ReferenceDecoderLayer):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.cross_attn(x, memory, memory_mask)
+        x = self.self_attn(x, self_mask)
+        return self.ffn(x)
+
+
+class _LayerIgnoresMemoryMask(_ReferenceDecoderLayer):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(x, memory)
+        return self.ffn(x)
+
+
+class _LayerAlwaysPreLN(_ReferenceDecoderLayer):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first=True)
+
+
+class _LayerWithoutCrossAttention(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        return self.ffn(self.self_attn(x, self_mask))
+
+
+def _probes(d_model: int) -> list[tuple[str, tuple]]:
+    """Inputs on which two decoder layers with the same weights are compared."""
+    g = torch.Generator().manual_seed(1000 + d_model)
+    probes = []
+    for b, t, s in [(2, 4, 4), (2, 3, 6)]:
+        x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0  # (B, T, d_model)
+        memory = torch.randn(b, s, d_model, generator=g)  # (B, S, d_model)
+        lengths = torch.tensor([s] + [s - 2] * (b - 1))
+        memory_mask = padding_mask(lengths, max_len=s)  # (B, 1, S): last 2 source tokens padded
+        probes.append(
+            (
+                f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, causal self mask "
+                "and source padding mask",
+                (x, memory, causal_mask(t), memory_mask),
+            )
+        )
+    return probes
+
+
+def _run(module: nn.Module, args: tuple):
+    try:
+        with torch.no_grad():
+            return module.eval()(*args), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def _compare_layers(expected, got) -> str | None:
+    """Load the expected layer's weights into the answer and compare their outputs."""
+    if not isinstance(got, nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        return (
+            "the layer's parameters have different names: "
+            f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''} "
+            "(name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer)"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    d_model = next(iter(want.values())).shape[-1]
+    for where, args in _probes(d_model):
+        out_expected, err_expected = _run(expected, args)
+        out_got, err_got = _run(got, args)
+        if err_expected or err_got:
+            if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
+                continue  # both fail the same way (used when a known mistake is recognised)
+            return (
+                f"forward({where}) raised {err_got}"
+                if err_got
+                else f"forward({where}) should raise {err_expected}"
+            )
+        diff = compare(out_expected, out_got, where=f"forward({where})")
+        if diff:
+            return diff
+    return None
+
+
+q3 = Question(
+    "ch06.q3",
+    "A decoder layer from library parts",
+    reference=_ReferenceDecoderLayer,
+    cases=lambda: [
+        Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=61),
+        Case("post-LN, d_model=12, n_heads=3, d_ff=48", (12, 3, 48, False), seed=62),
+        Case("pre-LN, d_model=8, n_heads=4, d_ff=16", (8, 4, 16, True), seed=63),
+    ],
+    mistakes=[
+        Mistake(
+            "self_mask not passed to the self-attention",
+            _LayerIgnoresSelfMask,
+            "Pass self_mask on to the self-attention sub-layer: ResidualSublayer hands every "
+            "argument after x to the sub-layer it wraps.",
+        ),
+        Mistake(
+            "cross-attention queries taken from memory",
+            _LayerQueriesFromMemory,
+            "The residual stream x is what the wrapper normalises and what asks the questions: "
+            "x comes first, memory second.",
+        ),
+        Mistake(
+            "cross-attention before self-attention",
+            _LayerCrossBeforeSelf,
+            "The order is masked self-attention, then cross-attention, then the feed-forward "
+            "network.",
+        ),
+        Mistake(
+            "memory_mask not passed to the cross-attention",
+            _LayerIgnoresMemoryMask,
+            "The memory mask hides the source's padding tokens from the cross-attention: pass "
+            "it after memory.",
+        ),
+        Mistake(
+            "norm_first ignored (always pre-LN)",
+            _LayerAlwaysPreLN,
+            "Pass norm_first on to each ResidualSublayer so post-LN layers can be built too.",
+        ),
+        Mistake(
+            "no cross-attention sub-layer",
+            _LayerWithoutCrossAttention,
+            "An encoder-decoder's decoder layer has three sub-layers: add a ResidualSublayer "
+            "around a CrossAttention between the self-attention and the feed-forward network.",
+        ),
+    ],
+    hints=[
+        "__init__ creates three ResidualSublayer objects, one around each of SelfAttention, "
+        "CrossAttention and PositionwiseFeedForward, all with the same norm_first.",
+        "A ResidualSublayer normalises only its first argument and passes the others to the "
+        "sub-layer unchanged: SelfAttention takes (x, mask), CrossAttention (x, memory, mask).",
+        "forward runs the three sub-layers in the order of the decoder diagram (masked "
+        "self-attention, cross-attention, feed-forward), each on the output of the previous one.",
+    ],
+    compare_fn=_compare_layers,
+)
+
+
+# --------------------------------------------------------------------------- q4: derivation
+
+
+def _reference_attention_maps(n_layers, n_heads, src_len, tgt_len):
+    """(number of attention weight matrices, number of attention weights) in one forward pass
+    of an encoder-decoder with ``n_layers`` layers in each stack
+    (``tfbook.model.EncoderDecoder``)."""
+    encoder = src_len * src_len  # self-attention over the source: (S, S)
+    decoder = tgt_len * tgt_len + tgt_len * src_len  # masked self (T, T) and cross (T, S)
+    return 3 * n_layers * n_heads, n_layers * n_heads * (encoder + decoder)
+
+
+def _maps_no_cross(n_layers, n_heads, src_len, tgt_len):
+    return 2 * n_layers * n_heads, n_layers * n_heads * (src_len**2 + tgt_len**2)
+
+
+def _maps_no_heads(n_layers, n_heads, src_len, tgt_len):
+    return 3 * n_layers, n_layers * (src_len**2 + tgt_len**2 + tgt_len * src_len)
+
+
+def _maps_cross_square(n_layers, n_heads, src_len, tgt_len):
+    return 3 * n_layers * n_heads, n_layers * n_heads * (2 * src_len**2 + tgt_len**2)
+
+
+def _maps_causal_triangle(n_layers, n_heads, src_len, tgt_len):
+    tri = tgt_len * (tgt_len + 1) // 2
+    return 3 * n_layers * n_heads, n_layers * n_heads * (src_len**2 + tri + tgt_len * src_len)
+
+
+def _maps_encoder_on_target(n_layers, n_heads, src_len, tgt_len):
+    return 3 * n_layers * n_heads, n_layers * n_heads * (2 * tgt_len**2 + tgt_len * src_len)
+
+
+q4 = Question(
+    "ch06.q4",
+    "Counting attention maps in an encoder-decoder",
+    reference=_reference_attention_maps,
+    cases=lambda: [
+        Case("the base Transformer: N=6, h=8, S=10, T=7", (6, 8, 10, 7)),
+        Case("N=2, h=4, S=5, T=3", (2, 4, 5, 3)),
+        Case("source shorter than target: N=3, h=2, S=2, T=9", (3, 2, 2, 9)),
+        Case("edge: one layer, one head, one token each", (1, 1, 1, 1)),
+    ],
+    mistakes=[
+        Mistake(
+            "the decoder's cross-attention forgotten",
+            _maps_no_cross,
+            "Each decoder layer attends twice: masked self-attention over the target and "
+            "cross-attention from the target to the source.",
+        ),
+        Mistake(
+            "heads not counted",
+            _maps_no_heads,
+            "Every head computes its own weight matrix: multiply by the number of heads.",
+        ),
+        Mistake(
+            "the cross-attention matrix taken as S x S",
+            _maps_cross_square,
+            "Cross-attention has one row per decoder position (query) and one column per "
+            "encoder position (key): T x S.",
+        ),
+        Mistake(
+            "the causal matrix counted as a triangle",
+            _maps_causal_triangle,
+            "The masked entries are still entries of the T x T weight matrix (they are "
+            "exactly 0): count all T * T.",
+        ),
+        Mistake(
+            "the encoder's self-attention taken over the target length",
+            _maps_encoder_on_target,
+            "The encoder reads the source: its self-attention matrices are S x S.",
+        ),
+    ],
+    hints=[
+        "List the attention sub-layers of one encoder layer and of one decoder layer, and the "
+        "shape (queries x keys) of the weight matrix each head of each sub-layer produces.",
+        "A query sequence of length a attending to a key sequence of length b gives an a x b "
+        "matrix per head, whatever the mask.",
+        "Return a tuple (matrices, weights) of two ints.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q5: tied head
+
+
+def _reference_next_token_probs(h, embedding_weight, bias):
+    """softmax(h W_E^T + b): ``tfbook.model.LMHead(d_model, V, tied_to=W_E)`` plus a softmax."""
+    logits = h @ embedding_weight.T + bias  # (B, T, V): one score per vocabulary entry
+    return torch.softmax(logits, dim=-1)  # a distribution over the vocabulary per position
+
+
+def _probs_over_positions(h, embedding_weight, bias):
+    return torch.softmax(h @ embedding_weight.T + bias, dim=1)
+
+
+def _probs_logits_only(h, embedding_weight, bias):
+    return h @ embedding_weight.T + bias
+
+
+def _probs_no_bias(h, embedding_weight, bias):
+    return torch.softmax(h @ embedding_weight.T, dim=-1)
+
+
+def _probs_log_softmax(h, embedding_weight, bias):
+    return F.log_softmax(h @ embedding_weight.T + bias, dim=-1)
+
+
+def _probs_scaled_like_input(h, embedding_weight, bias):
+    d_model = h.shape[-1]
+    return torch.softmax(math.sqrt(d_model) * (h @ embedding_weight.T) + bias, dim=-1)
+
+
+def _probs_cases():
+    cases = []
+    for seed, (b, t, d, v) in enumerate([(2, 4, 8, 11), (1, 5, 16, 7), (3, 2, 4, 20)]):
+        g = torch.Generator().manual_seed(seed)
+        h = torch.randn(b, t, d, generator=g)
+        w = torch.randn(v, d, generator=g) / math.sqrt(d)
+        bias = 0.5 * torch.randn(v, generator=g)
+        cases.append(Case(f"random, V={v}, d_model={d}, seed {seed}", (h, w, bias)))
+    g = torch.Generator().manual_seed(7)
+    w, bias = torch.randn(6, 8, generator=g), torch.randn(6, generator=g)
+    cases.append(Case("edge: one position (T=1)", (torch.randn(2, 1, 8, generator=g), w, bias)))
+    cases.append(
+        Case("edge: zero hidden vectors give softmax(bias)", (torch.zeros(1, 3, 8), w, bias))
+    )
+    return cases
+
+
+q5 = Question(
+    "ch06.q5",
+    "Next-token probabilities from a tied output head",
+    reference=_reference_next_token_probs,
+    cases=_probs_cases,
+    mistakes=[
+        Mistake(
+            "softmax over the positions instead of the vocabulary",
+            _probs_over_positions,
+            "Each position gets its own distribution over the V tokens: normalise along the "
+            "last axis (dim=-1).",
+        ),
+        Mistake(
+            "logits returned without the softmax",
+            _probs_logits_only,
+            "The linear map gives logits (any real numbers); the softmax turns them into "
+            "probabilities that are positive and sum to 1.",
+        ),
+        Mistake(
+            "the output bias left out",
+            _probs_no_bias,
+            "Tying shares the weight matrix only; the head keeps its own bias of V entries: "
+            "add it to the logits.",
+        ),
+        Mistake(
+            "log-probabilities (log_softmax) instead of probabilities",
+            _probs_log_softmax,
+            "log_softmax is what a loss uses; the question asks for the probabilities themselves.",
+        ),
+        Mistake(
+            "logits multiplied by sqrt(d_model) like the input embedding",
+            _probs_scaled_like_input,
+            "The sqrt(d_model) factor belongs to the input side (the embedding look-up); the "
+            "output head multiplies by the shared matrix as it is.",
+        ),
+    ],
+    hints=[
+        "The tied head uses the embedding matrix W_E (V x d_model) as its weight: one score "
+        "per vocabulary entry is the dot product of the hidden vector with that entry's row.",
+        "Shapes: (B, T, d_model) times the transpose of (V, d_model) gives (B, T, V); then add "
+        "the bias (V,), which broadcasts.",
+        "Normalise each position's V scores into a distribution; the result is positive and "
+        "sums to 1 along the vocabulary axis.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- q6: perturbation
+
+
+class _TinyModel(nn.Module):
+    """Embedding + sinusoidal positions + [self-attention sub-layer] + FFN sub-layer."""
+
+    def __init__(self, vocab_size: int, d_model: int, mixing: str, seed: int) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.embed = TokenEmbedding(vocab_size, d_model)
+            self.positions = SinusoidalPositionalEncoding(d_model)
+            self.mixing = mixing
+            self.attn = ResidualSublayer(d_model, SelfAttention(d_model, 2))
+            self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model))
+
+    def forward(self, ids):
+        x = self.positions(self.embed(ids))  # (1, T, d_model)
+        if self.mixing == "causal":
+            x = self.attn(x, causal_mask(ids.shape[1]))
+        elif self.mixing == "bidirectional":
+            x = self.attn(x)
+        return self.ffn(x)  # (1, T, d_model)
+
+
+def _reference_changed_outputs(model, ids, t, new_id):
+    """Which output positions react when token ``t`` is replaced by ``new_id``: the
+    perturbation test the chapter runs on ``tfbook.model.GPT`` and ``tfbook.model.BERT``."""
+    before = model(ids)  # (1, T, d_model)
+    changed_ids = ids.clone()
+    changed_ids[0, t] = new_id
+    after = model(changed_ids)
+    return (after - before).abs().amax(dim=-1)[0] > 1e-6  # (T,) boolean
+
+
+def _changed_assumed_causal(model, ids, t, new_id):
+    return torch.arange(ids.shape[1]) >= t
+
+
+def _changed_only_t(model, ids, t, new_id):
+    return torch.arange(ids.shape[1]) == t
+
+
+def _changed_inverted(model, ids, t, new_id):
+    return ~_reference_changed_outputs(model, ids, t, new_id)
+
+
+def _changed_indices(model, ids, t, new_id):
+    return torch.nonzero(_reference_changed_outputs(model, ids, t, new_id)).flatten()
+
+
+def _perturbation_cases():
+    cases = []
+    for seed, (mixing, t_len, t) in enumerate(
+        [("causal", 6, 2), ("bidirectional", 5, 3), ("position-wise", 5, 1), ("causal", 4, 0)]
+    ):
+        model = _TinyModel(12, 8, mixing, seed)
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(5, 12, (1, t_len), generator=g)
+        new_id = 5 + (int(ids[0, t]) - 5 + 3) % 7  # a different id from the same range
+        name = f"{mixing} model, T={t_len}, perturb position {t}"
+        cases.append(Case(name, (_Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
+    return cases
+
+
+q6 = Question(
+    "ch06.q6",
+    "The perturbation test: which outputs change",
+    reference=_reference_changed_outputs,
+    cases=_perturbation_cases,
+    mistakes=[
+        Mistake(
+            "assumed every model is causal (marked t and everything after it)",
+            _changed_assumed_causal,
+            "Measure, do not assume: run the model on both inputs and compare the outputs "
+            "position by position. A bidirectional model changes everywhere.",
+        ),
+        Mistake(
+            "only position t marked",
+            _changed_only_t,
+            "Attention carries the change to other positions: compare every output position.",
+        ),
+        Mistake(
+            "marked the positions that did not change",
+            _changed_inverted,
+            "Return True where the output changed (difference above the tolerance), False "
+            "where it stayed the same.",
+        ),
+        Mistake(
+            "returned the indices of the changed positions instead of a mask",
+            _changed_indices,
+            "Return a boolean tensor of shape (T,), one entry per position, not the list of "
+            "positions.",
+        ),
+    ],
+    hints=[
+        "Run the model twice: on ids and on a copy of ids in which position t holds new_id "
+        "(clone first, so the caller's tensor is not modified).",
+        "For each position take the largest absolute difference over the d_model features, "
+        "and compare it with a small tolerance such as 1e-6.",
+        "The answer is a boolean tensor with one entry per position (shape (T,)); the batch "
+        "has one sequence.",
+    ],
+)
+
+
+# --------------------------------------------------------------------------- library counterparts
+# Each reference above is a second copy of tfbook.model code; tests/test_exercise_library.py runs
+# every case through both and requires them to agree.
+def _library_predicted_params(kind):
+    d, h, d_ff = (PREDICT_CONFIG[k] for k in ("d_model", "n_heads", "d_ff"))
+    layers = {
+        "decoder layer": lambda: DecoderLayer(d, h, d_ff),
+        "encoder layer": lambda: EncoderLayer(d, h, d_ff),
+        "decoder-only layer": lambda: DecoderLayer(d, h, d_ff, cross_attention=False),
+    }
+    return count_parameters(layers[kind]())
+
+
+def _library_fixed_decoder_layer(x, memory, parts):
+    layer = DecoderLayer(
+        parts.d_model, parts.n_heads, 4 * parts.d_model, activation="gelu", norm_first=True
+    ).eval()
+    subs = (layer.self_attn, layer.cross_attn, layer.ffn)
+    for sub, part, norm in zip(subs, (parts._sa, parts._ca, parts._ffn), parts._norms, strict=True):
+        sub.sublayer.load_state_dict(part.state_dict())
+        sub.norm.load_state_dict(norm.state_dict())
+    return layer(x, memory, self_mask=causal_mask(x.shape[1]))
+
+
+def _library_decoder_layer(d_model, n_heads, d_ff, norm_first=True):
+    return DecoderLayer(d_model, n_heads, d_ff, norm_first=norm_first)
+
+
+def _library_next_token_probs(h, embedding_weight, bias):
+    head = LMHead(h.shape[-1], embedding_weight.shape[0], tied_to=nn.Parameter(embedding_weight))
+    return torch.softmax(head(h) + bias, dim=-1)
+
+
+q1.library = _library_predicted_params
+q2.library = _library_fixed_decoder_layer
+q3.library = _library_decoder_layer
+q4.library_note = (
+    "counted by forward hooks on tfbook.model.EncoderDecoder in tests/test_exercises_ch06.py"
+)
+q5.library = _library_next_token_probs
+q6.library_note = "run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py"
+
+q1.kind = "predict"
+q2.kind = "debug"
+q3.kind = "build"
+q4.kind = "derive"
+q5.kind = "implement"
+q6.kind = "implement"
+
+EXERCISES = ExerciseSet("ch06", "Chapter 6 exercises", [q1, q2, q3, q4, q5, q6])
+progress = EXERCISES.progress
