@@ -362,6 +362,54 @@ def _call(fn: Callable[..., Any], case: Case) -> Any:
     return fn(*args, **kwargs)
 
 
+def run_module(module: torch.nn.Module, *args: Any) -> tuple[Any, str | None]:
+    """``(module.eval()(*args), None)`` without gradients, or ``(None, "Type: message")``.
+
+    For questions whose answer is a module: the student's exception becomes text that the
+    comparison reports (and compares with the reference's, when both fail the same way).
+    """
+    try:
+        with torch.no_grad():
+            return module.eval()(*args), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
+
+
+def adopt_weights(expected: torch.nn.Module, got: Any, what: str, naming: str) -> str | None:
+    """Load ``expected``'s weights into the answer ``got``, or say why it cannot take them.
+
+    Args:
+        expected: the reference module.
+        got: the student's answer (should be an ``nn.Module`` with the same parameters).
+        what: ``"module"`` or ``"layer"``, for the message.
+        naming: how the parameters must be named, shown when the names differ.
+
+    Returns:
+        ``None`` when the weights were loaded (the two modules can now be compared on
+        inputs), else a one-line description of the mismatch.
+    """
+    if not isinstance(got, torch.nn.Module):
+        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
+    want, have = expected.state_dict(), got.state_dict()
+    if set(want) != set(have):
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+
+        def few(names: list[str]) -> str:
+            return f"{names[:3]}{' ...' if len(names) > 3 else ''}"
+
+        return (
+            f"the {what}'s parameters have different names: missing {few(missing)}, "
+            f"unexpected {few(extra)} ({naming})"
+        )
+    for key, value in want.items():
+        if tuple(have[key].shape) != tuple(value.shape):
+            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
+            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
+    got.load_state_dict(want)
+    return None
+
+
 #: What an answer can do on one case (see :class:`Outcome`).
 OUTCOME_KINDS = ("returned", "not attempted", "timeout", "raised", "modified")
 

@@ -19,7 +19,15 @@ import math
 import torch
 from torch import nn
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Mistake,
+    Question,
+    adopt_weights,
+    compare,
+    run_module,
+)
 from tfbook.rnn import RNN, RNNCell, matmul_depth, matmul_path_length
 from tfbook.rnn import attention_preview as attention_preview_lib
 
@@ -685,38 +693,23 @@ class _BiRNNConcatOverTime(_ReferenceBiRNN):
         return torch.cat([ahead, behind.flip(1)], dim=1)
 
 
-def _run_module(module: nn.Module, x: torch.Tensor):
-    try:
-        with torch.no_grad():
-            return module.eval()(x), None
-    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"{type(exc).__name__}: {message}"
-
-
 def _compare_birnn(expected, got) -> str | None:
     """Give the answer the expected module's weights and compare their outputs."""
-    if not isinstance(got, nn.Module):
-        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
-    want, have = expected.state_dict(), got.state_dict()
-    if set(want) != set(have):
-        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        return (
-            f"the module's parameters have different names: missing {missing[:3]}, "
-            f"unexpected {extra[:3]} (name the two RNNs forward_rnn and backward_rnn, "
-            "each a tfbook.rnn.RNN)"
-        )
-    for key, value in want.items():
-        if tuple(have[key].shape) != tuple(value.shape):
-            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
-            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
-    got.load_state_dict(want)
+    problem = adopt_weights(
+        expected,
+        got,
+        "module",
+        "name the two RNNs forward_rnn and backward_rnn, each a tfbook.rnn.RNN",
+    )
+    if problem:
+        return problem
+    want = expected.state_dict()
     d_in = want["forward_rnn.cell.weight_ih"].shape[1]
     g = torch.Generator().manual_seed(800 + d_in)
     for b, t in [(3, 5), (1, 1)]:
         x = torch.randn(b, t, d_in, generator=g)
-        out_expected, err_expected = _run_module(expected, x)
-        out_got, err_got = _run_module(got, x)
+        out_expected, err_expected = run_module(expected, x)
+        out_got, err_got = run_module(got, x)
         if err_expected or err_got:
             return f"forward(x {tuple(x.shape)}) raised {err_got or err_expected}"
         diff = compare(out_expected, out_got, where=f"forward(x {tuple(x.shape)})")

@@ -20,7 +20,15 @@ import torch
 from torch import nn
 
 from tfbook.embedding import TokenEmbedding
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Mistake,
+    Question,
+    adopt_weights,
+    compare,
+    run_module,
+)
 from tfbook.positional import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -737,40 +745,25 @@ class _InputScaledAfterPositions(_InputNoScale):
         return self.position(self.token(ids)) * math.sqrt(self.token.d_model)
 
 
-def _run_module(module: nn.Module, x: torch.Tensor):
-    try:
-        with torch.no_grad():
-            return module.eval()(x), None
-    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"{type(exc).__name__}: {message}"
-
-
 def _compare_input_layers(expected, got) -> str | None:
     """Give the answer the expected layer's weights and compare their outputs on token ids."""
-    if not isinstance(got, nn.Module):
-        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
-    want, have = expected.state_dict(), got.state_dict()
-    if set(want) != set(have):
-        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        return (
-            f"the layer's parameters have different names: missing {missing}, unexpected "
-            f"{extra} (name the parts token and position, and use the positional encoding "
-            "asked for)"
-        )
-    for key, value in want.items():
-        if tuple(have[key].shape) != tuple(value.shape):
-            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
-            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
-    got.load_state_dict(want)
+    problem = adopt_weights(
+        expected,
+        got,
+        "layer",
+        "name the parts token and position, and use the positional encoding asked for",
+    )
+    if problem:
+        return problem
+    want = expected.state_dict()
     vocab_size = want["token.embedding.weight"].shape[0]
     table = want.get("position.table.weight")
     longest = table.shape[0] if table is not None else 9
     g = torch.Generator().manual_seed(380 + vocab_size)
     for b, t in [(2, min(5, longest)), (1, longest)]:
         ids = torch.randint(0, vocab_size, (b, t), generator=g)
-        out_expected, err_expected = _run_module(expected, ids)
-        out_got, err_got = _run_module(got, ids)
+        out_expected, err_expected = run_module(expected, ids)
+        out_got, err_got = run_module(got, ids)
         where = f"forward(ids {tuple(ids.shape)})"
         if err_expected or err_got:
             if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:

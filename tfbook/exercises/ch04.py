@@ -29,7 +29,15 @@ from tfbook.attention import (
     scaled_dot_product_attention,
     split_heads,
 )
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Mistake,
+    Question,
+    adopt_weights,
+    compare,
+    run_module,
+)
 
 __all__ = [
     "q1",
@@ -882,32 +890,14 @@ class _PoolingFirstToken(_ReferencePooling):
         return self.attn(x[:, :1], x, x, mask)[0][:, 0]
 
 
-def _run_pooling(module, x, mask):
-    try:
-        with torch.no_grad():
-            return module.eval()(x, mask), None
-    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"{type(exc).__name__}: {message}"
-
-
 def _compare_pooling(expected, got) -> str | None:
     """Give the answer the expected module's weights; compare them on padded batches."""
-    if not isinstance(got, nn.Module):
-        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
-    want, have = expected.state_dict(), got.state_dict()
-    if set(want) != set(have):
-        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        return (
-            f"the module's parameters have different names: missing {missing[:3]}, "
-            f"unexpected {extra[:3]} (a parameter named query and a MultiHeadAttention "
-            "named attn)"
-        )
-    for key, value in want.items():
-        if tuple(have[key].shape) != tuple(value.shape):
-            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
-            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
-    got.load_state_dict(want)
+    problem = adopt_weights(
+        expected, got, "module", "a parameter named query and a MultiHeadAttention named attn"
+    )
+    if problem:
+        return problem
+    want = expected.state_dict()
     d_model = want["query"].shape[-1]
     g = torch.Generator().manual_seed(410 + d_model)
     for lengths, t in [([5, 3, 1], 5), ([4], 4)]:
@@ -915,8 +905,8 @@ def _compare_pooling(expected, got) -> str | None:
         mask = padding_mask(torch.tensor(lengths), max_len=t)  # (B, 1, T)
         x = x.masked_fill(~mask.transpose(1, 2), 50.0)  # loud padding vectors
         where = f"forward(x {tuple(x.shape)}, padding mask for lengths {lengths})"
-        out_expected, err_expected = _run_pooling(expected, x, mask)
-        out_got, err_got = _run_pooling(got, x, mask)
+        out_expected, err_expected = run_module(expected, x, mask)
+        out_got, err_got = run_module(got, x, mask)
         if err_expected or err_got:
             return f"{where} raised {err_got or err_expected}"
         diff = compare(out_expected, out_got, where=where)

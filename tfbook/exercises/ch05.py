@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfbook.attention import SelfAttention
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Mistake,
+    Question,
+    adopt_weights,
+    compare,
+    run_module,
+)
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
 
@@ -691,32 +699,14 @@ class _EncoderGelu(_ReferenceEncoderLayer):
         self.ffn.sublayer = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
 
 
-def _run_layer(module, x, mask):
-    try:
-        with torch.no_grad():
-            return module.eval()(x, mask), None
-    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"{type(exc).__name__}: {message}"
-
-
 def _compare_encoder_layers(expected, got) -> str | None:
     """Give the answer the expected layer's weights and compare them with masks."""
-    if not isinstance(got, nn.Module):
-        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
-    want, have = expected.state_dict(), got.state_dict()
-    if set(want) != set(have):
-        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        return (
-            f"the layer's parameters have different names: missing {missing[:3]}, "
-            f"unexpected {extra[:3]} (name the sub-layers self_attn and ffn, each a "
-            "ResidualSublayer)"
-        )
-    for key, value in want.items():
-        if tuple(have[key].shape) != tuple(value.shape):
-            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
-            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
-    got.load_state_dict(want)
+    problem = adopt_weights(
+        expected, got, "layer", "name the sub-layers self_attn and ffn, each a ResidualSublayer"
+    )
+    if problem:
+        return problem
+    want = expected.state_dict()
     d_model = want["ffn.norm.weight"].shape[0]
     g = torch.Generator().manual_seed(580 + d_model)
     for b, t in [(2, 5), (3, 4)]:
@@ -725,8 +715,8 @@ def _compare_encoder_layers(expected, got) -> str | None:
         keys_real = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
         for mask, what in ((keys_real, "padding mask"), (None, "no mask")):
             where = f"forward(x {tuple(x.shape)}, {what})"
-            out_expected, err_expected = _run_layer(expected, x, mask)
-            out_got, err_got = _run_layer(got, x, mask)
+            out_expected, err_expected = run_module(expected, x, mask)
+            out_got, err_got = run_module(got, x, mask)
             if err_expected or err_got:
                 return f"{where} raised {err_got or err_expected}"
             diff = compare(out_expected, out_got, where=where)

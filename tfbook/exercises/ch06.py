@@ -24,7 +24,15 @@ from torch import nn
 
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
 from tfbook.embedding import TokenEmbedding
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Mistake,
+    Question,
+    adopt_weights,
+    compare,
+    run_module,
+)
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.model import DecoderLayer, EncoderLayer, LMHead, count_parameters
 from tfbook.norm import LayerNorm, ResidualSublayer
@@ -422,38 +430,21 @@ def _probes(d_model: int) -> list[tuple[str, tuple]]:
     return probes
 
 
-def _run(module: nn.Module, args: tuple):
-    try:
-        with torch.no_grad():
-            return module.eval()(*args), None
-    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"{type(exc).__name__}: {message}"
-
-
 def _compare_layers(expected, got) -> str | None:
     """Load the expected layer's weights into the answer and compare their outputs."""
-    if not isinstance(got, nn.Module):
-        return f"expected an nn.Module (an instance of your class), got {type(got).__name__}"
-    want, have = expected.state_dict(), got.state_dict()
-    if set(want) != set(have):
-        missing = sorted(set(want) - set(have))
-        extra = sorted(set(have) - set(want))
-        return (
-            "the layer's parameters have different names: "
-            f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''} "
-            "(name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer)"
-        )
-    for key, value in want.items():
-        if tuple(have[key].shape) != tuple(value.shape):
-            want_shape, have_shape = tuple(value.shape), tuple(have[key].shape)
-            return f"parameter {key}: expected shape {want_shape}, got {have_shape}"
-    got.load_state_dict(want)
+    problem = adopt_weights(
+        expected,
+        got,
+        "layer",
+        "name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer",
+    )
+    if problem:
+        return problem
+    want = expected.state_dict()
     d_model = next(iter(want.values())).shape[-1]
     for where, args in _probes(d_model):
-        out_expected, err_expected = _run(expected, args)
-        out_got, err_got = _run(got, args)
+        out_expected, err_expected = run_module(expected, *args)
+        out_got, err_got = run_module(got, *args)
         if err_expected or err_got:
             if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
                 continue  # both fail the same way (used when a known mistake is recognised)
