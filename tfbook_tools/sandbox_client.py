@@ -21,11 +21,11 @@ from typing import Any
 
 from tfbook.exercises._engine import (
     Case,
+    ExerciseSet,
     Mistake,
     Result,
     _run_with_timeout,
     _show,
-    _Table,
     run_answer,
 )
 from tfbook_tools.wire import MAX_MESSAGE, Session, WireError, decode
@@ -202,32 +202,8 @@ class RemoteQuestion:
         )
 
 
-class RemoteExerciseSet:
-    """``ex.EXERCISES`` while grading."""
-
-    def __init__(self, chapter: str, title: str, questions: list[RemoteQuestion]) -> None:
-        self.chapter, self.title, self.questions = chapter, title, questions
-
-    def __iter__(self):
-        return iter(self.questions)
-
-    def __len__(self) -> int:
-        return len(self.questions)
-
-    def __getitem__(self, qid: str) -> RemoteQuestion:
-        for q in self.questions:
-            if q.qid == qid or q.qid.endswith("." + qid):
-                return q
-        raise KeyError(qid)
-
-    def progress(self) -> None:
-        rows = [("question", "title", "points", "state")]
-        earned = 0.0
-        for q in self.questions:
-            rows.append((q.qid, q.title, f"{q.points:g}", q.state))
-            earned += q.points if q.state == "passed" else 0.0
-        total = sum(q.points for q in self.questions)
-        _show(_Table(f"{self.title}: {earned:g} of {total:g} points", rows))
+class RemoteExerciseSet(ExerciseSet):
+    """``ex.EXERCISES`` while grading: the engine's own set, holding :class:`RemoteQuestion` s."""
 
 
 _SETS: dict[str, RemoteExerciseSet] = {}
