@@ -236,3 +236,58 @@ def test_plausible_wrong_answer_is_rejected(qid, wrong):
     result = _question(qid).evaluate(wrong)
     assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
     assert result.points == 0
+
+
+# --------------------------------------------------------------------------- forbidden calls
+# Calling the library (or PyTorch) function the exercise asks the student to write passes every
+# value check; the engine watches the call and fails it, naming the function.
+
+
+def _calls(name):
+    import importlib
+
+    module, attr = name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), attr)
+
+
+FORBIDDEN_ANSWERS = {
+    "ch00.q1": lambda x, dim=-1: x.softmax(dim),
+    "ch01.q4": lambda x: _calls("tfbook.rnn.attention_preview")(x),
+    "ch03.q1": lambda seq_len, d_model: _calls("tfbook.positional.sinusoidal_encoding")(
+        seq_len, d_model, dtype=torch.float64
+    ),
+    "ch03.q5": lambda x: _calls("tfbook.positional.apply_rotary")(x),
+    "ch04.q1": lambda q, k, v: _calls("tfbook.attention.scaled_dot_product_attention")(q, k, v),
+    "ch04.q3": lambda seq_len: _calls("tfbook.attention.causal_mask")(seq_len),
+    "ch05.q2": lambda x: torch.nn.GELU()(x),
+    "ch05.q3": lambda x, gamma, beta, eps=1e-5: torch.nn.functional.layer_norm(
+        x, (x.shape[-1],), gamma, beta, eps
+    ),
+}
+
+
+@pytest.mark.parametrize("qid", sorted(FORBIDDEN_ANSWERS))
+def test_calling_the_function_to_be_written_is_rejected_and_named(qid):
+    question = _question(qid)
+    result = question.evaluate(FORBIDDEN_ANSWERS[qid])
+    assert result.status == "failed", result.text()
+    assert "this exercise asks you to compute it yourself" in result.text()
+    # the same function computes the right values: only the watch tells them apart
+    with torch.no_grad():
+        case = question.make_cases()[0]
+        problem = question.compare(
+            question.reference(*case.args, **case.kwargs),
+            FORBIDDEN_ANSWERS[qid](*case.args, **case.kwargs),
+        )
+    assert problem is None
+
+
+def test_switching_the_watch_off_is_noticed():
+    import sys
+
+    def sneaky(x, dim=-1):
+        sys.setprofile(None)
+        return torch.softmax(x, dim)
+
+    result = _question("ch00.q1").evaluate(sneaky)
+    assert result.status == "failed" and "sys.setprofile" in result.text()

@@ -270,7 +270,9 @@ class Judge:
                 }
                 for c in served
             ]
-            answer = session.request({"op": "cases", "cases": cases, "timeout": q.timeout})
+            request = {"op": "cases", "cases": cases, "timeout": q.timeout}
+            request["forbidden"] = list(q.forbidden)  # calls the answer must not make
+            answer = session.request(request)
             if answer.get("op") != "answer":
                 raise WireError("expected the answer")
             outcomes = _outcomes(answer.get("outcomes"), session, len(judged))

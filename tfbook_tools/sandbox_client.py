@@ -129,7 +129,8 @@ class RemoteQuestion:
                 )
                 for c in reply["cases"]
             ]
-            outcomes = run_answer(answer, cases, timeout)
+            forbidden = [str(n) for n in reply.get("forbidden", []) if isinstance(n, str)]
+            outcomes = run_answer(answer, cases, timeout, forbidden)
             sent = []
             for outcome in outcomes:
                 item = {"kind": outcome.kind, "detail": outcome.detail, "index": outcome.index}

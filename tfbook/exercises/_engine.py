@@ -29,6 +29,7 @@ import inspect
 import math
 import os
 import signal
+import sys
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
@@ -410,8 +411,74 @@ def adopt_weights(expected: torch.nn.Module, got: Any, what: str, naming: str) -
     return None
 
 
+def _resolve(name: str) -> Any:
+    """The object a dotted name such as ``"torch.nn.functional.gelu"`` refers to."""
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(name)
+
+
+class _CallWatch:
+    """Notices, through ``sys.setprofile``, a call to any of the ``forbidden`` functions.
+
+    Python functions are recognised by their code object, built-in functions by identity,
+    and ``"torch.Tensor.softmax"``-style names by the method's name on a tensor. A class
+    name forbids its ``forward``. Only the student's call runs under the watch.
+    """
+
+    def __init__(self, forbidden: Sequence[str]) -> None:
+        self.codes: dict[Any, str] = {}
+        self.builtins: dict[int, str] = {}
+        self.methods: dict[str, str] = {}
+        for name in forbidden:
+            if name.startswith("torch.Tensor."):
+                self.methods[name.rsplit(".", 1)[1]] = name
+                continue
+            obj = _resolve(name)
+            if isinstance(obj, type):
+                obj = obj.forward
+            code = getattr(obj, "__code__", None)
+            if code is not None:
+                self.codes[code] = name
+            else:
+                self.builtins[id(obj)] = name
+        self.seen: str | None = None
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if self.seen is not None:
+            return
+        if event == "call":
+            self.seen = self.codes.get(frame.f_code)
+        elif event == "c_call":
+            name = self.builtins.get(id(arg))
+            if name is None and self.methods:
+                owner = getattr(arg, "__self__", None)
+                if isinstance(owner, torch.Tensor):
+                    name = self.methods.get(getattr(arg, "__name__", ""))
+            self.seen = name
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        try:
+            return fn()
+        finally:
+            if sys.getprofile() != self._profile:  # the answer replaced the watch
+                self.seen = self.seen or "sys.setprofile"
+            sys.setprofile(previous)
+
+
 #: What an answer can do on one case (see :class:`Outcome`).
-OUTCOME_KINDS = ("returned", "not attempted", "timeout", "raised", "modified")
+OUTCOME_KINDS = ("returned", "not attempted", "timeout", "raised", "modified", "forbidden")
 
 
 @dataclass
@@ -420,7 +487,8 @@ class Outcome:
 
     ``kind`` is one of :data:`OUTCOME_KINDS`: ``"returned"`` (``value`` is the output),
     ``"not attempted"`` (it raised ``NotImplementedError``), ``"timeout"``, ``"raised"``
-    (``detail`` is ``"ExceptionType: first line of the message"``) or ``"modified"`` (it
+    (``detail`` is ``"ExceptionType: first line of the message"``), ``"forbidden"`` (it
+    called ``detail``, a function the exercise asks the student to write) or ``"modified"`` (it
     changed its positional argument number ``index`` in place).
     """
 
@@ -430,13 +498,20 @@ class Outcome:
     index: int = -1
 
 
-def run_answer(answer: Callable[..., Any], cases: Sequence[Case], timeout: float) -> list[Outcome]:
+def run_answer(
+    answer: Callable[..., Any],
+    cases: Sequence[Case],
+    timeout: float,
+    forbidden: Sequence[str] = (),
+) -> list[Outcome]:
     """Call ``answer`` on every case (fresh copies of the inputs, seeded, time-limited).
 
-    Stops after the first case that does not return normally. This is the only part of a
-    check that runs the student's code; it never sees the reference.
+    Stops after the first case that does not return normally, or that called one of the
+    ``forbidden`` functions (dotted names). This is the only part of a check that runs the
+    student's code; it never sees the reference.
     """
     outcomes: list[Outcome] = []
+    watch = _CallWatch(forbidden) if forbidden else None
     for case in cases:
         before = [_clone(a) for a in case.args]
         args = tuple(_clone(a) for a in case.args)
@@ -444,6 +519,8 @@ def run_answer(answer: Callable[..., Any], cases: Sequence[Case], timeout: float
 
         def run(args=args, kwargs=kwargs, seed=case.seed):
             _seed(seed)
+            if watch is not None:
+                return watch.run(lambda: answer(*args, **kwargs))
             return answer(*args, **kwargs)
 
         try:
@@ -457,6 +534,9 @@ def run_answer(answer: Callable[..., Any], cases: Sequence[Case], timeout: float
         except Exception as exc:  # noqa: BLE001 - the student's bug, reported
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             outcomes.append(Outcome("raised", detail=f"{type(exc).__name__}: {message}"))
+            break
+        if watch is not None and watch.seen:
+            outcomes.append(Outcome("forbidden", detail=watch.seen))
             break
         changed = [
             i
@@ -531,6 +611,9 @@ class Question:
         self._compare_fn = compare_fn
         self.library = library
         self.library_note = library_note
+        #: dotted names of functions the answer must not call (the exercise asks the
+        #: student to write them); set after construction, like ``kind``
+        self.forbidden: tuple[str, ...] = ()
         self.kind = "implement"
         self.state = "not checked"
         self._hints_shown = 0
@@ -587,7 +670,7 @@ class Question:
             )
         name = getattr(answer, "__name__", "answer")
         cases = self.make_cases()
-        return self.judge(name, cases, run_answer(answer, cases, self.timeout))
+        return self.judge(name, cases, run_answer(answer, cases, self.timeout, self.forbidden))
 
     def judge(self, name: str, cases: Sequence[Case], outcomes: Sequence[Outcome]) -> Result:
         """Compare what an answer called ``name`` did on ``cases`` with the reference.
@@ -613,6 +696,13 @@ class Question:
                 )
             if outcome.kind == "raised":
                 return self._result("error", f"call: {call}\nraised {outcome.detail}", case.name)
+            if outcome.kind == "forbidden":
+                return self._result(
+                    "failed",
+                    f"call: {call}\nyour function calls {outcome.detail}; this exercise asks you "
+                    "to compute it yourself (the library's version is what you are rebuilding)",
+                    case.name,
+                )
             if outcome.kind == "modified":
                 i = outcome.index
                 label = self._params[i] if self._params and 0 <= i < len(self._params) else i

@@ -276,5 +276,8 @@ q4.library_note = "none: arithmetic on the parameter shapes of nn.Linear"
 for _q in (q1, q2, q3, q4):
     _q.kind = "implement"  # warm-ups: the other kinds start in chapter 1
 
+# Functions the task asks the student to write: calling them fails the check.
+q1.forbidden = ("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax")
+
 EXERCISES = ExerciseSet("ch00", "Warm-up exercises", [q1, q2, q3, q4])
 progress = EXERCISES.progress

@@ -836,5 +836,8 @@ q6.kind = "predict"
 q7.kind = "debug"
 q8.kind = "build"
 
+# Functions the task asks the student to write: calling them fails the check.
+q4.forbidden = ("tfbook.rnn.attention_preview",)
+
 EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

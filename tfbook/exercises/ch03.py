@@ -888,5 +888,9 @@ q6.kind = "predict"
 q7.kind = "debug"
 q8.kind = "build"
 
+# Functions the task asks the student to write: calling them fails the check.
+q1.forbidden = ("tfbook.positional.sinusoidal_encoding",)
+q5.forbidden = ("tfbook.positional.apply_rotary",)
+
 EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

@@ -1026,5 +1026,14 @@ q8.kind = "debug"
 q9.kind = "derive"
 q10.kind = "build"
 
+# Functions the task asks the student to write: calling them fails the check.
+q1.forbidden = (
+    "tfbook.attention.scaled_dot_product_attention",
+    "torch.nn.functional.scaled_dot_product_attention",
+)
+q2.forbidden = q1.forbidden
+q3.forbidden = ("tfbook.attention.causal_mask",)
+q5.forbidden = ("tfbook.attention.split_heads",)
+
 EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6, q7, q8, q9, q10])
 progress = EXERCISES.progress

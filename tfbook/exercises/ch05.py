@@ -841,5 +841,9 @@ q6.kind = "derive"
 q7.kind = "predict"
 q8.kind = "build"
 
+# Functions the task asks the student to write: calling them fails the check.
+q2.forbidden = ("torch.nn.functional.gelu",)
+q3.forbidden = ("torch.nn.functional.layer_norm", "torch.layer_norm", "tfbook.norm.LayerNorm")
+
 EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress
