@@ -594,7 +594,7 @@ class GPT(nn.Module):
         self.apply(_init_gpt_bert)
 
     def new_cache(self) -> DecoderCache:
-        """An empty :class:`DecoderCache` for incremental decoding (see :meth:`forward`)."""
+        """An empty :class:`DecoderCache` for incremental decoding (see ``forward``)."""
         return self.decoder.new_cache()
 
     def forward(self, ids: Tensor, cache: DecoderCache | None = None) -> Tensor:

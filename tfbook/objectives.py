@@ -45,7 +45,7 @@ __all__ = [
 #: The label of a position that has nothing to predict (PyTorch's ``ignore_index`` default).
 IGNORE_INDEX = -100
 
-#: The tokenizers' special ids (chapter 2): <pad> <unk> <bos> <eos> <mask>.
+#: The special ids of chapter 2's tokenizers, for <pad> <unk> <bos> <eos> <mask>.
 SPECIAL_IDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 
