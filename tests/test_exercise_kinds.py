@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from tfbook.exercises import ch01, ch02, ch03, ch05, chapters, load
+from tfbook.exercises import ch01, ch02, ch03, ch05, ch08, chapters, load
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("implement", "predict", "debug", "derive", "build")
@@ -130,3 +130,99 @@ def test_encoder_layer_reference_is_model_encoder_layer(norm_first):
     mask = padding_mask(torch.tensor([5, 3]), max_len=5)
     with torch.no_grad():
         torch.testing.assert_close(ours(x, mask), theirs(x, mask))
+
+
+# ----------------------------------------------------------------------- ch08.q2: the budget
+
+
+def test_checkpoint_bytes_match_what_torch_save_writes():
+    """12 bytes per parameter: the capstone GPT and its AdamW state after one step, saved."""
+    import io
+
+    from tfbook.model import GPT, TransformerConfig, count_parameters
+
+    torch.manual_seed(3)
+    model = GPT(TransformerConfig(**ch08.CAPSTONE_GPT))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 65, (2, 17))
+    model(ids[:, :-1]).sum().backward()
+    optimizer.step()  # creates exp_avg and exp_avg_sq
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    n = count_parameters(model)
+    derived = ch08._reference_budget(n, 1, 1, 1, 1)[0]
+    # the file also holds every tied name, the position table's key and pickled metadata
+    assert math.isclose(len(buffer.getvalue()), derived, rel_tol=0.02), (len(buffer.getvalue()), n)
+
+
+def test_passes_count_the_tokens_lm_batches_hands_out():
+    from tfbook.data import lm_batches
+
+    corpus = torch.randint(5, 65, (5000,), generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(5)
+    steps, batch, context = 7, 3, 16
+    targets = sum(lm_batches(corpus, context, batch, g)[1].numel() for _ in range(steps))
+    passes = ch08._reference_budget(1000, steps, batch, context, corpus.numel())[1]
+    assert passes == targets / corpus.numel()
+
+
+# ----------------------------------------------------------------------- ch08.q5: train_step
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread (much faster on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_step_reference_is_the_step_of_tfbook_training_train(one_thread):
+    """Driven with train's optimizer and schedule, the reference step gives train's losses."""
+    import copy
+
+    from tfbook.data import Seq2SeqData, number_pairs
+    from tfbook.model import EncoderDecoder, TransformerConfig
+    from tfbook.objectives import lm_loss, teacher_forcing
+    from tfbook.training import TrainConfig, lr_multiplier, make_optimizer, train
+
+    data = Seq2SeqData(number_pairs(64, seed=1, low=0, high=999), shared=True)
+    cfg = TransformerConfig(
+        vocab_size=data.vocab_size, d_model=16, n_heads=2, d_ff=32, n_layers=1, dropout=0.0
+    )
+    torch.manual_seed(6)
+    # float64: a key bias has a zero gradient up to rounding, which AdamW would blow up to +-lr
+    ours, theirs = EncoderDecoder(cfg).double(), EncoderDecoder(cfg).double()
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    run = TrainConfig(steps=6, lr=3e-3, warmup=2, clip=0.5, progress=False)
+    batch_fn = data.batch_fn(8, seed=0)
+
+    def loss_fn(model, batch):
+        decoder_inputs, targets = teacher_forcing(batch[1], data.pad_id)
+        return lm_loss(model(batch[0], decoder_inputs), targets)
+
+    history = train(theirs, batch_fn, loss_fn, run)
+    torch.manual_seed(run.seed)
+    optimizer = make_optimizer(ours, run)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_multiplier(run, i + 1))
+    ours.train()
+    losses = []
+    for step in range(1, run.steps + 1):
+        losses.append(ch08.train_step(ours, optimizer, *batch_fn(step), data.pad_id, run.clip))
+        schedule.step()
+    torch.testing.assert_close(losses, history.losses, rtol=1e-9, atol=1e-12)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_train_step_target_is_reached_by_the_reference_only_after_training():
+    """The run of the last case is a real test: untrained, the model reads no number."""
+    from tfbook.exercises._engine import _build_model, _exact_match
+
+    case = ch08.q5.make_cases()[-1]
+    run = case.args[0]
+    untrained = _exact_match(_build_model(run), *run["test"], run["pad_id"])
+    assert untrained < 0.05 < ch08.EXACT_MATCH_TARGET
+    result = ch08.q5.call(ch08.q5.reference, case)
+    assert result["exact match"] >= ch08.EXACT_MATCH_TARGET, result

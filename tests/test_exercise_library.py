@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from tfbook.exercises import chapters, load
-from tfbook.exercises._engine import _call
 
 QUESTIONS = [q for ch in chapters() for q in load(ch)]
 WITH_LIBRARY = [q for q in QUESTIONS if q.library is not None]
@@ -32,8 +31,8 @@ def test_most_questions_have_a_library_counterpart():
 @pytest.mark.parametrize("question", WITH_LIBRARY, ids=lambda q: q.qid)
 def test_reference_and_library_agree_on_every_case(question):
     for case in question.make_cases():
-        expected = _call(question.reference, case)
+        expected = question.call(question.reference, case)
         with torch.no_grad():
-            got = _call(question.library, case)
+            got = question.call(question.library, case)
         problem = question.compare(expected, got)
         assert problem is None, f"{question.qid}, case {case.name!r}: library differs: {problem}"

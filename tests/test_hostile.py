@@ -10,15 +10,18 @@ class of the issue is here:
   to the grader, a results file written before the kernel kills itself;
 - damage to other students: the installed code, its bytecode caches, the master notebooks,
   an IPython start-up file, a ``.pth`` in the virtualenv, another submission, a process that
-  outlives its notebook, an attack on the kernel graded at the same time;
+  outlives its notebook, an attack on the kernel graded at the same time, the capstone
+  corpus (written, deleted, renamed: the grader's corpus is a small fake one, bound
+  read-only into every sandbox as chapter 8 needs it);
 - the whole batch lost: odd metadata, JSON nested 100,000 deep, malformed messages to the
   judge, a notebook that kills every process it can see;
 - limits: many cells that each stay under the time limit, four children of 700 MB under a
   2 GB limit, a disk filled through ``/tmp``, a 17 MB notebook;
 - smaller: names starting with ``-`` and ``=``, nbformat 3, the unchanged master.
 
-After the batch the submissions, the master notebooks and the installed code (``tfbook``,
-``tfbook_tools``, bytecode caches, the virtualenv's ``.pth`` files) must be byte-identical.
+After the batch the submissions, the master notebooks, the grader's corpus and the installed
+code (``tfbook``, ``tfbook_tools``, bytecode caches, the virtualenv's ``.pth`` files) must be
+byte-identical.
 Printing the table of the issue note: ``pytest tests/test_hostile.py -s -k table``.
 """
 
@@ -37,10 +40,13 @@ from pathlib import Path
 import nbformat
 import pytest
 from _grading_helpers import (
+    FAKE_WORKS,
     MASTER,
     QIDS,
     ROOT,
     append,
+    corpus_attack,
+    fake_corpus,
     insert_after_check,
     insert_after_import,
     read_rows,
@@ -454,6 +460,14 @@ CASES = {
         "graded",
         (0, 0, 0, 0),
     ),
+    "corpus_tamper": (
+        "damage to others",
+        "tries to append to, overwrite, create, delete, rename, chmod, truncate and rmtree "
+        "the corpus in $TFBOOK_DATA and at the grader's path; its cell raises if any attempt "
+        "succeeded or the folder is not on a read-only mount (full solution)",
+        "graded",
+        (1, 1, 1, 1),
+    ),
     "outliving": (
         "damage to others",
         "starts a daemon (new session, double fork) that keeps writing to grades.csv and a "
@@ -546,7 +560,7 @@ CASES = {
 }
 
 
-def _build(folder: Path, out: Path, masters: Path) -> list[str]:
+def _build(folder: Path, out: Path, masters: Path, corpus: Path) -> list[str]:
     """Write every submission into ``folder``; return the names in batch order."""
     nbs: dict[str, object] = {}
     victims = [folder / "victim_full.ipynb", folder / "victim_stubs.ipynb"]
@@ -577,6 +591,10 @@ def _build(folder: Path, out: Path, masters: Path) -> list[str]:
     nb = student()
     insert_after_import(nb, tamper(out, victims, folder, masters))
     nbs["tamper"] = nb
+
+    nb = solved()
+    insert_after_import(nb, corpus_attack(corpus))
+    nbs["corpus_tamper"] = nb
 
     nb = student()
     insert_after_import(nb, CROSS_KERNEL)
@@ -662,9 +680,10 @@ def _build(folder: Path, out: Path, masters: Path) -> list[str]:
     return [f"{name}.ipynb" for name in order]
 
 
-def _installed(masters: Path) -> dict[str, str]:
-    """Hashes of the master notebooks the batch uses and of the installed code."""
-    hashes = tree_hashes(masters, MASTER, ROOT / "tfbook", ROOT / "tfbook_tools")
+def _installed(masters: Path, corpus: Path) -> dict[str, str]:
+    """Hashes of the master notebooks the batch uses, the grader's corpus cache and the
+    installed code."""
+    hashes = tree_hashes(masters, MASTER, corpus, ROOT / "tfbook", ROOT / "tfbook_tools")
     for path in Path(SITE_PACKAGES).iterdir():
         if path.suffix in (".pth", ".py") and path.is_file():
             hashes[str(path)] = sha(path)
@@ -697,7 +716,10 @@ def hostile(tmp_path_factory):
     masters = tmp_path_factory.mktemp("masters")
     for path in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"):
         shutil.copyfile(path, masters / path.name)
-    names = _build(folder, out, masters)
+    # The grader's corpus cache (TFBOOK_DATA of the grading process below).
+    cache = tmp_path_factory.mktemp("hostile-corpus")
+    corpus = fake_corpus(cache)
+    names = _build(folder, out, masters, corpus)
     # Every module the grader will import is compiled now, so bytecode written during the
     # batch can only come from an attack.
     subprocess.run(
@@ -713,10 +735,12 @@ def hostile(tmp_path_factory):
     )
     files = [folder / n for n in names if (folder / n).is_file() and not (folder / n).is_symlink()]
     before = {p: sha(p) for p in files}
-    installed = _installed(masters)
+    installed = _installed(masters, cache)
     cwd = os.getcwd()
     os.chdir(folder)  # relative names, as an instructor types them
     started = time.monotonic()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TFBOOK_DATA", str(cache))
     try:
         code = cli_main(
             [
@@ -736,6 +760,7 @@ def hostile(tmp_path_factory):
             ]
         )
     finally:
+        mp.undo()
         os.chdir(cwd)
     seconds = time.monotonic() - started
     csv_after_batch = sha(out)
@@ -750,7 +775,8 @@ def hostile(tmp_path_factory):
         "before": before,
         "after": {p: sha(p) for p in files},
         "installed_before": installed,
-        "installed_after": _installed(masters),
+        "installed_after": _installed(masters, cache),
+        "corpus": corpus,
         "csv_after_batch": csv_after_batch,
         "csv_later": sha(out),
         "daemons": daemons,
@@ -787,6 +813,8 @@ def test_submissions_masters_and_installed_code_are_byte_identical(hostile):
     before, after = hostile["installed_before"], hostile["installed_after"]
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, changed
+    corpus = str(hostile["corpus"])
+    assert len([k for k in before if k.startswith(corpus + os.sep)]) == len(FAKE_WORKS) + 1
     assert not PTH.exists()
     assert not STARTUP.exists()
     assert not (hostile["out"].parent / ".tfbook-results.json").exists()

@@ -7,6 +7,7 @@ References we did not write: ``torch.nn.TransformerEncoderLayer`` / ``Transforme
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import doctest
 import warnings
@@ -30,9 +31,10 @@ from tfbook.model import (
     LMHead,
     TransformerConfig,
     count_parameters,
+    fuse_layer_norms,
     meta_model,
 )
-from tfbook.norm import LayerNorm
+from tfbook.norm import FusedLayerNorm, LayerNorm
 from tfbook.pretrained import bert_config, gpt2_config
 
 F64 = torch.float64
@@ -489,6 +491,56 @@ def test_other_bad_arguments_are_named():
         meta_model(GPT, {"vocab_size": 10})
     with pytest.raises(ValueError, match=r"x must have shape \(B, T, d_model=32\), got \(2, 5, 1"):
         Encoder(small_config())(torch.zeros(2, 5, 16))
+
+
+# ------------------------------------------------------------------------------- fast path
+
+
+@pytest.mark.parametrize("cls", [BERT, GPT, EncoderDecoder])
+def test_fuse_layer_norms_swaps_every_norm_and_keeps_the_parameters(cls):
+    cfg = small_config(n_token_types=2, embed_norm=True) if cls is BERT else small_config()
+    model = cls(cfg)  # chapters 6 and 7: chapter 5's explicit LayerNorm everywhere
+    assert all(type(m) is LayerNorm for m in model.modules() if isinstance(m, LayerNorm))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    assert fuse_layer_norms(model) is model
+    norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
+    assert norms and all(type(m) is FusedLayerNorm for m in norms)
+    assert [id(p) for p in model.parameters()] == params  # the same Parameter objects
+    assert list(model.state_dict()) == list(before)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def _explicit_copy(model: nn.Module) -> nn.Module:
+    """The same model with every LayerNorm computing chapter 5's written-out formula."""
+    slow = copy.deepcopy(model)
+    for parent in list(slow.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is FusedLayerNorm:
+                explicit = LayerNorm(child.d_model, eps=child.eps)
+                explicit.weight, explicit.bias = child.weight, child.bias
+                setattr(parent, name, explicit)
+    return slow
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
+    """Loss and every gradient of a training step agree with the explicit LayerNorm."""
+    torch.manual_seed(13)
+    model = EncoderDecoder(small_config(norm_first=norm_first))
+    model = perturb_(fuse_layer_norms(model).double(), 14).train()
+    slow = _explicit_copy(model)
+    assert not any(isinstance(m, FusedLayerNorm) for m in slow.modules())
+    assert list(slow.state_dict()) == list(model.state_dict())
+    src, tgt = torch.randint(1, V, (3, 9)), torch.randint(1, V, (3, 6))
+    losses = []
+    for m in (model, slow):
+        loss = nn.functional.cross_entropy(m(src, tgt).flatten(0, 1), tgt.flatten())
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], **TIGHT)
+    for (name, p), q in zip(model.named_parameters(), slow.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-10, rtol=1e-8, msg=name)
 
 
 # ------------------------------------------------------------------------------ docstrings

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import tfbook.norm
 from tfbook.feedforward import PositionwiseFeedForward
-from tfbook.norm import LayerNorm, ResidualSublayer
+from tfbook.norm import FusedLayerNorm, LayerNorm, ResidualSublayer
 
 
 def _randomise(ln: nn.Module, seed: int) -> None:
@@ -114,6 +117,49 @@ def test_layernorm_wrong_last_axis_names_shapes():
         LayerNorm(8)(torch.zeros(2, 4))
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
         LayerNorm(8)([0.0] * 8)
+
+
+# ------------------------------------------------------------------------ FusedLayerNorm
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_layernorm_equals_the_written_out_formula_forward_and_backward(dtype):
+    torch.manual_seed(10)
+    explicit = LayerNorm(24, eps=1e-4).to(dtype)
+    _randomise(explicit, 11)
+    fused = FusedLayerNorm(24, eps=1e-4).to(dtype)
+    fused.load_state_dict(explicit.state_dict())  # same names, same layout
+    x1 = (4.0 * torch.randn(3, 7, 24) + 1.5).to(dtype).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    w = torch.randn(3, 7, 24, dtype=dtype)
+    y1, y2 = explicit(x1), fused(x2)
+    (y1 * w).sum().backward()
+    (y2 * w).sum().backward()
+    tol = {} if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(y2, y1, **tol)
+    torch.testing.assert_close(x2.grad, x1.grad, **tol)
+    torch.testing.assert_close(fused.weight.grad, explicit.weight.grad, **tol)
+    torch.testing.assert_close(fused.bias.grad, explicit.bias.grad, **tol)
+
+
+def test_fused_layernorm_from_layer_norm_shares_the_parameters():
+    explicit = LayerNorm(6, eps=1e-3)
+    _randomise(explicit, 12)
+    fused = FusedLayerNorm.from_layer_norm(explicit.eval())
+    assert fused.weight is explicit.weight and fused.bias is explicit.bias
+    assert fused.eps == 1e-3 and not fused.training
+    assert list(fused.state_dict()) == list(explicit.state_dict()) == ["weight", "bias"]
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(fused(x), explicit(x))
+    with pytest.raises(TypeError, match="norm must be a tfbook.norm.LayerNorm, got LayerNorm"):
+        FusedLayerNorm.from_layer_norm(nn.LayerNorm(6))
+
+
+def test_fused_layernorm_checks_its_input_like_layernorm():
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., d_model=8\), got \(2, 4\)"):
+        FusedLayerNorm(8)(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="eps must be a float > 0, got 0.0"):
+        FusedLayerNorm(8, eps=0.0)
 
 
 # ----------------------------------------------------------------------------- ResidualSublayer
@@ -243,3 +289,8 @@ def test_sublayer_returning_the_wrong_shape_is_reported():
     block = ResidualSublayer(8, Shrink())
     with pytest.raises(ValueError, match=r"shaped like its input \(2, 3, 8\), got \(2, 3, 4\)"):
         block(torch.zeros(2, 3, 8))
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(tfbook.norm, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 3 and result.failed == 0

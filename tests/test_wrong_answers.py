@@ -198,6 +198,96 @@ class _EncoderDffIgnored(nn.Module):
         return self.ffn(self.self_attn(x, mask))
 
 
+# ---- chapter 8: the capstone's exercises
+
+
+def _ch08_predict_rounded(kind):
+    from tfbook.exercises import ch08
+
+    return round(ch08._reference_predicted(kind), 1 if "V=65" in kind else 4)  # 4.2, 0.0001 ...
+
+
+def _ch08_budget_fp16_weights(n_params, steps, global_batch, context, corpus_tokens):
+    # mixed precision's habit: fp16 weights, fp32 moments (this checkpoint is all fp32)
+    return 2 * n_params + 8 * n_params, steps * global_batch * context / corpus_tokens
+
+
+def _ch08_budget_context_plus_one(n_params, steps, global_batch, context, corpus_tokens):
+    return 12 * n_params, steps * global_batch * (context + 1) / corpus_tokens
+
+
+def _ch08_accumulate_strided(config, weights, ids, lr, n_micro):
+    from tfbook.exercises import ch08
+
+    # rows i, i + n, i + 2n ...: the same update, but not the contiguous slices DDP takes
+    order = torch.cat([ids[i::n_micro] for i in range(n_micro)])
+    return ch08._reference_accumulated(config, weights, order, lr, n_micro)
+
+
+def _ch08_accumulate_divided_losses(config, weights, ids, lr, n_micro):
+    from tfbook.exercises import ch08
+
+    losses, params = ch08._reference_accumulated(config, weights, ids, lr, n_micro)
+    return [loss / n_micro for loss in losses], params  # recorded after the division
+
+
+def _ch08_perplexity_drops_last_window(model, ids, context):
+    from tfbook.exercises import ch08
+
+    full = (ids.shape[0] - 1) // context * context + 1  # only the windows of context + 1 tokens
+    return ch08._reference_heldout_perplexity(model, ids[: max(full, 2)], context)
+
+
+def _ch08_perplexity_sliding(model, ids, context):
+    from tfbook.objectives import lm_loss, perplexity
+
+    losses = []  # every token from the longest context available: a different measurement
+    for t in range(1, ids.shape[0]):
+        window = ids[max(0, t - context) : t + 1][None]
+        losses.append(lm_loss(model(window[:, :-1])[:, -1:], window[:, -1:]).item())
+    return perplexity(sum(losses) / len(losses))
+
+
+def _ch08_step_returns_tensor(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.exercises import ch08
+
+    ch08.train_step(model, optimizer, src, tgt, pad_id, clip)
+    return torch.tensor(0.0)  # a tensor, not loss.item()
+
+
+def _ch08_step_fixed_clip(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.exercises import ch08
+
+    return ch08.train_step(model, optimizer, src, tgt, pad_id, 1.0)  # the argument ignored
+
+
+def _ch08_step_label_smoothing(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.objectives import lm_loss, teacher_forcing
+
+    decoder_inputs, targets = teacher_forcing(tgt, pad_id)
+    loss = lm_loss(model(src, decoder_inputs), targets, label_smoothing=0.1)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _ch08_step_per_sequence_mean(model, optimizer, src, tgt, pad_id, clip):
+    import torch.nn.functional as F
+
+    logits = model(src, tgt[:, :-1])  # summed over tokens, divided by the number of sequences
+    loss = (
+        F.cross_entropy(logits.transpose(1, 2), tgt[:, 1:], ignore_index=pad_id, reduction="sum")
+        / tgt.shape[0]
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
 WRONG = {
     "ch00.q1": [_softmax_global_max, _softmax_no_max],
     "ch03.q1": [_sinusoid_two_i_twice],
@@ -222,6 +312,16 @@ WRONG = {
     "ch04.q10": [_PoolingMean],
     "ch05.q7": [_ln_rounded],
     "ch05.q8": [_EncoderDffIgnored],
+    "ch08.q1": [_ch08_predict_rounded],
+    "ch08.q2": [_ch08_budget_fp16_weights, _ch08_budget_context_plus_one],
+    "ch08.q3": [_ch08_accumulate_strided, _ch08_accumulate_divided_losses],
+    "ch08.q4": [_ch08_perplexity_drops_last_window, _ch08_perplexity_sliding],
+    "ch08.q5": [
+        _ch08_step_returns_tensor,
+        _ch08_step_fixed_clip,
+        _ch08_step_label_smoothing,
+        _ch08_step_per_sequence_mean,
+    ],
 }
 PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
 

@@ -41,7 +41,7 @@ from tfbook import _validate as check
 from tfbook.attention import CrossAttention, KVCache, SelfAttention, causal_mask, padding_mask
 from tfbook.embedding import TokenEmbedding
 from tfbook.feedforward import ACTIVATIONS, PositionwiseFeedForward
-from tfbook.norm import LayerNorm, ResidualSublayer
+from tfbook.norm import FusedLayerNorm, LayerNorm, ResidualSublayer
 from tfbook.positional import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -61,6 +61,7 @@ __all__ = [
     "EncoderDecoder",
     "count_parameters",
     "meta_model",
+    "fuse_layer_norms",
     "PUBLISHED",
     "LayerCache",
     "DecoderCache",
@@ -856,6 +857,30 @@ def _encoder_layer(cfg: TransformerConfig) -> EncoderLayer:
 
 def _decoder_layer(cfg: TransformerConfig, cross_attention: bool) -> DecoderLayer:
     return DecoderLayer(**_layer_kwargs(cfg), cross_attention=cross_attention)
+
+
+def fuse_layer_norms(model: nn.Module) -> nn.Module:
+    """Swap every :class:`tfbook.norm.LayerNorm` of ``model`` for a :class:`FusedLayerNorm`.
+
+    The fast path, chosen explicitly: the new modules hold the *same* parameters under the
+    same names (state dicts, tied weights and optimizers see no change) and compute the same
+    function with one ``F.layer_norm`` kernel, equal up to float rounding
+    (``tests/test_model.py`` checks a training step against the written-out formula). The
+    capstone's runs (chapter 8: :mod:`tfbook.run`, :mod:`tfbook.numbers`) train with it; the
+    models of chapters 6 and 7 keep chapter 5's explicit ``LayerNorm``, so their results do
+    not move by a rounding error.
+
+    Args:
+        model: any module; changed in place.
+
+    Returns:
+        ``model``, for chaining: ``fuse_layer_norms(GPT(cfg))``.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is LayerNorm:
+                setattr(parent, name, FusedLayerNorm.from_layer_norm(child))
+    return model
 
 
 def _init_gpt_bert(module: nn.Module) -> None:

@@ -18,6 +18,10 @@ Public API:
 
 - :class:`LayerNorm` ``(d_model, eps=1e-5)``: layer normalisation written out, with the same
   parameter names (``weight``, ``bias``) as ``torch.nn.LayerNorm``.
+- :class:`FusedLayerNorm` ``(d_model, eps=1e-5)``: the same module computed by PyTorch's fused
+  kernel (``F.layer_norm``), the fast path the chapter 6 models train with;
+  :meth:`FusedLayerNorm.from_layer_norm` turns a :class:`LayerNorm` into one that shares its
+  parameters.
 - :class:`ResidualSublayer` ``(d_model, sublayer, norm_first=True, dropout=0.0, eps=1e-5)``:
   the wrapper chapter 6 builds its encoder and decoder layers from.
 """
@@ -27,11 +31,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tfbook import _validate as check
 
-__all__ = ["LayerNorm", "ResidualSublayer"]
+__all__ = ["LayerNorm", "FusedLayerNorm", "ResidualSublayer"]
 
 
 class LayerNorm(nn.Module):
@@ -87,6 +92,62 @@ class LayerNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, eps={self.eps}"
+
+
+class FusedLayerNorm(LayerNorm):
+    """:class:`LayerNorm` computed by PyTorch's fused kernel: the fast path.
+
+    The same parameters (``weight``, ``bias``), the same state dict and the same function as
+    :class:`LayerNorm`; only the arithmetic is done by ``torch.nn.functional.layer_norm``, one
+    kernel forward and one backward, instead of the five tensor operations of the written-out
+    formula (mean, variance, subtract, divide, scale and shift), each of which reads the
+    whole activation again and keeps an intermediate for the backward pass. The results agree
+    up to float rounding (``tests/test_norm.py`` checks it); ``benchmarks/bench_capstone.py``
+    times a training step of the capstone's GPT both ways.
+
+    The models of chapter 6 (:class:`tfbook.model.BERT`, :class:`tfbook.model.GPT`,
+    :class:`tfbook.model.EncoderDecoder`) normalise with it; chapter 5 teaches
+    :class:`LayerNorm`, whose ``forward`` is the formula.
+
+    Args:
+        d_model: number of features normalised together (the last axis).
+        eps: added to the variance before the square root.
+
+    Shape:
+        - Input: ``(..., d_model)``.
+        - Output: same shape as the input.
+
+    Example:
+        >>> explicit, fused = LayerNorm(4), FusedLayerNorm(4)
+        >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> torch.allclose(fused(x), explicit(x))
+        True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`LayerNorm.forward`, in one fused kernel.
+
+        Shape:
+            - x: ``(..., d_model)``
+            - output: ``(..., d_model)``
+        """
+        check.last_axis("x", x, self.d_model)
+        # = weight * (x - mu) / sqrt(var + eps) + bias, mu and var over the last axis
+        return F.layer_norm(x, (self.d_model,), self.weight, self.bias, self.eps)
+
+    @classmethod
+    def from_layer_norm(cls, norm: LayerNorm) -> FusedLayerNorm:
+        """A :class:`FusedLayerNorm` sharing ``norm``'s parameters (the same ``nn.Parameter``
+        objects, so a state dict, an optimizer or a tied weight sees no difference).
+
+        Raises:
+            TypeError: when ``norm`` is not a :class:`LayerNorm`.
+        """
+        if not isinstance(norm, LayerNorm):
+            raise TypeError(f"norm must be a tfbook.norm.LayerNorm, got {type(norm).__name__}")
+        fused = cls(norm.d_model, eps=norm.eps)
+        fused.weight, fused.bias = norm.weight, norm.bias  # the same Parameters, not copies
+        return fused.train(norm.training)
 
 
 class ResidualSublayer(nn.Module):

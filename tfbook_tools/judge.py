@@ -205,6 +205,13 @@ def _fingerprint(cases: list) -> str:
     )
 
 
+def _count(item: dict, key: str) -> int:
+    value = item.get(key, -1)
+    if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value < 2**62:
+        raise WireError(f"bad outcome {key}")
+    return value
+
+
 def _outcomes(items: Any, session: Session, n_cases: int) -> list[Outcome]:
     if not isinstance(items, list) or len(items) > n_cases:
         raise WireError("the outcomes do not match the cases")
@@ -212,12 +219,25 @@ def _outcomes(items: Any, session: Session, n_cases: int) -> list[Outcome]:
     for item in items:
         if not isinstance(item, dict) or item.get("kind") not in OUTCOME_KINDS:
             raise WireError("bad outcome")
-        index = item.get("index", -1)
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise WireError("bad outcome index")
-        value = session.decode(item.get("value")) if item["kind"] == "returned" else None
-        outcomes.append(Outcome(item["kind"], value, _text(item.get("detail")), index))
+        kind = item["kind"]
+        value = session.decode(item.get("value")) if kind in ("returned", "counted") else None
+        outcome = Outcome(kind, value, _text(item.get("detail")), _count(item, "index"))
+        outcome.lines, outcome.tensor_ops = _count(item, "lines"), _count(item, "tensor_ops")
+        outcomes.append(outcome)
     return outcomes
+
+
+def _served(session: Session, cases: list) -> list[dict]:
+    """The cases' inputs as the sandbox receives them (objects stay here behind handles)."""
+    return [
+        {
+            "name": c.name,
+            "args": session.encode(list(c.args)),
+            "kwargs": session.encode(dict(c.kwargs)),
+            "seed": c.seed if isinstance(c.seed, int) else None,
+        }
+        for c in cases
+    ]
 
 
 def _clamped(q: Question, result: Result) -> Result:
@@ -258,25 +278,20 @@ class Judge:
         name = _safe_name(start.get("name"))
         if start.get("callable") is True:
             served, judged = q.make_cases(), q.make_cases()
-            if _fingerprint(served) != _fingerprint(judged):
+            served_probes, judged_probes = q.probe_cases(), q.probe_cases()
+            if _fingerprint(served + served_probes) != _fingerprint(judged + judged_probes):
                 session.send({"op": "error", "message": f"{q.qid}: its cases are not reproducible"})
                 return
-            cases = [
-                {
-                    "name": c.name,
-                    "args": session.encode(list(c.args)),
-                    "kwargs": session.encode(dict(c.kwargs)),
-                    "seed": c.seed if isinstance(c.seed, int) else None,
-                }
-                for c in served
-            ]
-            request = {"op": "cases", "cases": cases, "timeout": q.timeout}
+            request = {"op": "cases", "cases": _served(session, served), "timeout": q.timeout}
             request["forbidden"] = list(q.forbidden)  # calls the answer must not make
+            request["probes"] = _served(session, served_probes)  # work counted: no loop
+            request["driver"] = q.driver  # how the answer is called (a training step ...)
             answer = session.request(request)
             if answer.get("op") != "answer":
                 raise WireError("expected the answer")
-            outcomes = _outcomes(answer.get("outcomes"), session, len(judged))
-            result = self._judge(q, lambda: q.judge(name, judged, outcomes))
+            n_outcomes = len(judged) + len(judged_probes)
+            outcomes = _outcomes(answer.get("outcomes"), session, n_outcomes)
+            result = self._judge(q, lambda: q.judge(name, judged, outcomes, judged_probes))
         else:
             answer = session.request({"op": "value"})
             if answer.get("op") != "answer":

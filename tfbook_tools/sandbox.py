@@ -2,7 +2,8 @@
 
 :func:`command` builds the ``bwrap`` command line: a fresh root in which only the system
 (``/usr``, ``/etc``, ...), the Python installation and the grader's prepared files are
-visible, all read-only; a private ``/tmp`` (size-limited tmpfs, the only writable place, and
+visible, all read-only (with the grader's copy of the capstone corpus, if it has one, at
+:data:`DATA`); a private ``/tmp`` (size-limited tmpfs, the only writable place, and
 the submission's home); no network (own network namespace), no view of other processes (own
 PID namespace: when the sandbox ends every process in it is killed by the kernel), no System
 V IPC, a new terminal session. Run as root, the grader drops to an unprivileged uid of its own
@@ -34,6 +35,7 @@ __all__ = [
     "SITE",
     "NOTEBOOK",
     "SOCKET",
+    "DATA",
     "Run",
     "sandbox_problem",
     "command",
@@ -46,6 +48,8 @@ INDIR = "/opt/tfbook/in"
 NOTEBOOK = f"{INDIR}/cells.json"
 RUNDIR = "/run/tfbook"
 SOCKET = f"{RUNDIR}/judge.sock"
+#: ``$TFBOOK_DATA`` inside the sandbox: the grader's copy of the corpus cache, read-only.
+DATA = "/opt/tfbook/data"
 HOME = "/tmp/home"
 WORKDIR = "/tmp/work"
 #: Processes (threads included) one submission may have at the same time.
@@ -113,8 +117,14 @@ def command(
     masks: list[Path],
     empty: Path,
     info_fd: int,
+    data: Path | None = None,
 ) -> list[str]:
-    """The ``bwrap`` command that runs the grader's notebook runner in a fresh sandbox."""
+    """The ``bwrap`` command that runs the grader's notebook runner in a fresh sandbox.
+
+    ``data``, when given, is a corpus cache (a folder holding ``shakespeare/``) bound
+    read-only at :data:`DATA`, a fixed path: which folder it is on the grader's side is
+    never visible, nor anything next to it.
+    """
     bwrap = _bwrap()
     assert bwrap, "bubblewrap is not installed"
     root = os.geteuid() == 0
@@ -155,6 +165,8 @@ def command(
         args += parents(path) + ["--ro-bind", path, path]
         bound.append(path)
     args += parents(SITE) + ["--ro-bind", str(site), SITE, "--ro-bind", str(indir), INDIR]
+    if data is not None:
+        args += parents(DATA) + ["--ro-bind", str(data), DATA]
     args += parents(RUNDIR) + ["--ro-bind", str(rundir), RUNDIR]
     for mask in masks:
         real = os.path.realpath(mask)
@@ -168,9 +180,15 @@ def command(
     return args
 
 
-def environment(*, site: str, notebook: str, socket: str, home: str, workdir: str) -> dict:
-    """The environment of the runner and the kernel (nothing inherited from the grader)."""
-    return {
+def environment(
+    *, site: str, notebook: str, socket: str, home: str, workdir: str, data: str | None = None
+) -> dict:
+    """The environment of the runner and the kernel (nothing inherited from the grader).
+
+    ``data`` becomes ``$TFBOOK_DATA`` (where :func:`tfbook.corpus.default_cache` looks);
+    without it the corpus cache would be the submission's empty home.
+    """
+    env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
@@ -199,6 +217,9 @@ def environment(*, site: str, notebook: str, socket: str, home: str, workdir: st
         "MKL_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
     }
+    if data is not None:
+        env["TFBOOK_DATA"] = data
+    return env
 
 
 @lru_cache(maxsize=1)

@@ -68,6 +68,19 @@ class _StudentObjects:
         return "value", value
 
 
+def _cases(session: Session, items: list) -> list[Case]:
+    """The judge's cases (or loop probes) as :class:`Case` s of plain data and handles."""
+    return [
+        Case(
+            str(c["name"]),
+            tuple(session.decode(c["args"])),
+            dict(session.decode(c["kwargs"])),
+            c["seed"],
+        )
+        for c in items
+    ]
+
+
 class RemoteQuestion:
     """``ex.qN`` while grading: checks are judged outside the sandbox."""
 
@@ -120,21 +133,17 @@ class RemoteQuestion:
         if is_function:
             timeout = float(reply["timeout"])
             session.policy = _StudentObjects(timeout)
-            cases = [
-                Case(
-                    str(c["name"]),
-                    tuple(session.decode(c["args"])),
-                    dict(session.decode(c["kwargs"])),
-                    c["seed"],
-                )
-                for c in reply["cases"]
-            ]
+            cases = _cases(session, reply["cases"])
+            probes = _cases(session, reply.get("probes", []))
             forbidden = [str(n) for n in reply.get("forbidden", []) if isinstance(n, str)]
-            outcomes = run_answer(answer, cases, timeout, forbidden)
+            driver = reply.get("driver")
+            driver = str(driver) if driver is not None else None
+            outcomes = run_answer(answer, cases, timeout, forbidden, probes=probes, driver=driver)
             sent = []
             for outcome in outcomes:
                 item = {"kind": outcome.kind, "detail": outcome.detail, "index": outcome.index}
-                if outcome.kind == "returned":
+                item |= {"lines": outcome.lines, "tensor_ops": outcome.tensor_ops}
+                if outcome.kind in ("returned", "counted"):
                     try:
                         item["value"] = session.encode(outcome.value)
                     except (WireError, RecursionError) as exc:

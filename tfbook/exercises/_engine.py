@@ -19,6 +19,19 @@ answer on the cases and records plain :class:`Outcome` s (the only half that run
 code), and :meth:`Question.judge` compares those outcomes with the reference. The batch
 grader (``tfbook_tools.grading``) runs the first half in a sandbox and the second in its own
 process.
+
+Two things a question can ask for beyond its outputs, both observed while the answer runs:
+
+- ``forbidden``: dotted names of functions the answer must not call (the ones the exercise
+  asks the student to write), watched with ``sys.setprofile``;
+- ``loop_probe``: for tasks that say "no loop over positions", inputs of two lengths
+  (``T = 4`` and ``T = 32``) on which the answer's work is counted (Python lines it runs
+  and tensor operations it calls, :class:`_WorkCounter`); a vectorised answer does the same
+  work at both lengths, a loop over positions about eight times as much.
+
+A question whose answer is not a plain function of its inputs (a training step that needs a
+model and an optimizer) names a ``driver`` in :data:`DRIVERS`: the driver builds those
+objects from plain data wherever the answer runs, calls the answer and returns plain data.
 """
 
 from __future__ import annotations
@@ -50,6 +63,8 @@ __all__ = [
     "run_answer",
     "STATUSES",
     "OUTCOME_KINDS",
+    "DRIVERS",
+    "LOOP_OVER_POSITIONS",
 ]
 
 #: Every status a check can end in.
@@ -344,6 +359,23 @@ def _run_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     return box.get("value")
 
 
+class _OneThread:
+    """PyTorch on one thread while a check runs, then as it was.
+
+    Exercise inputs are tiny: a thread pool only costs time on them (on a busy machine twenty
+    times as much), and one thread gives the answer and the reference the same summation order.
+    """
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        if self.threads != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+
 def _clone(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().clone()
@@ -356,11 +388,11 @@ def _seed(seed: int | None) -> None:
         np.random.seed(seed)
 
 
-def _call(fn: Callable[..., Any], case: Case) -> Any:
+def _call(fn: Callable[..., Any], case: Case, driver: str | None = None) -> Any:
     args = tuple(_clone(a) for a in case.args)
     kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
     _seed(case.seed)
-    return fn(*args, **kwargs)
+    return _driven(fn, driver)(*args, **kwargs)
 
 
 def run_module(module: torch.nn.Module, *args: Any) -> tuple[Any, str | None]:
@@ -477,8 +509,207 @@ class _CallWatch:
             sys.setprofile(previous)
 
 
+def _not_the_answers_code() -> tuple[str, ...]:
+    """Folders whose Python lines are not counted as the answer's work: the standard library,
+    installed packages (torch, numpy, IPython ...) and this engine (the answer's own lines,
+    in a notebook, a test or any other file, are counted)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots |= {os.path.dirname(torch.__file__), os.path.dirname(np.__file__)}
+    folders = {os.path.realpath(r) + os.sep for r in roots if r}
+    return tuple(sorted(folders))
+
+
+class _CountingMode(torch.overrides.TorchFunctionMode):
+    """Counts every call of a torch function, tensor method or tensor operator (``+``,
+    ``@``, indexing ...) made by the code it wraps; calls made inside torch do not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _WorkCounter:
+    """Counts the work one call of an answer does: the Python lines it runs (``sys.settrace``,
+    lines of the answer's own code and of anything it defines, not of torch, numpy or the
+    standard library) and the tensor operations it calls (a ``TorchFunctionMode``).
+
+    Vectorised code does the same work for 4 positions as for 32; a loop, a comprehension or
+    a ``torch.stack`` of per-position results runs its body once per position, so its count
+    grows with the length. Garbage collection is paused during the call so that finalisers
+    cannot add lines of their own.
+    """
+
+    _skip_folders: tuple[str, ...] | None = None
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.tensor_ops = 0
+        self.tampered = False
+        self._counted: dict[Any, bool] = {}
+        if _WorkCounter._skip_folders is None:
+            _WorkCounter._skip_folders = _not_the_answers_code()
+
+    def _counts(self, code: Any) -> bool:
+        known = self._counted.get(code)
+        if known is None:
+            path = code.co_filename
+            real = os.path.realpath(path) if os.path.isabs(path) else path
+            known = real != os.path.realpath(__file__) and not real.startswith(
+                self._skip_folders or ()
+            )
+            self._counted[code] = known
+        return known
+
+    def _trace(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and self._counts(frame.f_code):
+            return self._line
+        return None
+
+    def _line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.lines += 1
+        return self._line
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        import gc
+
+        collecting = gc.isenabled()
+        gc.disable()
+        previous = sys.gettrace()
+        mode = _CountingMode()
+        sys.settrace(self._trace)
+        try:
+            with mode:
+                return fn()
+        finally:
+            if sys.gettrace() != self._trace:  # the answer switched the counter off
+                self.tampered = True
+            sys.settrace(previous)
+            self.tensor_ops = mode.calls
+            if collecting:
+                gc.enable()
+
+
+#: The diagnosis of an answer whose work grows with the number of positions.
+LOOP_OVER_POSITIONS = Mistake(
+    "a loop over positions",
+    None,  # recognised by counting the answer's work, not by comparing outputs
+    "Work on whole tensors: a matrix product of the (B, T, ...) tensors computes every "
+    "position at once, and softmax and arithmetic act on all rows together. Remove the Python "
+    "loop, the list comprehension or the torch.stack of per-position results.",
+)
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def _build_model(run: dict) -> torch.nn.Module:
+    """The model a driver's ``run`` describes: ``run["model"]`` (a dotted class name) built
+    from ``run["config_class"](**run["config"])`` with the seed ``run["init_seed"]`` (the
+    global generator is left as it was), in ``run["dtype"]``, in training mode."""
+    config = _resolve(run["config_class"])(**run["config"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run["init_seed"])
+        model = _resolve(run["model"])(config)
+    return model.to(getattr(torch, run.get("dtype", "float32"))).train()
+
+
+def _exact_match(
+    model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, pad_id: int
+) -> float:
+    """Fraction of the pairs whose every target token is the model's most likely one.
+
+    With teacher forcing, a row all of whose next-token argmaxes are right is exactly the row
+    greedy decoding gets right (each greedy step then reads the true previous tokens).
+    """
+    model.eval()
+    with torch.no_grad():
+        predicted = model(src, tgt[:, :-1]).argmax(dim=-1)  # (N, T - 1)
+    target = tgt[:, 1:]  # (N, T - 1)
+    right = (predicted == target) | (target == pad_id)  # padding never counts against a row
+    return right.all(dim=1).double().mean().item()
+
+
+def drive_training_step(step: Callable[..., Any], run: dict) -> dict:
+    """Call a training step the way a training loop does, on a model and an optimizer built
+    from plain data, and return what the updates did (also plain data).
+
+    ``step(model, optimizer, src, tgt, pad_id, clip)`` must make one update and return the
+    loss as a Python float. ``run`` describes the model (see :func:`_build_model`), the
+    optimizer (``run["optimizer"]``, a class of ``torch.optim``, with ``run["optimizer_args"]``)
+    and ``run["pad_id"]``, ``run["clip"]``, and then either
+
+    - ``run["batches"]``: a list of ``(src, tgt)``, one update each; returns
+      ``{"losses": [...], "parameters": state dict after the last update}``, or
+    - ``run["train"] = (src, tgt)``, ``run["steps"]``, ``run["batch_size"]``, ``run["seed"]``
+      and ``run["test"] = (src, tgt)``: that many updates on random batches of the training
+      pairs (drawn with their own generator); returns ``{"exact match": fraction of the test
+      pairs the model then gets entirely right}`` (:func:`_exact_match`).
+    """
+    model = _build_model(run)
+    optimizer = getattr(torch.optim, run["optimizer"])(model.parameters(), **run["optimizer_args"])
+    losses: list[float] = []
+
+    def update(src: torch.Tensor, tgt: torch.Tensor) -> None:
+        loss = step(model, optimizer, src, tgt, run["pad_id"], run["clip"])
+        if not isinstance(loss, float):
+            raise TypeError(
+                f"the training step must return the loss as a Python float (loss.item()), "
+                f"got {type(loss).__name__}"
+            )
+        losses.append(loss)
+
+    if "batches" in run:
+        for src, tgt in run["batches"]:
+            update(src, tgt)
+        parameters = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"losses": losses, "parameters": parameters}
+    src, tgt = run["train"]
+    generator = torch.Generator().manual_seed(run["seed"])
+    for _ in range(run["steps"]):
+        rows = torch.randint(src.shape[0], (run["batch_size"],), generator=generator)
+        update(src[rows], tgt[rows])
+    return {"exact match": _exact_match(model, *run["test"], run["pad_id"])}
+
+
+#: Drivers by name (``Question.driver``): ``name -> (driver, how the answer is called)``. The
+#: driver is called as ``driver(answer, *case.args, **case.kwargs)``.
+DRIVERS: dict[str, tuple[Callable[..., Any], str]] = {
+    "training step": (drive_training_step, "called by the check's training loop"),
+}
+
+
+def _driven(fn: Callable[..., Any], driver: str | None) -> Callable[..., Any]:
+    """``fn`` itself, or ``fn`` called through the named driver."""
+    if driver is None:
+        return fn
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}; known: {sorted(DRIVERS)}")
+    drive = DRIVERS[driver][0]
+
+    def driven(*args: Any, **kwargs: Any) -> Any:
+        return drive(fn, *args, **kwargs)
+
+    return driven
+
+
 #: What an answer can do on one case (see :class:`Outcome`).
-OUTCOME_KINDS = ("returned", "not attempted", "timeout", "raised", "modified", "forbidden")
+OUTCOME_KINDS = (
+    "returned",
+    "counted",
+    "not attempted",
+    "timeout",
+    "raised",
+    "modified",
+    "forbidden",
+)
 
 
 @dataclass
@@ -486,16 +717,19 @@ class Outcome:
     """What an answer did on one case: plain data, so it can cross a process boundary.
 
     ``kind`` is one of :data:`OUTCOME_KINDS`: ``"returned"`` (``value`` is the output),
-    ``"not attempted"`` (it raised ``NotImplementedError``), ``"timeout"``, ``"raised"``
-    (``detail`` is ``"ExceptionType: first line of the message"``), ``"forbidden"`` (it
-    called ``detail``, a function the exercise asks the student to write) or ``"modified"`` (it
-    changed its positional argument number ``index`` in place).
+    ``"counted"`` (on a loop probe: ``value`` is the output, ``lines`` and ``tensor_ops`` the
+    work it took), ``"not attempted"`` (it raised ``NotImplementedError``), ``"timeout"``,
+    ``"raised"`` (``detail`` is ``"ExceptionType: first line of the message"``),
+    ``"forbidden"`` (it called ``detail``, a function the exercise asks the student to write)
+    or ``"modified"`` (it changed its positional argument number ``index`` in place).
     """
 
     kind: str
     value: Any = None
     detail: str = ""
     index: int = -1
+    lines: int = -1
+    tensor_ops: int = -1
 
 
 def run_answer(
@@ -503,25 +737,44 @@ def run_answer(
     cases: Sequence[Case],
     timeout: float,
     forbidden: Sequence[str] = (),
+    *,
+    probes: Sequence[Case] = (),
+    driver: str | None = None,
 ) -> list[Outcome]:
     """Call ``answer`` on every case (fresh copies of the inputs, seeded, time-limited).
 
     Stops after the first case that does not return normally, or that called one of the
-    ``forbidden`` functions (dotted names). This is the only part of a check that runs the
-    student's code; it never sees the reference.
+    ``forbidden`` functions (dotted names). When every case returned, the answer runs on the
+    ``probes`` too, with its work counted (outcomes of kind ``"counted"``, after the cases'
+    outcomes). ``driver`` names the :data:`DRIVERS` entry that calls the answer. This is the
+    only part of a check that runs the student's code; it never sees the reference.
     """
+    with _OneThread():
+        return _run_answer(answer, cases, timeout, forbidden, probes, driver)
+
+
+def _run_answer(
+    answer: Callable[..., Any],
+    cases: Sequence[Case],
+    timeout: float,
+    forbidden: Sequence[str],
+    probes: Sequence[Case],
+    driver: str | None,
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
     watch = _CallWatch(forbidden) if forbidden else None
-    for case in cases:
+    call = _driven(answer, driver)
+    for number, case in enumerate([*cases, *probes]):
+        counter = _WorkCounter() if number >= len(cases) else None
         before = [_clone(a) for a in case.args]
         args = tuple(_clone(a) for a in case.args)
         kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
 
-        def run(args=args, kwargs=kwargs, seed=case.seed):
+        def run(args=args, kwargs=kwargs, seed=case.seed, counter=counter):
             _seed(seed)
-            if watch is not None:
-                return watch.run(lambda: answer(*args, **kwargs))
-            return answer(*args, **kwargs)
+            once = (lambda: counter.run(lambda: call(*args, **kwargs))) if counter else None
+            once = once or (lambda: call(*args, **kwargs))
+            return watch.run(once) if watch is not None else once()
 
         try:
             got = _run_with_timeout(run, timeout)
@@ -538,6 +791,9 @@ def run_answer(
         if watch is not None and watch.seen:
             outcomes.append(Outcome("forbidden", detail=watch.seen))
             break
+        if counter is not None and counter.tampered:
+            outcomes.append(Outcome("forbidden", detail="sys.settrace"))
+            break
         changed = [
             i
             for i, (old, new) in enumerate(zip(before, args, strict=True))
@@ -546,11 +802,20 @@ def run_answer(
         if changed:
             outcomes.append(Outcome("modified", index=changed[0]))
             break
-        outcomes.append(Outcome("returned", got))
+        if counter is not None:
+            outcomes.append(
+                Outcome("counted", got, lines=counter.lines, tensor_ops=counter.tensor_ops)
+            )
+        else:
+            outcomes.append(Outcome("returned", got))
     return outcomes
 
 
-def _call_text(name: str, case: Case, params: Sequence[str] | None) -> str:
+def _call_text(
+    name: str, case: Case, params: Sequence[str] | None, driver: str | None = None
+) -> str:
+    if driver is not None:  # the inputs are the driver's, not the answer's
+        return f"{name}({', '.join(params or [])}), {DRIVERS[driver][1]}: {case.name}"
     parts = []
     for i, a in enumerate(case.args):
         label = params[i] + "=" if params and i < len(params) else ""
@@ -579,6 +844,16 @@ class Question:
             runs every case through both and requires them to agree, so the library and the
             exercise cannot drift apart. May also be set after construction.
         library_note: when ``library`` is ``None``, why there is no library counterpart.
+        driver: the name of a :data:`DRIVERS` entry when the answer is not a plain function of
+            the cases' inputs (a training step): the reference, the answer, the mistakes and
+            ``library`` are then all called through it.
+
+    Attributes set after construction:
+        kind: ``"implement"``, ``"predict"``, ``"debug"``, ``"derive"`` or ``"build"``.
+        forbidden: dotted names of functions the answer must not call.
+        loop_probe: for tasks that say "no loop over positions": ``length -> Case``, inputs
+            with ``length`` positions. The answer runs on ``probe_lengths`` (4 and 32) with its
+            work counted; work that grows by at least half a unit per added position fails.
     """
 
     def __init__(
@@ -598,7 +873,10 @@ class Question:
         compare_fn: Callable[[Any, Any], str | None] | None = None,
         library: Callable[..., Any] | None = None,
         library_note: str = "",
+        driver: str | None = None,
     ) -> None:
+        if driver is not None and driver not in DRIVERS:
+            raise ValueError(f"driver must be one of {sorted(DRIVERS)}, got {driver!r}")
         self.qid = qid
         self.title = title
         self._reference = reference
@@ -614,6 +892,9 @@ class Question:
         #: dotted names of functions the answer must not call (the exercise asks the
         #: student to write them); set after construction, like ``kind``
         self.forbidden: tuple[str, ...] = ()
+        self.driver = driver
+        self.loop_probe: Callable[[int], Case] | None = None
+        self.probe_lengths: tuple[int, int] = (4, 32)
         self.kind = "implement"
         self.state = "not checked"
         self._hints_shown = 0
@@ -649,10 +930,22 @@ class Question:
         points = self.points if status == "passed" else 0.0
         return Result(self.qid, self.title, status, points, self.points, detail, case, mistake)
 
+    def call(self, fn: Callable[..., Any], case: Case) -> Any:
+        """``fn`` (the reference, a mistake, the library) on a fresh copy of ``case``'s inputs,
+        through the question's driver if it has one."""
+        with _OneThread():
+            return _call(fn, case, self.driver)
+
+    def probe_cases(self) -> list[Case]:
+        """The loop probe's inputs, shortest first (none without a ``loop_probe``)."""
+        if self.loop_probe is None:
+            return []
+        return [self.loop_probe(n) for n in self.probe_lengths]
+
     def _diagnose(self, case: Case, got: Any) -> Mistake | None:
         for mistake in self.mistakes:
             try:
-                wrong = _call(mistake.fn, case)
+                wrong = self.call(mistake.fn, case)
             except Exception:  # noqa: BLE001 - a mistake that cannot run on this case
                 continue
             if self.compare(wrong, got) is None:
@@ -669,18 +962,36 @@ class Question:
                 f"pass the function itself, e.g. check(my_function), not its result",
             )
         name = getattr(answer, "__name__", "answer")
-        cases = self.make_cases()
-        return self.judge(name, cases, run_answer(answer, cases, self.timeout, self.forbidden))
+        cases, probes = self.make_cases(), self.probe_cases()
+        outcomes = run_answer(
+            answer, cases, self.timeout, self.forbidden, probes=probes, driver=self.driver
+        )
+        return self.judge(name, cases, outcomes, probes)
 
-    def judge(self, name: str, cases: Sequence[Case], outcomes: Sequence[Outcome]) -> Result:
+    def judge(
+        self,
+        name: str,
+        cases: Sequence[Case],
+        outcomes: Sequence[Outcome],
+        probes: Sequence[Case] = (),
+    ) -> Result:
         """Compare what an answer called ``name`` did on ``cases`` with the reference.
 
         ``outcomes`` come from ``run_answer`` (here or in another process); the first
-        case that did not return the reference's output decides the result.
+        case that did not return the reference's output decides the result. Then the loop
+        probes (``probes``, the outcomes after the cases'): their outputs must be right too,
+        and the work must not grow with the number of positions.
         """
-        for index, case in enumerate(cases):
-            expected = _call(self._reference, case)
-            call = _call_text(name, case, self._params)
+        with _OneThread():
+            return self._judge(name, cases, outcomes, probes)
+
+    def _judge(
+        self, name: str, cases: Sequence[Case], outcomes: Sequence[Outcome], probes: Sequence[Case]
+    ) -> Result:
+        for index, case in enumerate([*cases, *probes]):
+            probe = index >= len(cases)
+            expected = self.call(self._reference, case)
+            call = _call_text(name, case, self._params, self.driver)
             if index >= len(outcomes):
                 return self._result(
                     "error", f"call: {call}\nno outcome was reported for this case", case.name
@@ -712,7 +1023,7 @@ class Question:
                     "in place; work on a copy or use out-of-place operations",
                     case.name,
                 )
-            if outcome.kind != "returned":
+            if outcome.kind != ("counted" if probe else "returned"):
                 return self._result(
                     "error", f"call: {call}\nunknown outcome {outcome.kind!r}", case.name
                 )
@@ -724,7 +1035,31 @@ class Question:
                     case.name,
                     self._diagnose(case, outcome.value),
                 )
+        if probes:
+            loop = self._judge_work(name, outcomes[len(cases) :])
+            if loop is not None:
+                return loop
         return self._result("passed", f"{len(cases)} cases")
+
+    def _judge_work(self, name: str, outcomes: Sequence[Outcome]) -> Result | None:
+        """Fail an answer whose work grows with the number of positions (a loop over them)."""
+        short, long = outcomes[0], outcomes[-1]
+        work = [max(0, o.lines) + max(0, o.tensor_ops) for o in (short, long)]
+        t_short, t_long = self.probe_lengths
+        if work[1] - work[0] < (t_long - t_short) / 2:  # vectorised: the same work
+            return None
+        ratio = work[1] / max(work[0], 1)
+        return self._result(
+            "failed",
+            f"call: {name} on inputs with T = {t_short} and T = {t_long} positions\n"
+            f"your function does {ratio:.1f}x as much work at T = {t_long} as at "
+            f"T = {t_short} ({short.tensor_ops} -> {long.tensor_ops} tensor operations, "
+            f"{short.lines} -> {long.lines} lines of Python run): the work grows with the "
+            "number of positions, so it loops over them; this exercise asks for no loop over "
+            "positions",
+            f"no loop over positions (T = {t_short} and T = {t_long})",
+            LOOP_OVER_POSITIONS,
+        )
 
     def check(self, answer: Any) -> None:
         """Check ``answer`` and show the feedback. With ``TFBOOK_STRICT=1`` a failure raises."""

@@ -838,6 +838,10 @@ q8.kind = "build"
 
 # Functions the task asks the student to write: calling them fails the check.
 q4.forbidden = ("tfbook.rnn.attention_preview",)
+# "No loop over positions": the answer's work is counted at T = 4 and T = 32 and must not grow.
+q4.loop_probe = lambda seq_len: Case(
+    f"random, B = 2, T = {seq_len}, d = 8", (_randn(2, seq_len, 8, seed=170 + seq_len),)
+)
 
 EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress

