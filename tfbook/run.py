@@ -129,8 +129,8 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 #: The runs of ``make capstone`` that ship with the package (:func:`book_run`).
 BOOK_RUNS: tuple[str, ...] = ("gpt-char", "gpt-bpe", "numbers")
-#: The weights of a finished run alone (no optimiser state): what :func:`load_model` reads
-#: when a folder has no checkpoint (the book keeps this file, not the checkpoints).
+#: The weights of a finished run alone, without the optimiser state. :func:`load_model` reads
+#: it when a folder has no checkpoint; the book keeps this file, not the checkpoints.
 MODEL_WEIGHTS = "model.pt"
 _KIND = "tfbook.run.gpt"
 _RUN_FILES = (
@@ -143,7 +143,8 @@ _RUN_FILES = (
 )
 _EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}  # 128 + the signal number, as a shell reports
 TOKENIZERS: tuple[str, ...] = ("char", "bpe")
-#: Config fields a resumed run may change: they decide what is logged and when, not the weights.
+#: Config fields a resumed run may change, since they decide what is logged and when, not
+#: the weights.
 RESUME_MAY_CHANGE: tuple[str, ...] = (
     "eval_every",
     "checkpoint_every",
@@ -367,7 +368,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """What a command should exit with: 0, or 130 / 143 after SIGINT / SIGTERM."""
+        """The exit status for a command, 0, or 130 / 143 after SIGINT / SIGTERM."""
         return _EXIT_CODES.get(self.stopped or "", 0)
 
     def __repr__(self) -> str:
@@ -607,7 +608,7 @@ def load_checkpoint(
         map_location: as ``torch.load`` (e.g. the process's GPU).
 
     Returns:
-        A dict: ``format``, ``kind``, ``step``, ``config`` (a dict), ``model`` and
+        A dict with ``format``, ``kind``, ``step``, ``config`` (a dict), ``model`` and
         ``optimizer`` (state dicts), ``tokenizer`` (the JSON text of the tokenizer),
         ``seconds``, ``world_size``.
 

@@ -30,7 +30,7 @@ Two things a question can ask for beyond its outputs, both observed while the an
   work at both lengths, a loop over positions about eight times as much.
 
 A question whose answer is not a plain function of its inputs (a training step that needs a
-model and an optimizer) names a ``driver`` in :data:`DRIVERS`: the driver builds those
+model and an optimizer) names a ``driver`` in ``DRIVERS``: the driver builds those
 objects from plain data wherever the answer runs, calls the answer and returns plain data.
 """
 
@@ -746,7 +746,7 @@ def run_answer(
     Stops after the first case that does not return normally, or that called one of the
     ``forbidden`` functions (dotted names). When every case returned, the answer runs on the
     ``probes`` too, with its work counted (outcomes of kind ``"counted"``, after the cases'
-    outcomes). ``driver`` names the :data:`DRIVERS` entry that calls the answer. This is the
+    outcomes). ``driver`` names the ``DRIVERS`` entry that calls the answer. This is the
     only part of a check that runs the student's code; it never sees the reference.
     """
     with _OneThread():
@@ -844,16 +844,15 @@ class Question:
             runs every case through both and requires them to agree, so the library and the
             exercise cannot drift apart. May also be set after construction.
         library_note: when ``library`` is ``None``, why there is no library counterpart.
-        driver: the name of a :data:`DRIVERS` entry when the answer is not a plain function of
+        driver: the name of a ``DRIVERS`` entry when the answer is not a plain function of
             the cases' inputs (a training step): the reference, the answer, the mistakes and
             ``library`` are then all called through it.
 
-    Attributes set after construction:
-        kind: ``"implement"``, ``"predict"``, ``"debug"``, ``"derive"`` or ``"build"``.
-        forbidden: dotted names of functions the answer must not call.
-        loop_probe: for tasks that say "no loop over positions": ``length -> Case``, inputs
-            with ``length`` positions. The answer runs on ``probe_lengths`` (4 and 32) with its
-            work counted; work that grows by at least half a unit per added position fails.
+    Set after construction: ``kind`` (``"implement"``, ``"predict"``, ``"debug"``,
+    ``"derive"`` or ``"build"``); ``forbidden`` (dotted names of functions the answer must not
+    call); ``loop_probe``, for tasks that say "no loop over positions" (``length -> Case``,
+    inputs with ``length`` positions: the answer runs on ``probe_lengths``, 4 and 32, with its
+    work counted, and work that grows by at least half a unit per added position fails).
     """
 
     def __init__(
