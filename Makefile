@@ -47,15 +47,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tfbook tfbook_tools tests benchmarks
 
 # Library, exercise engine, notebook structure, student editions, grading CLI.
+# Two pytest-xdist workers: many tests wait on subprocesses (kernels, sandboxes), so two
+# workers keep both cores busy. Tests sharing an expensive module fixture stay on one
+# worker (groups set in tests/conftest.py). `make unit WORKERS=0` runs in one process.
+WORKERS ?= 2
 unit: $(STAMP) corpus
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup tests
 
 # Re-execute every master notebook and compare with its stored outputs.
 # TFBOOK_STRICT=1 makes a failing exercise check raise, so a wrong reference solution fails here.
+# One notebook per worker at a time (--dist loadfile): a notebook's cells share one kernel.
 nbval: $(STAMP) corpus
 	TFBOOK_STRICT=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
-	  --nbval-cell-timeout 300 $(NOTEBOOKS)
+	  --nbval-cell-timeout 300 -n $(WORKERS) --dist loadfile $(NOTEBOOKS)
 
 # Zero-warning HTML build from the stored (nbval-verified) outputs: no second execution.
 strict-build: $(STAMP)
@@ -65,11 +70,13 @@ strict-build: $(STAMP)
 	$(BIN)/jupyter-book build . --path-output . --config _build/_config_strict.yml -W -n --keep-going --all
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
+# Full-page screenshots in _build/screenshots/ (make test takes only each page's first screen).
 browser-test: $(STAMP)
-	$(BIN)/python -m tfbook_tools.build browser-test _build/html
+	$(BIN)/python -m tfbook_tools.build browser-test _build/html $(BROWSER_FLAGS)
 
 browser-test-if-available: strict-build
-	@if command -v chromium >/dev/null 2>&1; then $(MAKE) --no-print-directory browser-test; \
+	@if command -v chromium >/dev/null 2>&1; then \
+	   $(MAKE) --no-print-directory browser-test BROWSER_FLAGS="--screenshots top"; \
 	 else echo "chromium not installed: browser check skipped (apt-get install chromium)"; fi
 
 # Benchmarks against real peers, measured side by side in one run (on demand, not in `make test`).

@@ -12,12 +12,16 @@ request to another host aborted, and fails when
 - a chapter page has no working link to its student edition,
 - the search page finds nothing for "attention".
 
-It prints what it counted per page and writes one full-page screenshot per page to
-``_build/screenshots/``.
+It prints what it counted per page and writes one screenshot per page to
+``_build/screenshots/``: the whole page by default, only its first screen with
+``--screenshots top`` (what ``make test`` uses: a full-page shot of a long chapter costs
+seconds). The pages are shared among ``--workers`` browsers (default 2, one per core of the
+book's machine), each with its own Chromium.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import http.server
 import os
@@ -27,7 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PageReport", "find_chromium", "check_pages", "run"]
+__all__ = ["PageReport", "find_chromium", "check_pages", "check_in_parallel", "run"]
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -135,11 +139,20 @@ def _check_student_link(page) -> list[str]:
     return []
 
 
-def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageReport]:
-    """Check every page; return one report per page (plus one for the search page)."""
+def check_pages(
+    html_dir: Path,
+    screenshots: Path,
+    chromium: str,
+    pages: list[str] | None = None,
+    search: bool = True,
+    full_page: bool = True,
+) -> list[PageReport]:
+    """Check ``pages`` (default: every page) and, with ``search``, the search page; return
+    one report per page. ``full_page=False`` screenshots only the first screen."""
     from playwright.sync_api import sync_playwright
 
     screenshots.mkdir(parents=True, exist_ok=True)
+    pages = _pages(html_dir) if pages is None else pages
     server, base = _serve(html_dir)
     reports: list[PageReport] = []
     try:
@@ -154,7 +167,7 @@ def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageRe
                     route.abort()
 
             context.route("**/*", offline)
-            for rel in _pages(html_dir):
+            for rel in pages:
                 report = PageReport(rel)
                 errors: list[str] = []
                 page = context.new_page()
@@ -189,11 +202,14 @@ def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageRe
                 if re.match(r"book/\d\d_", rel):
                     report.problems += _check_student_link(page)
                 shot = screenshots / (rel.replace("/", "_").removesuffix(".html") + ".png")
-                page.screenshot(path=str(shot), full_page=True)
+                page.screenshot(path=str(shot), full_page=full_page)
                 page.close()
                 reports.append(report)
 
-            search = PageReport("search.html?q=attention")
+            if not search:
+                browser.close()
+                return reports
+            search_report = PageReport("search.html?q=attention")
             page = context.new_page()
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -204,18 +220,43 @@ def check_pages(html_dir: Path, screenshots: Path, chromium: str) -> list[PageRe
             except Exception:  # noqa: BLE001 - reported below
                 hits = 0
             if hits == 0:
-                search.problems.append("the search page found nothing for 'attention'")
-            search.problems += [f"JavaScript error: {e}" for e in errors]
-            search.images = hits  # reported as "hits"
+                search_report.problems.append("the search page found nothing for 'attention'")
+            search_report.problems += [f"JavaScript error: {e}" for e in errors]
+            search_report.images = hits  # reported as "hits"
             page.screenshot(path=str(screenshots / "search.png"), full_page=False)
-            reports.append(search)
+            reports.append(search_report)
             browser.close()
     finally:
         server.shutdown()
     return reports
 
 
-def run(html_dir: Path, screenshots: Path | None = None) -> int:
+def check_in_parallel(
+    html_dir: Path, screenshots: Path, chromium: str, workers: int = 2, full_page: bool = True
+) -> list[PageReport]:
+    """:func:`check_pages` with the pages dealt out to ``workers`` processes, each running
+    its own Chromium (Playwright's synchronous API is not thread-safe). The largest pages
+    are dealt first, in turn, so the workers finish together; reports come back in page
+    order, the search page last."""
+    pages = _pages(html_dir)
+    workers = max(1, min(workers, len(pages)))
+    if workers == 1:
+        return check_pages(html_dir, screenshots, chromium, full_page=full_page)
+    by_size = sorted(pages, key=lambda rel: -(html_dir / rel).stat().st_size)
+    shares = [by_size[i::workers] for i in range(workers)]
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        futures = [
+            pool.submit(check_pages, html_dir, screenshots, chromium, share, i == 0, full_page)
+            for i, share in enumerate(shares)
+        ]
+        found = [report for f in futures for report in f.result()]
+    order = {rel: i for i, rel in enumerate(pages)}
+    return sorted(found, key=lambda r: order.get(r.page, len(order)))
+
+
+def run(
+    html_dir: Path, screenshots: Path | None = None, workers: int = 2, full_page: bool = True
+) -> int:
     """Command-line entry: print a table of what was checked; 0 when every page is fine."""
     html_dir = Path(html_dir)
     if not (html_dir / "book" / "index.html").is_file():
@@ -226,7 +267,7 @@ def run(html_dir: Path, screenshots: Path | None = None) -> int:
         print("browser-test: Chromium not found (apt-get install chromium, or set TFBOOK_CHROMIUM)")
         return 2
     screenshots = screenshots or html_dir.parent / "screenshots"
-    reports = check_pages(html_dir, screenshots, chromium)
+    reports = check_in_parallel(html_dir, screenshots, chromium, workers, full_page)
     failed = 0
     print(f"{'page':45} {'formulas':>9} {'typeset':>8} {'images':>7} {'widgets':>8}  result")
     for r in reports:

@@ -272,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     hs.add_argument("notebooks", nargs="+", type=Path)
     br = sub.add_parser("browser-test")
     br.add_argument("html_dir", type=Path)
+    br.add_argument("--workers", type=int, default=2, help="browsers checking pages at once")
+    br.add_argument(
+        "--screenshots", choices=("full", "top"), default="full",
+        help="screenshot the whole page or only its first screen",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "prepare-static":
         print(f"static files in {prepare_static()} and {prepare_fonts()}")
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "browser-test":
         from tfbook_tools.browser_check import run
 
-        return run(args.html_dir)
+        return run(args.html_dir, workers=args.workers, full_page=args.screenshots == "full")
     return 0
 
 
