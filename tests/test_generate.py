@@ -264,6 +264,19 @@ def test_top_p_filter_hand_cases():
             top_p_filter(probs.log(), bad)
 
 
+def test_top_p_filter_keeps_the_lower_indices_of_a_tie():
+    logits = torch.zeros(3, 1024)  # every token holds 2**-10, so the sums are exact
+    kept = top_p_filter(logits, 0.25) > float("-inf")
+    assert kept[:, :256].all() and not kept[:, 256:].any()
+    # the same rule as chapter 7's exercise on nucleus filtering
+    from tfbook.exercises.ch07 import _reference_top_p
+
+    g = torch.Generator().manual_seed(0)
+    tied = torch.randint(0, 3, (4, 50), generator=g).float()  # many ties
+    for p in (0.1, 0.3, 0.5, 0.9):
+        assert torch.equal(top_p_filter(tied, p), _reference_top_p(tied, p))
+
+
 def test_sample_next_temperature_zero_and_near_zero_are_greedy():
     logits = torch.randn(64, V, generator=torch.Generator().manual_seed(0))
     greedy = logits.argmax(-1)

@@ -82,7 +82,8 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     """Nucleus filtering: keep the smallest set of most likely tokens whose probability >= p.
 
     Sort the tokens by probability; keep a token when the probability of the tokens *before*
-    it is still below ``p``. The most likely token is always kept; ``p = 1`` keeps all.
+    it is still below ``p``. The most likely token is always kept; ``p = 1`` keeps all. Of
+    tokens tied at the edge of the nucleus, the ones with lower indices are kept.
 
     Args:
         logits: scores over the vocabulary.
@@ -100,7 +101,8 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     check.number_in("p", p, 0.0, 1.0, low_open=True)
     if p == 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V)
+    # A stable sort: of tokens tied at the nucleus' edge the lower index is kept, every time.
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)  # (..., V)
     probs = torch.softmax(sorted_logits, dim=-1)  # (..., V), largest first
     before = probs.cumsum(dim=-1) - probs  # (..., V): the mass of the tokens ranked higher
     remove_sorted = before >= p  # the top token has before = 0 < p: always kept
