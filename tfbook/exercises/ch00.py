@@ -51,6 +51,10 @@ def _softmax_cases() -> list[Case]:
     cases.append(Case("large scores (1000 and up)", (torch.tensor([[1000.0, 1001.0, 1002.0]]),)))
     rows = torch.tensor([[0.0, 1.0, 2.0], [1000.0, 1001.0, 1002.0]])
     cases.append(Case("rows of very different size (one maximum per row)", (rows,)))
+    # subtracting the row's mean, minimum or first entry is stable only while the row's spread
+    # stays below ~88 (exp overflows in float32): only the maximum is safe for every row
+    spread = torch.tensor([[-1000.0, 0.0, 1000.0], [500.0, 0.0, -500.0]])
+    cases.append(Case("a wide spread within each row (-1000 to 1000)", (spread,)))
     return cases
 
 
@@ -121,6 +125,7 @@ q2 = Question(
     "One-hot vectors",
     reference=one_hot,
     cases=_one_hot_cases,
+    check_dtype=True,  # the task asks for a float tensor (F.one_hot's int64 cannot multiply W)
     mistakes=[
         Mistake(
             "vocabulary axis first instead of last",

@@ -89,6 +89,10 @@ def _vocab_cases():
         cases.append(Case(f"random sentences, seed {seed}, min_freq=2", (texts, 2)))
     cases.append(Case("the slide sentence, min_freq=1", (["나는 최근 파리 여행을 다녀왔다"], 1)))
     cases.append(Case("no text at all", ([], 1)))
+    # runs of spaces, a tab and a newline are all white space (split(" ") would count ""), and
+    # "The" and "the" are two words: nothing asks for lower-casing
+    untidy = ["the cat  saw The\tcat", " the dog\n", "The end"]
+    cases.append(Case("untidy white space, capitals, min_freq=1", (untidy, 1)))
     return cases
 
 
@@ -173,6 +177,9 @@ def _pair_cases():
     cases.append(Case("Korean syllables", ({("여", "행", "을"): 3, ("여", "행", "은"): 2},)))
     cases.append(Case("repeated pair in one word", ({("a", "a", "a"): 4},)))
     cases.append(Case("single-symbol word", ({("a",): 5},)))
+    # after some merges a symbol has several characters: pairs are of symbols, not characters
+    merged = {("aa", "b", "aa"): 2, ("ab", "c"): 3, ("a", "ab"): 1}
+    cases.append(Case("symbols of several characters (after merges)", (merged,)))
     return cases
 
 
@@ -326,7 +333,9 @@ def _embed_no_sqrt(ids, weight):
 
 def _embed_cases():
     cases = []
-    for seed, (v, d, b, t) in enumerate([(10, 16, 2, 5), (7, 9, 1, 4), (12, 4, 3, 2)]):
+    # d_model = 10 is not a perfect square: math.isqrt or int(d ** 0.5) rounds the factor
+    shapes = [(10, 16, 2, 5), (7, 9, 1, 4), (12, 4, 3, 2), (6, 10, 2, 3)]
+    for seed, (v, d, b, t) in enumerate(shapes):
         g = torch.Generator().manual_seed(30 + seed)
         weight = torch.randn(v, d, generator=g)
         ids = torch.randint(0, v, (b, t), generator=g)
@@ -579,6 +588,8 @@ def _encode_cases():
     cases += [
         Case("spaces before and after", ("  나는 여행을 ", vocab)),
         Case("empty text with <bos> and <eos>", ("", vocab), {"add_special_tokens": True}),
+        # split() also cuts at tabs and newlines; dropping split(" ")'s empty strings does not
+        Case("a tab and a newline between words", ("나는\t파리\n여행을 먹었다", vocab)),
     ]
     return cases
 
@@ -744,6 +755,11 @@ def _nearest_cases():
     weight = torch.randn(5, 3, generator=g)
     cases.append(Case("edge: k = V - 1 (every other token)", (weight, torch.tensor([0, 4]), 4)))
     cases.append(Case("edge: the same query twice", (weight, torch.tensor([2, 2]), 1)))
+    # rows 1 and 4 identical: the query ties with its twin at cos = 1, so dropping the first
+    # column of topk(k + 1) drops the twin for one of the two queries and keeps the query itself
+    twins = weight.clone()
+    twins[4] = twins[1]
+    cases.append(Case("edge: two identical rows, both queried", (twins, torch.tensor([1, 4]), 2)))
     return cases
 
 
@@ -833,6 +849,12 @@ q9.library_note = (
 
 for _q in (q1, q2, q3, q4, q5):
     _q.kind = "implement"
+
+# Functions the task asks the student not to use: calling them fails the check.
+q5.forbidden = (
+    "tfbook.embedding.cosine_similarity_matrix",
+    "torch.nn.functional.cosine_similarity",
+)
 q6.kind = "predict"
 q7.kind = "debug"
 q8.kind = "derive"

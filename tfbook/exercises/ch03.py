@@ -462,6 +462,8 @@ def _q5_cases():
         Case("random (3, 2, 7, 4), seed 9", (torch.randn(3, 2, 7, 4, generator=gen),)),
         Case("one token (position 0 is not rotated)", (torch.randn(1, 1, 6, generator=gen),)),
         Case("d = 2, long sequence", (torch.randn(1, 40, 2, generator=gen),)),
+        # the task asks for the dtype of x: float64 in, float64 out (the dtype is checked)
+        Case("float64 (2, 6, 4)", (torch.randn(2, 6, 4, generator=gen, dtype=torch.float64),)),
     ]
 
 
@@ -496,6 +498,7 @@ q5 = Question(
         "new x1 = x0 sin + x1 cos. Write into a new tensor (torch.empty_like(x)).",
     ],
     atol=1e-5,
+    check_dtype=True,  # "a new tensor of the same shape and dtype"
 )
 
 

@@ -1,0 +1,300 @@
+"""Plausible wrong answers to the exercises of chapters 0 to 4: every one must be rejected.
+
+Most of these once passed a check whose cases happened not to vary something (every d_model a
+perfect square, every symbol one character, white space always single spaces, no batch of one
+sentence, float32 inputs only); the cases were added so that they fail now. A few were always
+rejected and are kept because they show which differences the cases must keep (d_k != d_v,
+B != T). Same path as tests/test_wrong_answers.py: ``Question.evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tfbook.exercises import load
+
+_SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
+
+
+# --------------------------------------------------------------------------- chapter 0
+
+
+def _softmax_minus_mean(x, dim=-1):
+    e = (x - x.mean(dim=dim, keepdim=True)).exp()  # overflows once a row spans more than ~176
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def _softmax_minus_min(x, dim=-1):
+    e = (x - x.amin(dim=dim, keepdim=True)).exp()  # the minimum: exp(max - min) overflows
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def _one_hot_library_int64(ids, vocab_size):
+    return F.one_hot(ids, vocab_size)  # int64, not the float tensor the task asks for
+
+
+def _one_hot_float64(ids, vocab_size):
+    return F.one_hot(ids, vocab_size).double()  # float64, not float32
+
+
+def _masked_mean_left_padding(x, lengths):
+    t = x.shape[1]  # the real tokens assumed at the end of each row
+    keep = (torch.arange(t)[None, :] >= (t - lengths)[:, None]).to(x.dtype)
+    return (x * keep[:, :, None]).sum(dim=1) / lengths[:, None].to(x.dtype)
+
+
+def _count_bias_always(d_in, d_out, bias=True):
+    return d_in * d_out + d_out  # the bias argument ignored
+
+
+# --------------------------------------------------------------------------- chapter 1
+
+
+def _step_only_w_hh_untransposed(x_t, h_prev, W_ih, W_hh, b):
+    return torch.tanh(x_t @ W_ih.T + h_prev @ W_hh + b)  # W_hh is square: no shape error
+
+
+def _rnn_ignores_h0(x, h0, W_ih, W_hh, b):
+    h, outputs = torch.zeros_like(h0), []  # starts from zeros whatever h0 is
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ W_ih.T + h @ W_hh.T + b)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _jacobian_w_hh_transposed(hs, W_hh, k):
+    t, h = hs.shape
+    jac = torch.eye(h, dtype=hs.dtype)
+    for j in range(t - 1, t - 1 - k, -1):
+        jac = jac @ (torch.diag(1 - hs[j] ** 2) @ W_hh.T)  # W_hh^T: the forward map's layout
+    return jac
+
+
+def _attention_preview_sqrt_t(x):
+    scores = x @ x.transpose(-2, -1) / math.sqrt(x.shape[1])  # sqrt(T) instead of sqrt(d)
+    return torch.softmax(scores, dim=-1) @ x
+
+
+def _memory_h0_counted(batch, n_heads, seq_len, d_model, bytes_per_value=4):
+    attention = batch * n_heads * seq_len * seq_len * bytes_per_value
+    return attention, batch * (seq_len + 1) * d_model * bytes_per_value  # h_0 is an input
+
+
+def _final_state_gather_squeeze(x, lengths, rnn):
+    states, _ = rnn(x)
+    index = (lengths - 1)[:, None, None].expand(-1, 1, states.shape[-1])
+    return states.gather(1, index).squeeze()  # also drops the batch axis of a single sentence
+
+
+# --------------------------------------------------------------------------- chapter 2
+
+
+def _vocab(counts, min_freq):
+    kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+    vocab = {tok: i for i, tok in enumerate(_SPECIALS)}
+    for word in kept:
+        vocab[word] = len(vocab)
+    return vocab
+
+
+def _vocab_split_single_space(texts, min_freq):
+    # split(" "): "" from a run of spaces, "The\tcat" as one word
+    return _vocab(Counter(w for t in texts for w in t.split(" ")), min_freq)
+
+
+def _vocab_lowercased(texts, min_freq):
+    # lower-cased, which nothing asks for: "The" and "the" merged
+    return _vocab(Counter(w for t in texts for w in t.lower().split()), min_freq)
+
+
+def _pairs_of_characters(word_freqs):
+    counts = {}
+    for symbols, freq in word_freqs.items():
+        word = "".join(symbols)  # characters, not symbols: wrong once "aa" is one symbol
+        for pair in zip(word, word[1:], strict=False):
+            counts[pair] = counts.get(pair, 0) + freq
+    return counts
+
+
+def _embed_integer_sqrt(ids, weight):
+    return weight[ids] * math.isqrt(weight.shape[1])  # exact only for perfect squares
+
+
+def _embed_int_of_sqrt(ids, weight):
+    return weight[ids] * int(weight.shape[1] ** 0.5)  # rounded down: 3 for d_model = 10
+
+
+def _encode_drop_empty_strings(text, vocab, add_special_tokens=False):
+    # split(" ") with the empty strings dropped: tabs and newlines still join words
+    ids = [vocab.get(w, vocab["<unk>"]) for w in text.split(" ") if w]
+    return [vocab["<bos>"], *ids, vocab["<eos>"]] if add_special_tokens else ids
+
+
+def _encode_regex_spaces(text, vocab, add_special_tokens=False):
+    words = [w for w in re.split(r" +", text) if w]  # runs of spaces only, not all white space
+    ids = [vocab.get(w, vocab["<unk>"]) for w in words]
+    return [vocab["<bos>"], *ids, vocab["<eos>"]] if add_special_tokens else ids
+
+
+def _nearest_drop_first_column(weight, ids, k):
+    from tfbook.embedding import cosine_similarity_matrix
+
+    # assumes the query is always ranked first: a twin row with the same cosine 1 may be first
+    return cosine_similarity_matrix(weight)[ids].topk(k + 1, dim=-1).indices[:, 1:]
+
+
+def _nearest_argsort_skip_first(weight, ids, k):
+    from tfbook.embedding import cosine_similarity_matrix
+
+    # the same assumption through a full sort
+    order = cosine_similarity_matrix(weight)[ids].argsort(dim=-1, descending=True)
+    return order[:, 1 : k + 1]
+
+
+# --------------------------------------------------------------------------- chapter 3
+
+
+def _rope_parts(x, dtype):
+    t, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(t, dtype=torch.float64)[:, None]
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    return torch.cos(m * theta).to(dtype), torch.sin(m * theta).to(dtype)
+
+
+def _rope_returns_float64(x):
+    x = x.double()  # computed in float64 and returned so: not the input's dtype
+    cos, sin = _rope_parts(x, torch.float64)
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def _rope_always_float32(x):
+    cos, sin = _rope_parts(x, torch.float32)
+    out = torch.zeros(x.shape)  # torch's default dtype, float32, whatever x's dtype
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def _shift_matrix_exponent_over_half(delta, d_model):
+    half = d_model // 2
+    m = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for i in range(half):
+        phi = delta * 10000.0 ** (-2 * i / half)  # divided by d_model / 2, not d_model
+        m[i, i], m[i, i + half] = math.cos(phi), math.sin(phi)
+        m[i + half, i], m[i + half, i + half] = -math.sin(phi), math.cos(phi)
+    return m
+
+
+def _positions_by_batch_size(ids, token_table, pos_table):
+    return token_table[ids] + pos_table[: ids.shape[0]][:, None, :]  # B rows instead of T
+
+
+def _dot_every_column_a_frequency(max_delta, d_model):
+    delta = torch.arange(max_delta + 1, dtype=torch.float64)[:, None]
+    omega = 10000.0 ** (-torch.arange(d_model, dtype=torch.float64) / d_model)  # d, not d/2
+    return torch.cos(delta * omega).sum(dim=1)
+
+
+# --------------------------------------------------------------------------- chapter 4
+
+
+def _attention_scaled_by_d_v(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1]), dim=-1)
+    return weights @ v, weights  # sqrt(d_v): the cases keep d_v != d_k
+
+
+def _attention_scaled_by_t_k(q, k, v):
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[1]), dim=-1)
+    return weights @ v, weights  # sqrt(T_k): the cases keep T_k != d_k
+
+
+def _split_heads_batch_and_time_swapped(x, n_heads):
+    b, t, d_model = x.shape  # read as (T, B, ...): right only when B = 1
+    return x.reshape(t, b, n_heads, d_model // n_heads).permute(1, 2, 0, 3)
+
+
+# "passed before": the check accepted it until this file's cases were added to the question;
+# "kept": always rejected, kept for the difference between the cases it relies on.
+WRONG = {
+    "ch00.q1": [_softmax_minus_mean, _softmax_minus_min],  # passed before
+    "ch00.q2": [_one_hot_library_int64, _one_hot_float64],  # passed before
+    "ch00.q3": [_masked_mean_left_padding],  # kept
+    "ch00.q4": [_count_bias_always],  # kept
+    "ch01.q1": [_step_only_w_hh_untransposed],  # kept
+    "ch01.q2": [_rnn_ignores_h0],  # kept
+    "ch01.q3": [_jacobian_w_hh_transposed],  # kept
+    "ch01.q4": [_attention_preview_sqrt_t],  # kept
+    "ch01.q5": [_memory_h0_counted],  # kept
+    "ch01.q7": [_final_state_gather_squeeze],  # passed before
+    "ch02.q1": [_vocab_split_single_space, _vocab_lowercased],  # passed before
+    "ch02.q2": [_pairs_of_characters],  # passed before
+    "ch02.q4": [_embed_integer_sqrt, _embed_int_of_sqrt],  # passed before
+    "ch02.q7": [_encode_drop_empty_strings, _encode_regex_spaces],  # passed before
+    "ch02.q9": [_nearest_drop_first_column, _nearest_argsort_skip_first],  # passed before
+    "ch03.q2": [_shift_matrix_exponent_over_half],  # kept
+    "ch03.q3": [_positions_by_batch_size],  # kept
+    "ch03.q4": [_dot_every_column_a_frequency],  # kept
+    "ch03.q5": [_rope_returns_float64, _rope_always_float32],  # passed before
+    "ch04.q1": [_attention_scaled_by_d_v, _attention_scaled_by_t_k],  # kept
+    "ch04.q5": [_split_heads_batch_and_time_swapped],  # kept
+}
+PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
+
+
+def _question(qid):
+    return load(qid.split(".")[0])[qid]
+
+
+@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=[f"{q}-{f.__name__}" for q, f in PAIRS])
+def test_plausible_wrong_answer_is_rejected(qid, wrong):
+    result = _question(qid).evaluate(wrong)
+    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
+    assert result.points == 0
+
+
+# --------------------------------------------------------------------------- forbidden calls
+# Passed before: exercise 2.5 says "Do not use tfbook.embedding.cosine_similarity_matrix or
+# F.cosine_similarity"; both compute the right values, so only the watch rejects them.
+
+
+def _cosine_by_library(x):
+    from tfbook.embedding import cosine_similarity_matrix
+
+    return cosine_similarity_matrix(x)
+
+
+def _cosine_by_torch(x):
+    return F.cosine_similarity(x[:, None, :], x[None, :, :], dim=-1)
+
+
+def _cosine_by_torch_module(x):
+    return torch.nn.CosineSimilarity(dim=-1)(x[:, None, :], x[None, :, :])
+
+
+FORBIDDEN = [
+    ("ch02.q5", _cosine_by_library, "tfbook.embedding.cosine_similarity_matrix"),
+    ("ch02.q5", _cosine_by_torch, "torch.nn.functional.cosine_similarity"),
+    ("ch02.q5", _cosine_by_torch_module, "torch.nn.functional.cosine_similarity"),
+]
+
+
+@pytest.mark.parametrize(
+    ("qid", "answer", "name"), FORBIDDEN, ids=[f"{q}-{f.__name__}" for q, f, _ in FORBIDDEN]
+)
+def test_calling_a_forbidden_function_is_rejected_and_named(qid, answer, name):
+    question = _question(qid)
+    result = question.evaluate(answer)
+    assert result.status == "failed", result.text()
+    assert f"your function calls {name}" in result.text()
+    with torch.no_grad():  # the values are right: only the watch tells them apart
+        case = question.make_cases()[0]
+        assert question.compare(question.reference(*case.args), answer(*case.args)) is None
