@@ -200,6 +200,7 @@ q2 = Question(
     ],
     atol=1e-6,
     rtol=1e-5,
+    check_dtype=True,  # a float32 input gives a float32 output (no float64 detour)
 )
 
 
@@ -257,6 +258,11 @@ def _ln_cases():
     cases.append(
         Case("edge: constant vectors give beta", (const, torch.ones(4), torch.arange(4.0)))
     )
+    g = torch.Generator().manual_seed(3)
+    small = 0.2 * torch.randn(2, 2, 6, generator=g)  # variance 0.04: eps = 0.1 matters
+    cases.append(Case("eps=0.1 given", (small, torch.ones(6), torch.zeros(6)), {"eps": 0.1}))
+    far = 100.0 + torch.randn(2, 3, 8, generator=g)  # E[x^2] - mu^2 loses the variance here
+    cases.append(Case("edge: vectors far from 0 (mean 100)", (far, torch.ones(8), torch.zeros(8))))
     return cases
 
 
@@ -461,6 +467,9 @@ def _dropout_cases():
     x, u = torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g)
     cases.append(Case("edge: p=0 keeps everything", (x, u, 0.0, True)))
     cases.append(Case("edge: p=1 drops everything", (x, u, 1.0, True)))
+    u = torch.tensor([[0.25, 0.1, 0.25, 0.7], [0.0, 0.25, 0.5, 0.25]])  # u = p: kept
+    x = torch.randn(2, 4, generator=g)
+    cases.append(Case("edge: entries with u exactly p", (x, u, 0.25, True)))
     return cases
 
 
@@ -732,6 +741,7 @@ q8 = Question(
     cases=lambda: [
         Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=81),
         Case("post-LN, d_model=12, n_heads=3, d_ff=24", (12, 3, 24, False), seed=82),
+        Case("norm_first not given (pre-LN), d_model=8, n_heads=4, d_ff=16", (8, 4, 16), seed=83),
     ],
     mistakes=[
         Mistake(

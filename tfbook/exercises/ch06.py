@@ -427,6 +427,18 @@ def _probes(d_model: int) -> list[tuple[str, tuple]]:
                 (x, memory, causal_mask(t), memory_mask),
             )
         )
+    b, t, s = 2, 5, 3
+    x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
+    memory = torch.randn(b, s, d_model, generator=g)
+    target_real = padding_mask(torch.tensor([t, t - 2]), max_len=t)  # (B, 1, T)
+    self_mask = causal_mask(t) & target_real  # (B, T, T): causal and no padded target keys
+    probes.append(
+        (
+            f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, a causal self mask that also "
+            "hides target padding, no memory mask",
+            (x, memory, self_mask, None),
+        )
+    )
     return probes
 
 
@@ -467,6 +479,7 @@ q3 = Question(
         Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=61),
         Case("post-LN, d_model=12, n_heads=3, d_ff=48", (12, 3, 48, False), seed=62),
         Case("pre-LN, d_model=8, n_heads=4, d_ff=16", (8, 4, 16, True), seed=63),
+        Case("norm_first not given (pre-LN), d_model=8, n_heads=2, d_ff=16", (8, 2, 16), seed=64),
     ],
     mistakes=[
         Mistake(
@@ -644,6 +657,9 @@ def _probs_cases():
     cases.append(
         Case("edge: zero hidden vectors give softmax(bias)", (torch.zeros(1, 3, 8), w, bias))
     )
+    g = torch.Generator().manual_seed(8)
+    h = 40.0 * torch.randn(1, 3, 8, generator=g)  # logits in the hundreds, as in trained models
+    cases.append(Case("edge: a confident head (logits in the hundreds)", (h, w, bias)))
     return cases
 
 
@@ -719,6 +735,24 @@ class _TinyModel(nn.Module):
         return self.ffn(x)  # (1, T, d_model)
 
 
+class _WeakMixingModel(nn.Module):
+    """A hand-made causal model whose positions mix only weakly: output t is the embedding of
+    token t plus 1e-4 times the sum of the (different) embeddings of the tokens before it.
+    Every vector's features come in pairs (a, -a), so a change averages to 0 over them."""
+
+    def __init__(self, vocab_size: int, half: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        own = torch.randn(vocab_size, half, generator=g)
+        mixed = torch.randn(vocab_size, half, generator=g)
+        self.own = torch.cat([own, -own], dim=-1)  # (V, d)
+        self.mixed = torch.cat([mixed, -mixed], dim=-1)  # (V, d)
+
+    def forward(self, ids):
+        before = self.mixed[ids].cumsum(dim=1) - self.mixed[ids]  # (1, T, d): tokens before t
+        return self.own[ids] + 1e-4 * before  # (1, T, d)
+
+
 def _reference_changed_outputs(model, ids, t, new_id):
     """Which output positions react when token ``t`` is replaced by ``new_id``: the
     perturbation test the chapter runs on ``tfbook.model.GPT`` and ``tfbook.model.BERT``."""
@@ -756,6 +790,14 @@ def _perturbation_cases():
         new_id = 5 + (int(ids[0, t]) - 5 + 3) % 7  # a different id from the same range
         name = f"{mixing} model, T={t_len}, perturb position {t}"
         cases.append(Case(name, (_Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
+    ids = torch.tensor([[6, 9, 5, 11, 9, 7, 8]])  # token 9 at positions 1 and 4
+    cases.append(
+        Case(
+            "edge: weakly mixing causal model, T=7, perturb position 4 (its token is also "
+            "at position 1)",
+            (_Frozen("<weakly mixing model>", _WeakMixingModel(12, 4, 5)), ids, 4, 10),
+        )
+    )
     return cases
 
 
@@ -841,6 +883,10 @@ q4.library_note = (
 )
 q5.library = _library_next_token_probs
 q6.library_note = "run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py"
+
+# The class the build exercise asks the student to assemble: subclassing it, or calling it,
+# passes every comparison (the watch sees its constructor run).
+q3.forbidden = ("tfbook.model.DecoderLayer.__init__",)
 
 q1.kind = "predict"
 q2.kind = "debug"

@@ -85,14 +85,16 @@ def _model_from(config, weights) -> GPT:
     return model.train()
 
 
-def _padded_batch(seed: int, batch: int, length: int, vocab_size: int = 12) -> torch.Tensor:
-    """Token ids ``(B, T)`` from 5 .. V-1, each row ending in a run of padding (id 0)."""
+def _padded_batch(
+    seed: int, batch: int, length: int, vocab_size: int = 12, pad_id: int = 0
+) -> torch.Tensor:
+    """Token ids ``(B, T)`` from 5 .. V-1, each row ending in a run of padding (``pad_id``)."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, vocab_size, (batch, length), generator=g)
     lengths = torch.randint(2, length + 1, (batch,), generator=g)
     lengths[0] = length  # one row without padding
     for row, n in enumerate(lengths.tolist()):
-        ids[row, n:] = 0
+        ids[row, n:] = pad_id
     return ids
 
 
@@ -369,6 +371,9 @@ def _train_cases():
         batches = [_padded_batch(10 * seed + i, batch, length) for i in range(n_steps)]
         name = f"{n_steps} steps of {batch} padded sequences of {length} tokens, lr={lr}"
         cases.append(Case(name, (dict(TINY), _tiny_weights(seed), batches, lr)))
+    batches = [_padded_batch(40 + i, 3, 7, pad_id=4) for i in range(2)]
+    name = "2 steps of 3 sequences of 7 tokens padded with id 4 (pad_id=4), lr=0.5"
+    cases.append(Case(name, (dict(TINY), _tiny_weights(2), batches, 0.5), {"pad_id": 4}))
     return cases
 
 
@@ -575,6 +580,14 @@ def _top_p_cases():
             "edge: tie at the boundary, lower index first",
             (torch.tensor([[1.0, 2.0, 1.0, 0.0, 1.0]]), 0.6),
         ),
+        Case(
+            "edge: two of four equally likely tokens reach p = 0.5 exactly",
+            (torch.zeros(2, 4), 0.5),
+        ),
+        Case(
+            "edge: 20 tokens tied at the boundary (V=40), lower indices first",
+            (torch.tensor([[1.0, 0.0] * 20]), 0.5),
+        ),
     ]
     return cases
 
@@ -675,6 +688,10 @@ def _distribution_cases():
         Case(
             "edge: a tie at the k-th place keeps both",
             (torch.tensor([[3.0, 1.0, 2.0, 2.0, -1.0]]), 2.0, 2),
+        ),
+        Case(
+            "edge: temperature 0.02 (scaled logits in the hundreds)",
+            (torch.tensor([[3.0, 2.5, -1.0, 0.0], [-2.0, 1.0, 1.5, 0.5]]), 0.02, 3),
         ),
     ]
     return cases
@@ -782,6 +799,10 @@ q3.library = _library_train
 q4.library = _library_per_token_loss
 q5.library = _library_top_p
 q6.library = _library_distribution
+
+# The library functions exercises 7.5 and 7.6 ask the student to write: calling them fails.
+q5.forbidden = ("tfbook.generate.top_p_filter",)
+q6.forbidden = ("tfbook.generate.top_k_filter", "tfbook.generate.top_p_filter")
 
 q1.kind = "predict"
 q2.kind = "derive"

@@ -620,18 +620,23 @@ def _reverse_batch(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return collate_pairs(reverse_task(count, (2, 6), TINY_SEQ2SEQ["vocab_size"], seed))
 
 
-def _update_run(seed: int, optimizer: str, lr: float, clip: float, n_batches: int) -> dict:
+def _update_run(
+    seed: int, optimizer: str, lr: float, clip: float, n_batches: int, pad_id: int = 0
+) -> dict:
+    batches = [_reverse_batch(10 * seed + i, 6) for i in range(n_batches)]
+    if pad_id != 0:  # the same pairs padded with another id (4, <mask>, appears nowhere else)
+        batches = [tuple(b.masked_fill(b == 0, pad_id) for b in batch) for batch in batches]
     return {
         "model": "tfbook.model.EncoderDecoder",
         "config_class": "tfbook.model.TransformerConfig",
-        "config": dict(TINY_SEQ2SEQ),
+        "config": {**TINY_SEQ2SEQ, "pad_id": pad_id},
         "init_seed": seed,
         "dtype": "float64",  # two correct steps then agree to ~1e-15, AdamW included
         "optimizer": optimizer,
         "optimizer_args": {"lr": lr},
-        "pad_id": 0,
+        "pad_id": pad_id,
         "clip": clip,
-        "batches": [_reverse_batch(10 * seed + i, 6) for i in range(n_batches)],
+        "batches": batches,
     }
 
 
@@ -682,6 +687,10 @@ def _train_step_cases():
         Case(
             "edge: clip far above the gradient norm (nothing to clip)",
             (_update_run(4, "SGD", 0.5, 1e6, 2),),
+        ),
+        Case(
+            "edge: padding id 4 (pad_id=4, not 0), two SGD updates",
+            (_update_run(5, "SGD", 0.5, 0.05, 2, pad_id=4),),
         ),
         Case(
             f"{_TRAIN_STEPS} AdamW updates on Korean numbers 0..999: exact match on "

@@ -1,0 +1,237 @@
+"""Plausible wrong answers to the exercises of chapters 5 to 8: every one must be rejected.
+
+Each of these once passed its check (the cases did not vary the argument, the edge or the shape
+it gets wrong, or the check did not watch for the library function the exercise forbids); the
+questions now have the cases that separate them. Same path as tests/test_wrong_answers.py:
+``question.evaluate(wrong)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tfbook.attention import CrossAttention, SelfAttention, causal_mask
+from tfbook.exercises import load
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.generate import top_k_filter, top_p_filter
+from tfbook.model import DecoderLayer
+from tfbook.norm import ResidualSublayer
+
+# --------------------------------------------------------------------------- chapter 5
+
+
+def _gelu_in_float64(x):
+    # right values, but a float64 tensor for a float32 input (a float64 detour for "precision")
+    x = x.double()
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _layer_norm_eps_hard_coded(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
+    return gamma * (x - mu) / torch.sqrt(var + 1e-5) + beta  # the eps argument ignored
+
+
+def _layer_norm_one_pass_variance(x, gamma, beta, eps=1e-5):
+    mu = x.mean(dim=-1, keepdim=True)
+    var = (x**2).mean(dim=-1, keepdim=True) - mu**2  # E[x^2] - mu^2 cancels for large means
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
+def _dropout_strictly_above_p(x, u, p, training):
+    if not training or p == 0.0:
+        return x.clone()
+    if p >= 1.0:
+        return torch.zeros_like(x)
+    return torch.where(u > p, x / (1.0 - p), torch.zeros_like(x))  # drops u == p, asked to keep
+
+
+class _EncoderPostLNByDefault(torch.nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=False):  # the default should be True
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, mask=None):
+        return self.ffn(self.self_attn(x, mask))
+
+
+# --------------------------------------------------------------------------- chapter 6
+
+
+class _DecoderPostLNByDefault(torch.nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=False):  # the default should be True
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(x, memory, memory_mask)
+        return self.ffn(x)
+
+
+class _DecoderOwnCausalMask(_DecoderPostLNByDefault):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first)
+
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        x = self.self_attn(x, causal_mask(x.shape[1]))  # self_mask ignored: padding not hidden
+        x = self.cross_attn(x, memory, memory_mask)
+        return self.ffn(x)
+
+
+class _DecoderSubclassOfLibrary(DecoderLayer):  # the library layer the exercise rebuilds
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
+
+
+def _probs_softmax_without_max(h, embedding_weight, bias):
+    logits = h @ embedding_weight.T + bias
+    return torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True)  # inf / inf = NaN
+
+
+def _perturbed(model, ids, t, new_id):
+    changed = ids.clone()
+    changed[0, t] = new_id
+    return model(changed) - model(ids)  # (1, T, d)
+
+
+def _changed_signed_mean(model, ids, t, new_id):
+    # the signed change averaged over the features: changes of opposite sign cancel
+    return _perturbed(model, ids, t, new_id).mean(dim=-1)[0].abs() > 1e-6
+
+
+def _changed_loose_tolerance(model, ids, t, new_id):
+    # 1e-2 instead of the 1e-6 asked for: a weak but real change counts as none
+    return _perturbed(model, ids, t, new_id).abs().amax(dim=-1)[0] > 1e-2
+
+
+def _changed_every_copy_of_the_token(model, ids, t, new_id):
+    changed = ids.masked_fill(ids == ids[0, t], new_id)  # replaced the token wherever it occurs
+    return (model(changed) - model(ids)).abs().amax(dim=-1)[0] > 1e-6
+
+
+# --------------------------------------------------------------------------- chapter 7
+
+
+def _train_padding_id_hard_coded(config, weights, batches, lr, pad_id=0):
+    from tfbook.model import GPT, TransformerConfig
+
+    model = GPT(TransformerConfig(**config))
+    model.load_state_dict(weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for ids in batches:
+        logits = model(ids[:, :-1])
+        loss = F.cross_entropy(  # ignore_index=0 whatever pad_id says
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _top_p(logits, p, *, stable=True, strict=False):
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=stable)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    before = probs.cumsum(dim=-1) - probs
+    drop_sorted = before > p if strict else before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _top_p_unstable_sort(logits, p):
+    return _top_p(logits, p, stable=False)  # ties broken in whatever order the sort leaves them
+
+
+def _top_p_strictly_above_p(logits, p):
+    return _top_p(logits, p, strict=True)  # keeps one token too many when the mass equals p
+
+
+def _distribution_softmax_without_max(logits, temperature, k=None):
+    scaled = logits / temperature
+    if k is not None and k < logits.shape[-1]:
+        kth = torch.topk(scaled, k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    e = torch.exp(scaled)  # overflows at a low temperature
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+# --------------------------------------------------------------------------- chapter 8
+
+
+def _ch08_step_padding_id_hard_coded(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.objectives import lm_loss, teacher_forcing
+
+    decoder_inputs, targets = teacher_forcing(tgt, 0)  # 0 instead of the pad_id argument
+    loss = lm_loss(model(src, decoder_inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+WRONG = {
+    "ch05.q2": [_gelu_in_float64],
+    "ch05.q3": [_layer_norm_eps_hard_coded, _layer_norm_one_pass_variance],
+    "ch05.q5": [_dropout_strictly_above_p],
+    "ch05.q8": [_EncoderPostLNByDefault],
+    "ch06.q3": [_DecoderPostLNByDefault, _DecoderOwnCausalMask],
+    "ch06.q5": [_probs_softmax_without_max],
+    "ch06.q6": [_changed_signed_mean, _changed_loose_tolerance, _changed_every_copy_of_the_token],
+    "ch07.q3": [_train_padding_id_hard_coded],
+    "ch07.q5": [_top_p_unstable_sort, _top_p_strictly_above_p],
+    "ch07.q6": [_distribution_softmax_without_max],
+    "ch08.q5": [_ch08_step_padding_id_hard_coded],
+}
+PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
+
+
+def _question(qid):
+    return load(qid.split(".")[0])[qid]
+
+
+@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=[f"{q}-{f.__name__}" for q, f in PAIRS])
+def test_plausible_wrong_answer_is_rejected(qid, wrong):
+    result = _question(qid).evaluate(wrong)
+    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
+    assert result.points == 0
+
+
+# --------------------------------------------------------------------------- forbidden calls
+# The exercise text forbids the library function (or class) it rebuilds; the values are right,
+# only the engine's watch tells the answer apart.
+
+
+def _top_p_from_the_library(logits, p):
+    return top_p_filter(logits, p)
+
+
+def _distribution_from_the_library(logits, temperature, k=None):
+    scaled = logits / temperature
+    return torch.softmax(scaled if k is None else top_k_filter(scaled, k), dim=-1)
+
+
+FORBIDDEN_ANSWERS = {
+    "ch06.q3": (_DecoderSubclassOfLibrary, "tfbook.model.DecoderLayer"),
+    "ch07.q5": (_top_p_from_the_library, "tfbook.generate.top_p_filter"),
+    "ch07.q6": (_distribution_from_the_library, "tfbook.generate.top_k_filter"),
+}
+
+
+@pytest.mark.parametrize("qid", sorted(FORBIDDEN_ANSWERS))
+def test_calling_the_library_function_is_rejected_and_named(qid):
+    answer, name = FORBIDDEN_ANSWERS[qid]
+    result = _question(qid).evaluate(answer)
+    assert result.status == "failed", result.text()
+    assert "this exercise asks you to compute it yourself" in result.text()
+    assert name in result.text()
