@@ -18,7 +18,7 @@ from tfbook.attention import CrossAttention, SelfAttention, causal_mask
 from tfbook.exercises import load
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.generate import top_k_filter, top_p_filter
-from tfbook.model import DecoderLayer
+from tfbook.model import DecoderLayer, EncoderLayer
 from tfbook.norm import ResidualSublayer
 
 # --------------------------------------------------------------------------- chapter 5
@@ -87,6 +87,11 @@ class _DecoderOwnCausalMask(_DecoderPostLNByDefault):
 
 
 class _DecoderSubclassOfLibrary(DecoderLayer):  # the library layer the exercise rebuilds
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
+
+
+class _EncoderSubclassOfLibrary(EncoderLayer):  # chapter 6's layer, which 5.8 rebuilds
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
 
@@ -222,6 +227,7 @@ def _distribution_from_the_library(logits, temperature, k=None):
 
 
 FORBIDDEN_ANSWERS = {
+    "ch05.q8": (_EncoderSubclassOfLibrary, "tfbook.model.EncoderLayer"),
     "ch06.q3": (_DecoderSubclassOfLibrary, "tfbook.model.DecoderLayer"),
     "ch07.q5": (_top_p_from_the_library, "tfbook.generate.top_p_filter"),
     "ch07.q6": (_distribution_from_the_library, "tfbook.generate.top_k_filter"),

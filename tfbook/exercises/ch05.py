@@ -854,6 +854,9 @@ q8.kind = "build"
 # Functions the task asks the student to write: calling them fails the check.
 q2.forbidden = ("torch.nn.functional.gelu",)
 q3.forbidden = ("torch.nn.functional.layer_norm", "torch.layer_norm", "tfbook.norm.LayerNorm")
+# The layer exercise 5.8 assembles is chapter 6's EncoderLayer: subclassing or calling it
+# would pass every comparison (the watch sees its constructor run).
+q8.forbidden = ("tfbook.model.EncoderLayer.__init__",)
 
 EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
 progress = EXERCISES.progress
