@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
+from _wrong_answers import assert_rejected, pairs, question
 from torch import nn
 
 from tfbook.attention import MultiHeadAttention, SelfAttention
-from tfbook.exercises import load
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import ResidualSublayer
 from tfbook.positional import SinusoidalPositionalEncoding, apply_rotary
@@ -323,19 +323,12 @@ WRONG = {
         _ch08_step_per_sequence_mean,
     ],
 }
-PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
+PAIRS, PAIR_IDS = pairs(WRONG)
 
 
-def _question(qid):
-    chapter = qid.split(".")[0]
-    return load(chapter)[qid]
-
-
-@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=[f"{q}-{f.__name__}" for q, f in PAIRS])
+@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=PAIR_IDS)
 def test_plausible_wrong_answer_is_rejected(qid, wrong):
-    result = _question(qid).evaluate(wrong)
-    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
-    assert result.points == 0
+    assert_rejected(qid, wrong)
 
 
 # --------------------------------------------------------------------------- forbidden calls
@@ -368,15 +361,15 @@ FORBIDDEN_ANSWERS = {
 
 @pytest.mark.parametrize("qid", sorted(FORBIDDEN_ANSWERS))
 def test_calling_the_function_to_be_written_is_rejected_and_named(qid):
-    question = _question(qid)
-    result = question.evaluate(FORBIDDEN_ANSWERS[qid])
+    q = question(qid)
+    result = q.evaluate(FORBIDDEN_ANSWERS[qid])
     assert result.status == "failed", result.text()
     assert "this exercise asks you to compute it yourself" in result.text()
     # the same function computes the right values: only the watch tells them apart
     with torch.no_grad():
-        case = question.make_cases()[0]
-        problem = question.compare(
-            question.reference(*case.args, **case.kwargs),
+        case = q.make_cases()[0]
+        problem = q.compare(
+            q.reference(*case.args, **case.kwargs),
             FORBIDDEN_ANSWERS[qid](*case.args, **case.kwargs),
         )
     assert problem is None
@@ -389,5 +382,5 @@ def test_switching_the_watch_off_is_noticed():
         sys.setprofile(None)
         return torch.softmax(x, dim)
 
-    result = _question("ch00.q1").evaluate(sneaky)
+    result = question("ch00.q1").evaluate(sneaky)
     assert result.status == "failed" and "sys.setprofile" in result.text()

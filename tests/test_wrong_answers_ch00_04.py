@@ -16,8 +16,7 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-
-from tfbook.exercises import load
+from _wrong_answers import assert_rejected, pairs, question
 
 _SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
 
@@ -247,18 +246,12 @@ WRONG = {
     "ch04.q1": [_attention_scaled_by_d_v, _attention_scaled_by_t_k],  # kept
     "ch04.q5": [_split_heads_batch_and_time_swapped],  # kept
 }
-PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
+PAIRS, PAIR_IDS = pairs(WRONG)
 
 
-def _question(qid):
-    return load(qid.split(".")[0])[qid]
-
-
-@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=[f"{q}-{f.__name__}" for q, f in PAIRS])
+@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=PAIR_IDS)
 def test_plausible_wrong_answer_is_rejected(qid, wrong):
-    result = _question(qid).evaluate(wrong)
-    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
-    assert result.points == 0
+    assert_rejected(qid, wrong)
 
 
 # --------------------------------------------------------------------------- forbidden calls
@@ -291,10 +284,10 @@ FORBIDDEN = [
     ("qid", "answer", "name"), FORBIDDEN, ids=[f"{q}-{f.__name__}" for q, f, _ in FORBIDDEN]
 )
 def test_calling_a_forbidden_function_is_rejected_and_named(qid, answer, name):
-    question = _question(qid)
-    result = question.evaluate(answer)
+    q = question(qid)
+    result = q.evaluate(answer)
     assert result.status == "failed", result.text()
     assert f"your function calls {name}" in result.text()
     with torch.no_grad():  # the values are right: only the watch tells them apart
-        case = question.make_cases()[0]
-        assert question.compare(question.reference(*case.args), answer(*case.args)) is None
+        case = q.make_cases()[0]
+        assert q.compare(q.reference(*case.args), answer(*case.args)) is None

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _wrong_answers import assert_rejected, pairs, question
 
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask
-from tfbook.exercises import load
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.generate import top_k_filter, top_p_filter
 from tfbook.model import DecoderLayer, EncoderLayer
@@ -198,18 +198,12 @@ WRONG = {
     "ch07.q6": [_distribution_softmax_without_max],
     "ch08.q5": [_ch08_step_padding_id_hard_coded],
 }
-PAIRS = [(qid, fn) for qid, fns in WRONG.items() for fn in fns]
+PAIRS, PAIR_IDS = pairs(WRONG)
 
 
-def _question(qid):
-    return load(qid.split(".")[0])[qid]
-
-
-@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=[f"{q}-{f.__name__}" for q, f in PAIRS])
+@pytest.mark.parametrize(("qid", "wrong"), PAIRS, ids=PAIR_IDS)
 def test_plausible_wrong_answer_is_rejected(qid, wrong):
-    result = _question(qid).evaluate(wrong)
-    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
-    assert result.points == 0
+    assert_rejected(qid, wrong)
 
 
 # --------------------------------------------------------------------------- forbidden calls
@@ -237,7 +231,7 @@ FORBIDDEN_ANSWERS = {
 @pytest.mark.parametrize("qid", sorted(FORBIDDEN_ANSWERS))
 def test_calling_the_library_function_is_rejected_and_named(qid):
     answer, name = FORBIDDEN_ANSWERS[qid]
-    result = _question(qid).evaluate(answer)
+    result = question(qid).evaluate(answer)
     assert result.status == "failed", result.text()
     assert "this exercise asks you to compute it yourself" in result.text()
     assert name in result.text()
