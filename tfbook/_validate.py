@@ -31,7 +31,21 @@ __all__ = [
     "key_mask",
     "number_in",
     "int_in",
+    "values_readable",
 ]
+
+
+def values_readable(t: Tensor) -> bool:
+    """Whether a check may read ``t``'s values without a cost the caller did not ask for.
+
+    Shape and dtype checks cost nothing anywhere. Reading values (``int(ids.max())``) is free
+    on the CPU, but on a GPU it waits for the device (a host synchronisation per call), under
+    ``torch.compile`` it splits the graph, and on the ``meta`` device there are no values. So
+    value checks run on CPU tensors in eager mode only; elsewhere an out-of-range id is left to
+    the embedding (a device-side assert on CUDA). Run a batch once on the CPU to get the
+    readable message.
+    """
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _is_int(value: object) -> bool:
@@ -168,7 +182,8 @@ def token_ids(
     if dims is not None and ids.dim() not in dims:
         want = " or ".join({1: "(T,)", 2: "(B, T)"}.get(d, f"{d}-D") for d in dims)
         raise ValueError(f"{name} must have shape {want}, got {tuple(ids.shape)}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+    readable = ids.numel() and values_readable(ids)  # no host sync on a GPU or under compile
+    if readable and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(
             f"{name} must be token ids in [0, V={vocab_size}), got values from "
             f"{int(ids.min())} to {int(ids.max())}"
@@ -249,7 +264,7 @@ def key_mask(name: str, mask: object, batch: int, seq_len: int) -> Tensor:
         )
     shape(name, mask, f"(B={batch}, T={seq_len})", tuple(mask.shape) == (batch, seq_len))
     if mask.dtype != torch.bool:
-        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) > 1):
+        if mask.numel() and values_readable(mask) and (int(mask.min()) < 0 or int(mask.max()) > 1):
             raise ValueError(
                 f"{name} must hold 0 (padding) and 1 (real token), got values from "
                 f"{int(mask.min())} to {int(mask.max())}"
