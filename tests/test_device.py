@@ -155,3 +155,15 @@ def test_float64_models_compile_too() -> None:
     out = torch.compile(model, backend="eager", fullgraph=True)(*inputs)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, model(*inputs), rtol=0, atol=0)
+
+
+def test_a_trained_run_loads_onto_the_device_map_location_names() -> None:
+    """``load_model(..., map_location=D)`` gives a model on D (here ``meta``, as it would be
+    ``cuda``), with its head still tied to the embedding, ready to run there."""
+    from tfbook.run import book_run, load_model
+
+    model, tokenizer, _ = load_model(book_run("gpt-char"), map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert model.head.weight is model.embeddings.token.weight
+    ids = torch.zeros(1, 4, dtype=torch.long, device="meta")
+    assert model(ids).shape == (1, 4, tokenizer.vocab_size)

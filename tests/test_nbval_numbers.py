@@ -144,3 +144,20 @@ def test_a_wrong_stored_output_fails_under_every_variant(stored, variant) -> Non
         run = _nbval(stored[wrong], variant)
         assert run.returncode == 1, f"{wrong}: {run.stdout[-2000:]}"
         assert "Cell outputs differ" in run.stdout
+
+
+@pytest.mark.slow
+def test_a_kernel_under_a_threads_variant_runs_that_many_threads() -> None:
+    """PyTorch caps OMP_NUM_THREADS at the cores; the variant's start-up file sets it anyway."""
+    cell = "import torch; print(torch.get_num_threads(), torch.backends.cpu.get_cpu_capability())"
+    script = (
+        "import nbformat\n"
+        "from nbclient import NotebookClient\n"
+        f"nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell({cell!r})])\n"
+        "NotebookClient(nb, timeout=120, kernel_name='python3').execute()\n"
+        "print(nb.cells[0].outputs[0].text.strip())\n"
+    )
+    cmd = [sys.executable, "-m", "tfbook_tools.variants", "run", "default-4t", "--"]
+    run = subprocess.run([*cmd, sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[-1] == "4 DEFAULT"

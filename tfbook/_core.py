@@ -15,7 +15,20 @@ import torch
 
 from tfbook import _validate as check
 
-__all__ = ["seed_everything", "show_source", "best_time"]
+__all__ = ["seed_everything", "show_source", "best_time"]  # and wide_float, for the library
+
+
+def wide_float(device: torch.device | str) -> torch.dtype:
+    """The widest float a device computes in: float64, except on Apple's MPS (float32 there).
+
+    Sums of many losses and log-probabilities (a validation loss, a beam's score) are kept in
+    this dtype on the device itself, so no value has to be copied to the host to add it.
+
+    Example:
+        >>> wide_float("cpu"), wide_float("mps")
+        (torch.float64, torch.float32)
+    """
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:

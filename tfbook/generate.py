@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from tfbook import _validate as check
+from tfbook._core import wide_float
 from tfbook.model import GPT, DecoderCache, EncoderDecoder
 
 __all__ = [
@@ -147,7 +148,7 @@ def sample_next(
         scaled = top_k_filter(scaled, top_k)
     if top_p is not None:
         scaled = top_p_filter(scaled, top_p)
-    probs = torch.softmax(scaled.double(), dim=-1)  # (B, V); float64: no 0-sum from underflow
+    probs = torch.softmax(scaled.to(wide_float(scaled.device)), dim=-1)  # (B, V): no 0-sum
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
@@ -379,10 +380,11 @@ def _beam_search_row(
     device = src_or_prompt.device
     step_fn = _NextLogits(model, src_or_prompt, bos_id, use_cache)
     beams = torch.empty(1, 0, dtype=torch.long, device=device)  # (n, t): generated so far
-    scores = torch.zeros(1, dtype=torch.float64, device=device)  # (n,): log P of each beam
+    wide = wide_float(device)  # float64 (float32 on MPS): sums of many log-probabilities
+    scores = torch.zeros(1, dtype=wide, device=device)  # (n,): log P of each beam
     finished: list[tuple[float, Tensor]] = []  # (normalised score, tokens)
     for t in range(max_len):
-        log_p = torch.log_softmax(step_fn(beams).double(), dim=-1)  # (n, V)
+        log_p = torch.log_softmax(step_fn(beams).to(wide), dim=-1)  # (n, V)
         total = (scores[:, None] + log_p).flatten()  # (n * V,): every extension
         n_cand = min(2 * beam_width, total.numel())  # enough that beam_width are not <eos>
         cand_scores, cand = torch.topk(total, n_cand)  # best first
@@ -410,7 +412,7 @@ def _beam_search_row(
         index = torch.tensor(keep_beam, device=device)  # (n',): the surviving parents
         step_fn.reorder(index)  # the cache follows its beams
         beams = torch.cat([beams[index], torch.tensor(keep_tok, device=device)[:, None]], 1)
-        scores = torch.tensor(keep_score, dtype=torch.float64, device=device)
+        scores = torch.tensor(keep_score, dtype=wide, device=device)
     else:  # max_len reached: unfinished beams compete too
         lp = gnmt_length_penalty(max_len, alpha)
         finished += [(s / lp, b) for s, b in zip(scores.tolist(), beams, strict=True)]
@@ -476,7 +478,7 @@ def sequence_log_prob(
         else:
             ids = torch.cat([src_or_prompt[0], continuation])[None]  # (1, T + L)
             logits = model(ids[:, :-1])[:, src_or_prompt.shape[1] - 1 :]  # (1, L, V)
-        log_p = torch.log_softmax(logits.double(), dim=-1)[0]  # (L, V)
+        log_p = torch.log_softmax(logits.to(wide_float(logits.device)), dim=-1)[0]  # (L, V)
     return log_p.gather(-1, continuation[:, None]).sum().item()
 
 

@@ -92,6 +92,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from tfbook import _validate as check
+from tfbook._core import wide_float
 from tfbook.corpus import CorpusError, corpus_folder, split_by_play
 from tfbook.data import lm_batches
 from tfbook.generate import sample_next
@@ -438,6 +439,11 @@ class _Dist:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False
 
+    @property
+    def wide(self) -> torch.dtype:
+        """float64 for sums and collectives (float32 on Apple's MPS, which has no float64)."""
+        return wide_float(self.device)
+
     def all_sum(self, x: Tensor) -> Tensor:
         if self.world > 1:
             dist.all_reduce(x, op=dist.ReduceOp.SUM)
@@ -693,9 +699,15 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> tuple[GPT, Tokeni
     state = load_checkpoint(path, map_location=map_location)
     cfg = GPTRunConfig.from_dict(state["config"])
     tokenizer = _tokenizer_from_json(state["tokenizer"])
-    model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
-    model.load_state_dict(state["model"])
-    return model.eval(), tokenizer, cfg
+    return _model_for(state["model"], cfg, tokenizer).eval(), tokenizer, cfg
+
+
+def _model_for(weights: dict[str, Tensor], cfg: GPTRunConfig, tokenizer: Tokenizer) -> GPT:
+    """The run's GPT holding ``weights``, on the device ``map_location`` put them on."""
+    with torch.device(next(iter(weights.values())).device):  # built there: ties kept
+        model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
+    model.load_state_dict(weights)
+    return model
 
 
 def book_run(name: str) -> Path:
@@ -730,8 +742,7 @@ def _load_weights_folder(folder: Path, map_location: Any) -> tuple[GPT, Tokenize
         cfg = GPTRunConfig.from_dict(json.loads((folder / "config.json").read_text("utf-8")))
         tokenizer = _tokenizer_from_json((folder / "tokenizer.json").read_text("utf-8"))
         weights = torch.load(folder / MODEL_WEIGHTS, map_location=map_location, weights_only=True)
-        model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
-        model.load_state_dict(weights)
+        model = _model_for(weights, cfg, tokenizer)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
         raise CheckpointError(
             f"run folder {folder} has {MODEL_WEIGHTS} but it, config.json or tokenizer.json "
@@ -1044,7 +1055,7 @@ def _check_same_start(start: int, out: Path, ctx: _Dist) -> None:
     """Every process must resume from the same step (one collective; no-op for one process)."""
     if ctx.world == 1:
         return
-    span = ctx.all_max(torch.tensor([start, -start], dtype=torch.float64, device=ctx.device))
+    span = ctx.all_max(torch.tensor([start, -start], dtype=ctx.wide, device=ctx.device))
     if int(span[0]) != -int(span[1]):
         raise CheckpointError(
             f"the processes found different checkpoints in {out} (steps {-int(span[1])} to "
@@ -1106,8 +1117,12 @@ def _run(
     _prepare_folder(out, replaced, ctx)
     # 3. The model and the optimiser (the same initial weights on every process).
     torch.manual_seed(cfg.seed)
-    # chapter 6's GPT with the fused LayerNorm kernel (the same function, faster)
-    model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size))).to(ctx.device)
+    # chapter 6's GPT with the fused LayerNorm kernel (the same function, faster), initialised
+    # on the CPU: the same weights on every device
+    model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
+    if ctx.device.type != "cpu":  # copied into a model built there (.to() can untie the head)
+        moved = {name: w.to(ctx.device) for name, w in model.state_dict().items()}
+        model = _model_for(moved, cfg, tokenizer)
     optim_cfg = TrainConfig(
         steps=cfg.steps,
         lr=cfg.lr,
@@ -1185,14 +1200,14 @@ def _evaluate(
 ) -> tuple[float, float]:
     """Validation loss in nats per token and per character; each process takes its share."""
     per = cfg.batch_size // ctx.world
-    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # nats, tokens
+    total = torch.zeros(2, dtype=ctx.wide, device=ctx.device)  # nats, tokens
     model.eval()
     with torch.no_grad():
         for b in range(cfg.eval_batches):
             lo = b * cfg.batch_size + ctx.rank * per
             x, y = vx[lo : lo + per].to(ctx.device), vy[lo : lo + per].to(ctx.device)
             loss = lm_loss(model(x), y.long())  # mean over (per, T) tokens
-            total[0] += loss.double() * y.numel()
+            total[0] += loss.to(ctx.wide) * y.numel()
             total[1] += y.numel()
     model.train()
     ctx.all_sum(total)
@@ -1237,7 +1252,7 @@ def _train_loop(
             loss = lm_loss(trained(x), y)  # this process's mean over its (B / W) * T tokens
             # one collective for two facts: the global mean loss, and whether anyone must stop
             shared = torch.tensor(
-                [loss.item(), 1.0 if stop.name else 0.0], dtype=torch.float64, device=ctx.device
+                [loss.item(), 1.0 if stop.name else 0.0], dtype=ctx.wide, device=ctx.device
             )
             ctx.all_sum(shared)
             value = loss.item() if ctx.world == 1 else float(shared[0]) / ctx.world
@@ -1346,7 +1361,7 @@ def _finish(
         final_val, per_char = _evaluate(model, vx, vy, val_chars, cfg, ctx)
         log.add({"step": step, "val_loss": final_val, "val_nats_per_char": per_char})
     peak = _peak_rss_mib()
-    peak_all = ctx.all_max(torch.tensor([peak or 0.0], dtype=torch.float64, device=ctx.device))
+    peak_all = ctx.all_max(torch.tensor([peak or 0.0], dtype=ctx.wide, device=ctx.device))
     samples = ""
     if ctx.rank == 0 and cfg.sample_tokens:
         generator = torch.Generator(device=ctx.device).manual_seed(cfg.seed)

@@ -11,7 +11,9 @@ libraries read when they load:
 - ``NPY_DISABLE_CPU_FEATURES``: NumPy's SIMD loops beyond its baseline;
 - ``OPENBLAS_CORETYPE``: the kernel of NumPy's OpenBLAS (left alone where the machine already
   sets it: some processors need their setting);
-- ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: threads per process.
+- ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: threads per process. PyTorch caps these at the
+  number of cores, so ``run`` also gives every IPython kernel it starts a start-up file that
+  calls ``torch.set_num_threads(N)`` (4 threads on a 2-core machine are 4 partial sums).
 
 Commands:
 
@@ -31,6 +33,8 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 __all__ = ["capabilities", "variant_env", "matrix", "main"]
 
@@ -123,7 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run NAME -- COMMAND...: no command given")
     shown = " ".join(f"{k}={v}" for k, v in env.items()) or "(no variables)"
     print(f"variant {args.name}: {shown}", flush=True)
-    return subprocess.call(cmd, env={**os.environ, **env})
+    with tempfile.TemporaryDirectory(prefix="tfbook-variant-") as ipython_dir:
+        if "OMP_NUM_THREADS" in env:
+            env["IPYTHONDIR"] = _threads_profile(Path(ipython_dir), int(env["OMP_NUM_THREADS"]))
+        return subprocess.call(cmd, env={**os.environ, **env})
+
+
+def _threads_profile(folder: Path, threads: int) -> str:
+    """An IPython directory whose start-up file sets PyTorch's thread count (see module doc)."""
+    startup = folder / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-tfbook-threads.py").write_text(
+        f"import torch as _torch\n_torch.set_num_threads({threads})\ndel _torch\n",
+        encoding="utf-8",
+    )
+    return str(folder)
 
 
 if __name__ == "__main__":
