@@ -238,7 +238,7 @@ def _add_train(sub, argv: list[str]) -> None:
     gpt.add_argument("--resume", action="store_true", help="continue from DIR's checkpoint")
     gpt.add_argument("--overwrite", action="store_true", help="replace a run already in DIR")
     gpt.add_argument("--corpus", type=Path, metavar="DIR", help="default: the fetched corpus")
-    gpt.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if present)")
+    gpt.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda if present)")
     gpt.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
     gpt.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop after N")
     gpt.add_argument("--no-progress", action="store_true", help="no progress bar")
