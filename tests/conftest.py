@@ -32,6 +32,8 @@ _ONE_WORKER_PER_MODULE = {
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
+        if getattr(item, "module", None) is None:  # a docstring example (--doctest-modules)
+            continue
         module = item.module.__name__.rpartition(".")[2]
         if module in _ONE_WORKER_PER_MODULE:
             item.add_marker(pytest.mark.xdist_group(module))

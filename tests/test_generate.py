@@ -7,13 +7,9 @@ hand-built bigram model whose best sequence is known, and a real (tiny) training
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 import torch
 
-import tfbook.attention
-import tfbook.generate
 from tfbook.attention import KVCache, MultiHeadAttention, causal_mask
 from tfbook.data import collate_pairs, reverse_task
 from tfbook.generate import (
@@ -79,13 +75,6 @@ def padded_sources(seed: int, lengths=(9, 6, 2)) -> torch.Tensor:
     src = torch.randint(5, V, (len(lengths), max(lengths)), generator=g)
     real = torch.arange(src.shape[1])[None, :] < torch.tensor(lengths)[:, None]
     return src.masked_fill(~real, PAD)  # (B, S)
-
-
-def test_docstring_examples_run():
-    # tfbook.model's examples (DecoderCache's among them) run in tests/test_model.py
-    for module in (tfbook.generate, tfbook.attention):
-        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 # ------------------------------------------------------------------------------ KV cache

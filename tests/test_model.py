@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import doctest
 import warnings
 
 import pytest
@@ -17,7 +16,6 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
-import tfbook.model
 from tfbook.attention import causal_mask, mask_from_torch
 from tfbook.model import (
     BERT,
@@ -544,8 +542,3 @@ def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
 
 
 # ------------------------------------------------------------------------------ docstrings
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(tfbook.model, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10 and result.failed == 0

@@ -6,14 +6,12 @@ Fast tests only: the full recipe (99.5% in under two minutes) is measured by
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
 import pytest
 import torch
 
-import tfbook.numbers
 from tfbook.data import korean_number
 from tfbook.model import EncoderDecoder
 from tfbook.numbers import (
@@ -287,8 +285,3 @@ def test_run_bad_arguments_are_named(tmp_path):
     assert file.read_text() == "keep me"
     with pytest.raises(TypeError, match="progress must be a bool"):
         run_numbers(NumbersConfig(**TINY), progress="no")
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(tfbook.numbers, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 4 and result.failed == 0

@@ -8,7 +8,6 @@ proportions.
 
 from __future__ import annotations
 
-import doctest
 import math
 import random
 
@@ -16,8 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tfbook.data
-import tfbook.objectives
 from tfbook.data import (
     MAX_KOREAN_NUMBER,
     Seq2SeqData,
@@ -49,12 +46,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("module", [tfbook.data, tfbook.objectives])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0
 
 
 # ----------------------------------------------------------------------- Korean numbers

@@ -7,7 +7,6 @@ training; the processes started (the CLI, torchrun) cost most of the file's time
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import random
@@ -139,11 +138,6 @@ def test_config_json_round_trip_and_unknown_fields():
     assert GPTRunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match=r"unknown GPTRunConfig fields \['d_modle'\]"):
         GPTRunConfig.from_dict({"d_modle": 64})
-
-
-def test_library_doctests():
-    result = doctest.testmod(tfbook.run, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------- data order

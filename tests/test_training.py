@@ -7,14 +7,11 @@ a falling loss, a clear stop at the first NaN).
 
 from __future__ import annotations
 
-import doctest
-
 import matplotlib
 import pytest
 import torch
 from torch import nn
 
-import tfbook.training
 from tfbook.data import collate_pairs, copy_task
 from tfbook.model import GPT, EncoderDecoder, TransformerConfig
 from tfbook.objectives import causal_lm_targets, lm_loss, teacher_forcing
@@ -39,11 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(tfbook.training, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0
 
 
 # ---------------------------------------------------------------------------- schedules
