@@ -10,11 +10,12 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 export TFBOOK_REPO_ROOT := $(CURDIR)
 
-.PHONY: help setup book test lint unit nbval bench corpus capstone student strict-build browser-test browser-test-if-available lab execute clean
+.PHONY: help setup book test lint unit nbval nbval-foreign portability bench corpus capstone student strict-build browser-test browser-test-if-available lab execute clean
 
 help:
 	@echo "make book          build the HTML book (executes notebooks, cached) -> _build/html"
-	@echo "make test          lint + pytest + nbval + student editions + strict HTML build"
+	@echo "make test          lint + pytest + nbval (here and on a simulated older CPU) + strict HTML build"
+	@echo "make portability   nbval under every simulated CPU variant (kernels x threads, ~3 min each)"
 	@echo "make student       write student editions of every chapter to _build/student/"
 	@echo "make execute       re-execute master notebooks in place (refresh stored outputs)"
 	@echo "make lab           open the notebooks in JupyterLab"
@@ -39,28 +40,47 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --path-output .
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
-test: lint unit nbval strict-build browser-test-if-available
+test: lint unit nbval nbval-foreign strict-build browser-test-if-available
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
 	$(BIN)/ruff check tfbook tfbook_tools tests benchmarks
 	$(BIN)/ruff format --check tfbook tfbook_tools tests benchmarks
 
-# Library, exercise engine, notebook structure, student editions, grading CLI.
+# Library, exercise engine, notebook structure, student editions, grading CLI, and every
+# docstring example in tfbook (--doctest-modules).
 # Two pytest-xdist workers: many tests wait on subprocesses (kernels, sandboxes), so two
 # workers keep both cores busy. Tests sharing an expensive module fixture stay on one
 # worker (groups set in tests/conftest.py). `make unit WORKERS=0` runs in one process.
 WORKERS ?= 2
 unit: $(STAMP) corpus
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --doctest-modules tests tfbook
 
 # Re-execute every master notebook and compare with its stored outputs.
 # TFBOOK_STRICT=1 makes a failing exercise check raise, so a wrong reference solution fails here.
 # One notebook per worker at a time (--dist loadfile): a notebook's cells share one kernel.
-nbval: $(STAMP) corpus
-	TFBOOK_STRICT=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval \
+# tfbook_tools.nbval_numbers compares text exactly and printed numbers to their last printed
+# digit (one unit), so the last bits of another CPU pass and a wrong number fails.
+# VARIANT simulates another machine (tfbook_tools/variants.py): nbval-foreign runs the book
+# with PyTorch's no-AVX kernels, NumPy and BLAS without AVX2, and one thread.
+VARIANT ?= native
+NBVAL_RUN = TFBOOK_STRICT=1 $(BIN)/python -m tfbook_tools.variants run $(VARIANT) -- \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider -p tfbook_tools.nbval_numbers --nbval \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env \
 	  --nbval-cell-timeout 300 -n $(WORKERS) --dist loadfile $(NOTEBOOKS)
+nbval: $(STAMP) corpus
+	$(NBVAL_RUN)
+
+nbval-foreign: $(STAMP) corpus
+	$(MAKE) --no-print-directory nbval VARIANT=foreign
+
+# The whole matrix: every PyTorch CPU capability this machine has, times 1, 2 and 4 threads,
+# and the foreign variant. About 3 minutes each; prints one line per variant at the end.
+portability: $(STAMP) corpus
+	@failed=""; for v in foreign $$($(BIN)/python -m tfbook_tools.variants list --matrix); do \
+	  $(MAKE) --no-print-directory nbval VARIANT=$$v || failed="$$failed $$v"; done; \
+	  if [ -n "$$failed" ]; then echo "make portability: failed under$$failed"; exit 1; fi; \
+	  echo "make portability: every variant passed"
 
 # Zero-warning HTML build from the stored (nbval-verified) outputs: no second execution.
 strict-build: $(STAMP)
@@ -82,6 +102,7 @@ browser-test-if-available: strict-build
 # Benchmarks against real peers, measured side by side in one run (on demand, not in `make test`).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_checks.py
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_capstone.py --json tfbook/data/capstone/bench.json
 	$(BIN)/python benchmarks/bench_seq2seq.py --json tfbook/data/capstone/bench_seq2seq.json
