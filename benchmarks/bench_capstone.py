@@ -4,11 +4,11 @@ Three measurements, each in one run of this script:
 
 (a) **A training step** (forward, backward, AdamW) of :class:`tfbook.model.GPT` and of
     ``transformers.GPT2LMHeadModel`` with the same configuration and the *same weights*
-    (ours is loaded from theirs with ``GPT.from_hf``, chapter 6), on the same batch, with the
-    same optimizer (``torch.optim.AdamW``, ``fused=True`` for both unless ``--optimizer``
-    says otherwise). The losses of the first step must agree (asserted) before anything is
-    timed. Two sizes: the capstone's (V 65, d_model 128, 4 heads, d_ff 512, 4 layers,
-    context 64, batch 12) and GPT-2 small's width with 2 layers (V 50257, d_model 768,
+    (ours is loaded from theirs with ``tfbook.interop.gpt_from_hf``, chapter 6), on the same
+    batch, with the same optimizer (``torch.optim.AdamW``, ``fused=True`` for both unless
+    ``--optimizer`` says otherwise). The losses of the first step must agree (asserted)
+    before anything is timed. Two sizes: the capstone's (V 65, d_model 128, 4 heads, d_ff 512,
+    4 layers, context 64, batch 12) and GPT-2 small's width with 2 layers (V 50257, d_model 768,
     12 heads, d_ff 3072, context 64, batch 4). Hugging Face's GPT-2 configuration computes
     its GELU with the written-out tanh formula (``gelu_new``); it is timed that way (GPT-2's
     own setting) and with ``gelu_pytorch_tanh`` (PyTorch's fused kernel, the one ours uses),
@@ -58,7 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from tfbook.generate import generate
-from tfbook.model import GPT, fuse_layer_norms
+from tfbook.interop import gpt_from_hf
+from tfbook.model import fuse_layer_norms
 
 SIZES = {
     "capstone": dict(
@@ -223,8 +224,8 @@ def bench_train_step(name: str, size: dict, rounds: int, optimizer: str) -> dict
     hf_fused.load_state_dict(hf_new.state_dict())  # the same weights for every contender
     hf_eager = hf_gpt2(size, "gelu_new", attention="eager").train()
     hf_eager.load_state_dict(hf_new.state_dict())
-    ours = fuse_layer_norms(GPT.from_hf(hf_new)).train()
-    explicit = GPT.from_hf(hf_new).train()  # chapter 5's written-out LayerNorm
+    ours = fuse_layer_norms(gpt_from_hf(hf_new)).train()
+    explicit = gpt_from_hf(hf_new).train()  # chapter 5's written-out LayerNorm
     lean = LeanGPT.from_hf(hf_new, size).train()
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, size["vocab_size"], (b, t), generator=g)  # (B, T)
@@ -304,7 +305,7 @@ def bench_generation(rounds: int, new_tokens: int, batch: int, prompt_len: int) 
     with torch.no_grad():  # spread the logits, so no two tokens are near a tie
         for p in hf.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    ours = fuse_layer_norms(GPT.from_hf(hf)).eval()
+    ours = fuse_layer_norms(gpt_from_hf(hf)).eval()
     g = torch.Generator().manual_seed(3)
     prompt = torch.randint(0, size["vocab_size"], (batch, prompt_len), generator=g)
 

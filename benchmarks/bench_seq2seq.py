@@ -5,7 +5,7 @@ The task and the recipe are the capstone's (:mod:`tfbook.numbers`): numbers from
 held-out numbers is the finish line. Two models, the same function:
 
 - ours: :class:`tfbook.model.EncoderDecoder` (chapter 6), pre-LN, learned positions, tied
-  embeddings, built with :meth:`EncoderDecoder.from_torch` from the peer's
+  embeddings, built with :func:`tfbook.interop.encoder_decoder_from_torch` from the peer's
   ``nn.Transformer`` so that the two start from *the same weights*;
 - the peer: ``torch.nn.Transformer`` (``batch_first``, ``norm_first``) with a token
   embedding, a learned position table and an output head tied to the embedding, written the
@@ -37,6 +37,7 @@ from bench_capstone import machine_info  # the same machine record (run from ben
 from torch import Tensor, nn
 
 from tfbook.data import Seq2SeqData
+from tfbook.interop import encoder_decoder_from_torch
 from tfbook.model import EncoderDecoder, fuse_layer_norms
 from tfbook.numbers import NumbersConfig, exact_match, numbers_data, numbers_model_config
 from tfbook.objectives import lm_loss, teacher_forcing
@@ -89,7 +90,7 @@ class TorchTransformerSeq2Seq(nn.Module):
 def ours_from_peer(peer: TorchTransformerSeq2Seq, cfg: NumbersConfig, vocab: int) -> EncoderDecoder:
     """Our EncoderDecoder with the peer's weights (stacks, embedding, position table)."""
     model_cfg = numbers_model_config(cfg, vocab)
-    ours = EncoderDecoder.from_torch(
+    ours = encoder_decoder_from_torch(
         peer.transformer, vocab_size=vocab, max_len=model_cfg.max_len, positional="learned",
         tie_weights=True, scale_embeddings=False, pad_id=peer.pad_id,
     )  # fmt: skip

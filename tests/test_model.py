@@ -1,4 +1,4 @@
-"""Tests for tfbook.model and tfbook.pretrained (chapter 6) against independent references.
+"""Tests for tfbook.model and tfbook.interop (chapter 6) against independent references.
 
 References we did not write: ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer`` /
 ``Transformer`` (weights copied, float64) and Hugging Face's ``GPT2LMHeadModel`` and
@@ -17,6 +17,17 @@ from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
 from tfbook.attention import causal_mask, mask_from_torch
+from tfbook.interop import (
+    bert_config,
+    bert_from_hf,
+    bert_from_hf_state_dict,
+    decoder_layer_from_torch,
+    encoder_decoder_from_torch,
+    encoder_layer_from_torch,
+    gpt2_config,
+    gpt_from_hf,
+    gpt_from_hf_state_dict,
+)
 from tfbook.model import (
     BERT,
     GPT,
@@ -33,7 +44,6 @@ from tfbook.model import (
     meta_model,
 )
 from tfbook.norm import FusedLayerNorm, LayerNorm
-from tfbook.pretrained import bert_config, gpt2_config
 
 F64 = torch.float64
 TIGHT = dict(atol=1e-10, rtol=0.0)
@@ -86,7 +96,7 @@ def test_encoder_layer_equals_torch_encoder_layer_with_masks(norm_first, activat
         D, H, D_FF, 0.1, activation, batch_first=True, norm_first=norm_first, dtype=F64
     )
     ref = perturb_(ref, 0).eval()
-    ours = EncoderLayer.from_torch(ref)
+    ours = encoder_layer_from_torch(ref)
     assert not ours.training and ours.self_attn.sublayer.q_proj.weight.dtype == F64
     x = torch.randn(3, 7, D, dtype=F64)
     ids, real = padded_batch(1)
@@ -109,7 +119,7 @@ def test_decoder_layer_equals_torch_decoder_layer_with_masks(norm_first, activat
         D, H, D_FF, 0.1, activation, batch_first=True, norm_first=norm_first, dtype=F64
     )
     ref = perturb_(ref, 2).eval()
-    ours = DecoderLayer.from_torch(ref)
+    ours = decoder_layer_from_torch(ref)
     y, memory = torch.randn(3, 5, D, dtype=F64), torch.randn(3, 7, D, dtype=F64)
     _, real = padded_batch(3)
     with torch.no_grad():
@@ -121,9 +131,9 @@ def test_decoder_layer_equals_torch_decoder_layer_with_masks(norm_first, activat
 @pytest.mark.parametrize(("norm_first", "activation"), ARCHITECTURES, ids=ARCH_IDS)
 def test_encoder_decoder_equals_nn_transformer(norm_first, activation):
     tr = torch_transformer(norm_first, activation)
-    model = EncoderDecoder.from_torch(tr, vocab_size=V, max_len=MAX_LEN)
+    model = encoder_decoder_from_torch(tr, vocab_size=V, max_len=MAX_LEN)
     # nn.Transformer ends both stacks with a LayerNorm even in post-LN (the paper does not):
-    # from_torch says so in the config instead of hiding it
+    # encoder_decoder_from_torch says so in the config instead of hiding it
     assert model.cfg.final_norm is True and isinstance(model.encoder.norm, LayerNorm)
     src, real = padded_batch(4)
     tgt = torch.randint(1, V, (3, 5))
@@ -148,12 +158,12 @@ def test_paper_model_has_no_final_norm_but_pre_ln_does():
     assert isinstance(pre_ln.decoder.norm, LayerNorm)
 
 
-def test_from_torch_rejects_other_modules_and_activations():
+def test_converting_from_torch_rejects_other_modules_and_activations():
     with pytest.raises(TypeError, match="layer must be nn.TransformerEncoderLayer, got Linear"):
-        EncoderLayer.from_torch(nn.Linear(2, 2))
+        encoder_layer_from_torch(nn.Linear(2, 2))
     silu = nn.TransformerEncoderLayer(D, H, D_FF, activation=nn.SiLU(), batch_first=True)
     with pytest.raises(ValueError, match="activation must be relu, gelu"):
-        EncoderLayer.from_torch(silu)
+        encoder_layer_from_torch(silu)
 
 
 # ------------------------------------------------------------------- Hugging Face weights
@@ -166,13 +176,13 @@ def test_gpt_matches_hugging_face_gpt2_logits():
         bos_token_id=0, eos_token_id=0,
     )  # fmt: skip
     hf = GPT2LMHeadModel(hf_cfg).to(F64).eval()
-    ours = GPT.from_hf(hf)
+    ours = gpt_from_hf(hf)
     assert ours.cfg.activation == "gelu_tanh" and ours.cfg.norm_first
     assert not ours.training and ours.head.weight is ours.embeddings.token.weight
     ids = torch.randint(0, V, (2, MAX_LEN))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf(ids).logits, **TIGHT)
-    again = GPT.from_hf_state_dict(hf.state_dict(), gpt2_config(hf_cfg))  # the explicit route
+    again = gpt_from_hf_state_dict(hf.state_dict(), gpt2_config(hf_cfg))  # the explicit route
     torch.testing.assert_close(again.eval()(ids), ours(ids), **TIGHT)
 
 
@@ -183,7 +193,7 @@ def test_bert_matches_hugging_face_bert_with_padding():
         intermediate_size=D_FF, max_position_embeddings=MAX_LEN,
     )  # fmt: skip
     hf = BertModel(hf_cfg).to(F64).eval()
-    ours = BERT.from_hf(hf)
+    ours = bert_from_hf(hf)
     assert ours.cfg.eps == 1e-12 and ours.cfg.activation == "gelu" and not ours.cfg.norm_first
     ids, real = padded_batch(7)
     token_types = (torch.arange(7) >= 3).long().expand(3, 7)  # segments A and B
@@ -192,7 +202,7 @@ def test_bert_matches_hugging_face_bert_with_padding():
         expected = hf(ids, attention_mask=attention_mask, token_type_ids=token_types)
         got = ours(ids, token_type_ids=token_types, attention_mask=attention_mask)
     torch.testing.assert_close(got, expected.last_hidden_state, **TIGHT)
-    again = BERT.from_hf_state_dict(hf.state_dict(), bert_config(hf_cfg)).eval()
+    again = bert_from_hf_state_dict(hf.state_dict(), bert_config(hf_cfg)).eval()
     torch.testing.assert_close(again(ids, token_types, real), got, **TIGHT)  # a bool mask
 
 
@@ -200,12 +210,12 @@ def test_hf_state_dict_with_missing_or_extra_layers_is_refused():
     hf_cfg = GPT2Config(vocab_size=V, n_positions=MAX_LEN, n_embd=D, n_layer=2, n_head=H)
     state, cfg = GPT2LMHeadModel(hf_cfg).state_dict(), gpt2_config(hf_cfg)
     with pytest.raises(ValueError, match=r"state_dict has no entry 'h\.2\.attn\.c_attn\.weight'"):
-        GPT.from_hf_state_dict(state, dataclasses.replace(cfg, n_layers=3))
+        gpt_from_hf_state_dict(state, dataclasses.replace(cfg, n_layers=3))
     with pytest.raises(ValueError, match=r"does not use: \['h\.1\.attn\.c_attn\.bias'"):
-        GPT.from_hf_state_dict(state, dataclasses.replace(cfg, n_layers=1))
+        gpt_from_hf_state_dict(state, dataclasses.replace(cfg, n_layers=1))
     state["lm_head.weight"] = state["lm_head.weight"] + 1.0
     with pytest.raises(ValueError, match="lm_head.weight differs from wte.weight"):
-        GPT.from_hf_state_dict(state, cfg)
+        gpt_from_hf_state_dict(state, cfg)
 
 
 # ------------------------------------------------------------------------ parameter counts

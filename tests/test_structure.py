@@ -104,6 +104,18 @@ def test_modules_import_only_earlier_chapters():
             assert chapter_of(imported) <= n, f"{module} (ch {n}) imports {imported}"
 
 
+def test_the_model_file_never_imports_the_conversions():
+    """tfbook.model is the architecture only: tfbook.interop imports it, never the reverse."""
+    tree = ast.parse((ROOT / "tfbook" / "model.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):  # lazy imports inside functions count too
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {f"{node.module}.{a.name}" for a in node.names}
+    assert not [name for name in names if "interop" in name]
+
+
 def _top_level_imports(source: str) -> set[str]:
     lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
     found = set()

@@ -1,9 +1,11 @@
 """The encoder, the decoder and the three families of Transformers (chapter 6).
 
 Chapter 6, "The encoder, the decoder and the three families", stacks the pieces of chapters 2-5
-into whole models and checks them against ``torch.nn.Transformer`` and Hugging Face's BERT and
-GPT-2. The file reads top to bottom like nanoGPT's ``model.py``: a config, the layers, the
-stacks, the output head, the three families; checks and weight conversions sit at the bottom.
+into whole models. The file reads top to bottom like nanoGPT's ``model.py``: a config, the
+layers, the stacks, the output head, the three families; helpers and input checks sit at the
+bottom. The chapter checks these models against ``torch.nn.Transformer`` and Hugging Face's BERT
+and GPT-2 by copying their weights into ours: those conversions live in :mod:`tfbook.interop`,
+which this module does not import.
 
 Public API:
 
@@ -11,14 +13,11 @@ Public API:
 - :class:`Embeddings` ``(cfg)``: token (+ segment) + position vectors, ``(B, T)`` to
   ``(B, T, d_model)``.
 - :class:`EncoderLayer` and :class:`DecoderLayer`: self-attention (+ cross-attention) + FFN,
-  each sub-layer in a :class:`tfbook.norm.ResidualSublayer`; ``from_torch`` copies the weights
-  of ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer``.
+  each sub-layer in a :class:`tfbook.norm.ResidualSublayer`.
 - :class:`Encoder` and :class:`Decoder` ``(cfg)``: ``N`` layers and, for pre-LN, a final LayerNorm.
 - :class:`LMHead`: hidden vectors to logits over the vocabulary, optionally tied to the embedding.
 - The three families: :class:`BERT` (encoder-only, returns hidden vectors), :class:`GPT`
   (decoder-only, returns logits, causal) and :class:`EncoderDecoder` (the original Transformer).
-  ``BERT.from_hf`` / ``GPT.from_hf`` load Hugging Face weights (see :mod:`tfbook.pretrained`);
-  ``EncoderDecoder.from_torch`` copies an ``nn.Transformer``.
 - :func:`count_parameters`, :func:`meta_model` and :data:`PUBLISHED` (the published sizes).
 - Incremental decoding (chapter 7): :class:`DecoderCache` (one :class:`LayerCache` per
   decoder layer, each holding :class:`tfbook.attention.KVCache` objects); ``GPT.forward``,
@@ -34,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tfbook import _validate as check
@@ -207,7 +205,7 @@ class EncoderLayer(nn.Module):
     Each sub-layer sits in a :class:`tfbook.norm.ResidualSublayer`: post-LN
     ``x = norm(x + sublayer(x))`` (the paper) or pre-LN ``x = x + sublayer(norm(x))``.
     Same arguments and same function as ``torch.nn.TransformerEncoderLayer``
-    (``batch_first=True``); :meth:`from_torch` copies its weights.
+    (``batch_first=True``); :func:`tfbook.interop.encoder_layer_from_torch` copies its weights.
 
     Args:
         d_model: width of the token vectors.
@@ -255,18 +253,6 @@ class EncoderLayer(nn.Module):
         x = self.self_attn(x, mask)  # (B, T, d_model): every token reads every (allowed) token
         return self.ffn(x)  # (B, T, d_model): then each token is transformed on its own
 
-    @classmethod
-    def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
-        """An :class:`EncoderLayer` with the weights of an ``nn.TransformerEncoderLayer``.
-
-        Inputs stay batch-first whatever ``layer.batch_first`` is; PyTorch's masks mean
-        "blocked" where ours mean "may attend" (convert them with
-        :func:`tfbook.attention.mask_from_torch`). Same dtype, device and train/eval mode.
-        """
-        if not isinstance(layer, nn.TransformerEncoderLayer):
-            raise TypeError(f"layer must be nn.TransformerEncoderLayer, got {type(layer).__name__}")
-        return _copy_torch(cls(**_torch_layer_settings(layer)), _torch_layer_state(layer), layer)
-
 
 class DecoderLayer(nn.Module):
     """One decoder layer: masked self-attention, cross-attention to the encoder, FFN.
@@ -275,7 +261,8 @@ class DecoderLayer(nn.Module):
     encoder's output ``memory``. With ``cross_attention=False`` the middle sub-layer is left
     out: that is a GPT block (and then it computes the same function as an
     :class:`EncoderLayer` under a causal mask). Same function as
-    ``torch.nn.TransformerDecoderLayer`` (``batch_first=True``); see :meth:`from_torch`.
+    ``torch.nn.TransformerDecoderLayer`` (``batch_first=True``); see
+    :func:`tfbook.interop.decoder_layer_from_torch`.
 
     Args:
         d_model, n_heads, d_ff, dropout, activation, norm_first, eps: as :class:`EncoderLayer`.
@@ -343,16 +330,6 @@ class DecoderLayer(nn.Module):
         if self.cross_attn is not None:
             x = self.cross_attn(x, memory, memory_mask, cache=memory_kv)  # reads the source
         return self.ffn(x)  # (B, T, d_model)
-
-    @classmethod
-    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
-        """A :class:`DecoderLayer` with the weights of an ``nn.TransformerDecoderLayer``.
-
-        As :meth:`EncoderLayer.from_torch`: batch-first inputs, our mask convention.
-        """
-        if not isinstance(layer, nn.TransformerDecoderLayer):
-            raise TypeError(f"layer must be nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        return _copy_torch(cls(**_torch_layer_settings(layer)), _torch_layer_state(layer), layer)
 
 
 # ------------------------------------------------------------------------------------ stacks
@@ -498,8 +475,9 @@ class BERT(nn.Module):
     """Encoder-only (BERT): every token reads the whole sequence, in both directions.
 
     Returns one hidden vector per token. There is **no** output head inside: the encoder's
-    output is not a vector of logits over the vocabulary (source 000 says otherwise); a task
-    adds its own head on top (an :class:`LMHead` for masked language modelling, chapter 7).
+    output is not a vector of logits over the vocabulary (the Korean "Transformer from a top
+    view" article the book follows says otherwise); a task adds its own head on top (an
+    :class:`LMHead` for masked language modelling, chapter 7).
     Hugging Face's ``BertModel`` also has a "pooler" for the first token, which we leave out.
 
     Args:
@@ -535,25 +513,6 @@ class BERT(nn.Module):
         mask = _encoder_mask(self.cfg, ids, attention_mask)  # (B, 1, T) or None
         x = self.embeddings(ids, token_type_ids)  # (B, T, d_model)
         return self.encoder(x, mask)  # (B, T, d_model): hidden vectors, not logits
-
-    @classmethod
-    def from_hf_state_dict(cls, state_dict: dict[str, Tensor], cfg: TransformerConfig) -> BERT:
-        """A :class:`BERT` holding the weights of a Hugging Face ``BertModel`` state dict.
-
-        See :func:`tfbook.pretrained.bert_state_dict` for the name mapping; the pooler and
-        any pre-training heads are dropped. The model takes the weights' dtype and device.
-        """
-        from tfbook.pretrained import bert_state_dict  # it imports this module
-
-        return _load(cls(cfg), bert_state_dict(state_dict, cfg))
-
-    @classmethod
-    def from_hf(cls, hf_model: nn.Module) -> BERT:
-        """:meth:`from_hf_state_dict` with the config read from ``hf_model.config``."""
-        from tfbook.pretrained import bert_config
-
-        cfg = bert_config(hf_model.config)
-        return cls.from_hf_state_dict(hf_model.state_dict(), cfg).train(hf_model.training)
 
 
 class GPT(nn.Module):
@@ -604,26 +563,6 @@ class GPT(nn.Module):
         mask = causal_mask(ids.shape[1], past=past, device=ids.device)  # (T, P + T): sees 0..t
         x = self.decoder(x, self_mask=mask, cache=cache)  # (B, T, d_model)
         return self.head(x)  # (B, T, V): logits for the next token at every position
-
-    @classmethod
-    def from_hf_state_dict(cls, state_dict: dict[str, Tensor], cfg: TransformerConfig) -> GPT:
-        """A :class:`GPT` holding the weights of a Hugging Face GPT-2 state dict.
-
-        Accepts ``GPT2LMHeadModel`` and ``GPT2Model`` state dicts; see
-        :func:`tfbook.pretrained.gpt2_state_dict` for the name mapping (GPT-2's ``Conv1D``
-        weights are transposed). The model takes the weights' dtype and device.
-        """
-        from tfbook.pretrained import gpt2_state_dict  # it imports this module
-
-        return _load(cls(cfg), gpt2_state_dict(state_dict, cfg))
-
-    @classmethod
-    def from_hf(cls, hf_model: nn.Module) -> GPT:
-        """:meth:`from_hf_state_dict` with the config read from ``hf_model.config``."""
-        from tfbook.pretrained import gpt2_config
-
-        cfg = gpt2_config(hf_model.config)
-        return cls.from_hf_state_dict(hf_model.state_dict(), cfg).train(hf_model.training)
 
 
 class EncoderDecoder(nn.Module):
@@ -703,27 +642,6 @@ class EncoderDecoder(nn.Module):
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         memory = self.encode(src)  # (B, S, d_model)
         return self.decode(tgt, memory, src)  # (B, T, V)
-
-    @classmethod
-    def from_torch(cls, transformer: nn.Transformer, vocab_size: int, **config) -> EncoderDecoder:
-        """An :class:`EncoderDecoder` whose stacks hold the weights of an ``nn.Transformer``.
-
-        ``nn.Transformer`` has no embeddings and no output head: ours are freshly initialised
-        (``vocab_size`` and ``**config``, e.g. ``max_len`` or ``pad_id``, configure them).
-        The architecture is read from ``transformer``; note that ``nn.Transformer`` ends
-        *both* stacks with a LayerNorm even in post-LN, unlike the paper, so the config gets
-        ``final_norm=True``. Then ``model.encoder`` equals ``transformer.encoder`` and
-        ``model.decoder`` equals ``transformer.decoder`` (batch-first; our mask convention).
-        """
-        if not isinstance(transformer, nn.Transformer):
-            raise TypeError(f"transformer must be nn.Transformer, got {type(transformer).__name__}")
-        cfg = TransformerConfig(
-            vocab_size=vocab_size, **_torch_transformer_settings(transformer), **config
-        )
-        model = _copy_torch(cls(cfg), {}, transformer)  # dtype, device, mode; no weights yet
-        _copy_torch(model.encoder, _torch_stack_state(transformer.encoder), transformer)
-        _copy_torch(model.decoder, _torch_stack_state(transformer.decoder), transformer)
-        return model
 
 
 # ------------------------------------------------------------------ incremental decoding
@@ -1086,113 +1004,6 @@ def _memory_mask(
             f"got {tuple(src_ids.shape)}"
         )
     return model.source_mask(src_ids)  # (B, 1, S)
-
-
-def _load(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
-    """Load a complete converted state dict; the model takes the weights' dtype and device."""
-    first = next(iter(state.values()))
-    model = model.to(device=first.device, dtype=first.dtype)
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-# --------------------------------------------------------------- copying weights from torch.nn
-
-
-def _torch_activation(fn: object) -> str:
-    if fn is F.relu or isinstance(fn, nn.ReLU):
-        return "relu"
-    if fn is F.gelu or (isinstance(fn, nn.GELU) and fn.approximate == "none"):
-        return "gelu"
-    if isinstance(fn, nn.GELU) and fn.approximate == "tanh":
-        return "gelu_tanh"
-    raise ValueError(f"activation must be relu, gelu or gelu(approximate='tanh'), got {fn!r}")
-
-
-def _torch_layer_settings(layer: nn.Module) -> dict:
-    """Our constructor arguments for an ``nn.TransformerEncoderLayer`` / ``DecoderLayer``."""
-    if layer.linear1.bias is None or layer.norm1.bias is None:
-        raise ValueError("layers built with bias=False are not supported (our layers have biases)")
-    settings = dict(
-        d_model=layer.self_attn.embed_dim,
-        n_heads=layer.self_attn.num_heads,
-        d_ff=layer.linear1.out_features,
-        dropout=layer.dropout.p,
-        activation=_torch_activation(layer.activation),
-        norm_first=layer.norm_first,
-        eps=layer.norm1.eps,
-    )
-    if isinstance(layer, nn.TransformerDecoderLayer):
-        settings["cross_attention"] = True
-    return settings
-
-
-def _torch_attention_state(prefix: str, mha: nn.MultiheadAttention) -> dict[str, Tensor]:
-    if not mha._qkv_same_embed_dim:
-        raise ValueError("attention with kdim/vdim != embed_dim is not supported")
-    w_q, w_k, w_v = mha.in_proj_weight.detach().chunk(3)  # (d_model, d_model) each
-    b_q, b_k, b_v = mha.in_proj_bias.detach().chunk(3)
-    state = {"q_proj.weight": w_q, "k_proj.weight": w_k, "v_proj.weight": w_v}
-    state |= {"q_proj.bias": b_q, "k_proj.bias": b_k, "v_proj.bias": b_v}
-    state |= {"out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _torch_norm_state(prefix: str, norm: nn.LayerNorm) -> dict[str, Tensor]:
-    return {f"{prefix}.weight": norm.weight, f"{prefix}.bias": norm.bias}
-
-
-def _torch_layer_state(layer: nn.Module) -> dict[str, Tensor]:
-    """Our state dict for the weights of an ``nn.TransformerEncoderLayer`` / ``DecoderLayer``."""
-    state = _torch_attention_state("self_attn.sublayer", layer.self_attn)
-    state |= _torch_norm_state("self_attn.norm", layer.norm1)
-    ffn_norm = layer.norm2
-    if isinstance(layer, nn.TransformerDecoderLayer):  # norm2 follows the cross-attention
-        state |= _torch_attention_state("cross_attn.sublayer", layer.multihead_attn)
-        state |= _torch_norm_state("cross_attn.norm", layer.norm2)
-        ffn_norm = layer.norm3
-    for name in ("linear1", "linear2"):
-        state[f"ffn.sublayer.{name}.weight"] = getattr(layer, name).weight
-        state[f"ffn.sublayer.{name}.bias"] = getattr(layer, name).bias
-    return state | _torch_norm_state("ffn.norm", ffn_norm)
-
-
-def _torch_stack_state(stack: nn.Module) -> dict[str, Tensor]:
-    """Our Encoder/Decoder state dict for an ``nn.TransformerEncoder`` / ``Decoder``."""
-    state = {}
-    for i, layer in enumerate(stack.layers):
-        state |= {f"layers.{i}.{k}": v for k, v in _torch_layer_state(layer).items()}
-    if stack.norm is not None:
-        state |= _torch_norm_state("norm", stack.norm)
-    return state
-
-
-def _torch_transformer_settings(transformer: nn.Transformer) -> dict:
-    """Our config fields for the architecture of an ``nn.Transformer``."""
-    enc, dec = transformer.encoder, transformer.decoder
-    if (enc.norm is None) != (dec.norm is None):
-        raise ValueError("the encoder and the decoder must both have a final norm, or neither")
-    layer = _torch_layer_settings(enc.layers[0])
-    del layer["d_model"], layer["n_heads"], layer["d_ff"]
-    return dict(
-        d_model=transformer.d_model,
-        n_heads=transformer.nhead,
-        d_ff=enc.layers[0].linear1.out_features,
-        n_layers=len(enc.layers),
-        n_decoder_layers=len(dec.layers),
-        final_norm=enc.norm is not None,
-        **layer,
-    )
-
-
-def _copy_torch(ours: nn.Module, state: dict[str, Tensor], theirs: nn.Module) -> nn.Module:
-    """Load ``state`` into ``ours`` with the dtype, device and train/eval mode of ``theirs``."""
-    ref = next(theirs.parameters())
-    ours.to(device=ref.device, dtype=ref.dtype)
-    if state:
-        with torch.no_grad():
-            ours.load_state_dict({k: v.detach() for k, v in state.items()}, strict=True)
-    return ours.train(theirs.training)
 
 
 # ------------------------------------------------------------------------- published models

@@ -12,16 +12,19 @@ Every sub-layer of a Transformer (self-attention, cross-attention, feed-forward)
 in a residual connection with a layer normalisation, in one of two orders:
 
 - post-LN (the original paper): ``norm(x + dropout(sublayer(x)))``;
-- pre-LN (GPT-2 and later, source 001): ``x + dropout(sublayer(norm(x)))``.
+- pre-LN (GPT-2 and later; the Korean lecture slides the book follows draw it):
+  ``x + dropout(sublayer(norm(x)))``.
 
 Public API:
 
 - :class:`LayerNorm` ``(d_model, eps=1e-5)``: layer normalisation written out, with the same
   parameter names (``weight``, ``bias``) as ``torch.nn.LayerNorm``.
 - :class:`FusedLayerNorm` ``(d_model, eps=1e-5)``: the same module computed by PyTorch's fused
-  kernel (``F.layer_norm``), the fast path the chapter 6 models train with;
-  :meth:`FusedLayerNorm.from_layer_norm` turns a :class:`LayerNorm` into one that shares its
-  parameters.
+  kernel (``F.layer_norm``), the fast path; :meth:`FusedLayerNorm.from_layer_norm` turns a
+  :class:`LayerNorm` into one that shares its parameters. The models of chapters 6 and 7 keep
+  the written-out :class:`LayerNorm`; :func:`tfbook.model.fuse_layer_norms` swaps this one in,
+  and the capstone (chapter 8) trains with it (in both of its models: the GPT and the
+  Korean-number reader).
 - :class:`ResidualSublayer` ``(d_model, sublayer, norm_first=True, dropout=0.0, eps=1e-5)``:
   the wrapper chapter 6 builds its encoder and decoder layers from.
 """
@@ -105,9 +108,9 @@ class FusedLayerNorm(LayerNorm):
     up to float rounding (``tests/test_norm.py`` checks it); ``benchmarks/bench_capstone.py``
     times a training step of the capstone's GPT both ways.
 
-    The models of chapter 6 (:class:`tfbook.model.BERT`, :class:`tfbook.model.GPT`,
-    :class:`tfbook.model.EncoderDecoder`) normalise with it; chapter 5 teaches
-    :class:`LayerNorm`, whose ``forward`` is the formula.
+    Chapter 5 teaches :class:`LayerNorm`, whose ``forward`` is the formula, and the models of
+    chapters 6 and 7 normalise with it. :func:`tfbook.model.fuse_layer_norms` swaps every
+    :class:`LayerNorm` of a model for this class; the capstone's runs (chapter 8) train that way.
 
     Args:
         d_model: number of features normalised together (the last axis).

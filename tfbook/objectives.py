@@ -1,6 +1,7 @@
 """Training objectives: what a Transformer is asked to predict (chapter 7).
 
-The three families of chapter 6 are trained on three objectives (source 002):
+The three families of chapter 6 are trained on three objectives (as the Korean vendor
+explainer the book follows lists them):
 
 - **masked language modelling** (MLM, BERT): hide some tokens, predict them from both sides;
 - **causal language modelling** (CLM, GPT): predict every next token from the ones before it;

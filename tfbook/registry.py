@@ -7,7 +7,7 @@ enforces both.
 
 from __future__ import annotations
 
-__all__ = ["MODULE_CHAPTER", "CHAPTER_TITLES", "chapter_of"]
+__all__ = ["MODULE_CHAPTER", "chapter_of"]
 
 #: module name -> chapter that introduces it
 MODULE_CHAPTER: dict[str, int] = {
@@ -25,7 +25,7 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.feedforward": 5,
     "tfbook.norm": 5,
     "tfbook.model": 6,
-    "tfbook.pretrained": 6,
+    "tfbook.interop": 6,
     "tfbook.data": 7,
     "tfbook.objectives": 7,
     "tfbook.training": 7,
@@ -33,17 +33,6 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.corpus": 8,
     "tfbook.run": 8,
     "tfbook.numbers": 8,
-}
-
-#: chapter number -> title (the chapters that exist in the book so far)
-CHAPTER_TITLES: dict[int, str] = {
-    1: "From RNNs to Transformers",
-    2: "Tokens and embeddings",
-    3: "Positional encoding",
-    4: "Attention",
-    5: "Feed-forward, residuals and layer normalisation",
-    6: "The encoder, the decoder and the three families",
-    8: "Capstone: training and using a Transformer",
 }
 
 
