@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import tfbook.run
 from tfbook.corpus import CorpusError, corpus_folder
 from tfbook.run import (
     CHECKPOINT,
@@ -32,6 +31,7 @@ from tfbook.run import (
     read_log,
     run_gpt,
 )
+from tfbook.run.distributed import StopSignal, rank_slice
 from tfbook_tools.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def test_batches_are_a_function_of_seed_and_step_and_ranks_split_them():
     assert not torch.equal(x7, global_batch(ids, 16, 8, seed=3, step=8)[0])
     assert not torch.equal(x7, global_batch(ids, 16, 8, seed=4, step=7)[0])
     assert torch.equal(y7[:, :-1], x7[:, 1:])  # targets: the inputs shifted by one
-    parts = [tfbook.run._rank_slice(x7, r, 4) for r in range(4)]
+    parts = [rank_slice(x7, r, 4) for r in range(4)]
     assert torch.equal(torch.cat(parts), x7)  # W ranks' slices are the global batch
 
 
@@ -345,7 +345,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_identically(tmp_path, co
 
 def test_ctrl_c_sets_the_flag_a_second_one_stops_at_once_and_handlers_are_restored():
     before = signal.getsignal(signal.SIGINT)
-    with tfbook.run._StopSignal() as stop:
+    with StopSignal() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # the handler runs between bytecodes of this thread
         assert stop.name == "SIGINT"

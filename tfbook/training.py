@@ -2,7 +2,8 @@
 
 One function, :func:`train`, trains any model on any objective: the caller gives a
 ``batch_fn(step) -> batch`` and a ``loss_fn(model, batch) -> loss`` (built from
-:mod:`tfbook.objectives`), and the loop does what every Transformer training run does:
+:mod:`tfbook.objectives`), and the loop does what every Transformer training run does, one
+:func:`train_step` at a time (chapter 8's run, :mod:`tfbook.run`, takes the same step):
 
 1. AdamW (Loshchilov and Hutter 2019), with weight decay only on the matrices (``>= 2-D``
    parameters: linear and embedding weights), never on biases and LayerNorm gains;
@@ -21,8 +22,11 @@ Public API:
 - :class:`TrainConfig`: every knob of :func:`train`.
 - :class:`History`: what :func:`train` records.
 - :func:`train` ``(model, batch_fn, loss_fn, cfg, eval_fn)`` returns a :class:`History`.
+- :func:`train_step` ``(model, optimizer, batch, loss_fn, clip, *, step, reduce)``: one update;
+  returns a :class:`StepResult` ``(loss, grad_norm)``.
 - :func:`make_optimizer` ``(model, cfg)``: the AdamW with its two parameter groups.
 - :func:`lr_multiplier` ``(cfg, step)``: the schedule :func:`train` uses.
+- :func:`progress_bar` ``(steps, show)``: ``steps`` in a ``tqdm`` bar when there is one.
 - :func:`plot_history` ``(history, ax, title)``: the loss curve on a log axis.
 """
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +51,9 @@ __all__ = [
     "make_optimizer",
     "lr_multiplier",
     "train",
+    "train_step",
+    "StepResult",
+    "progress_bar",
     "plot_history",
 ]
 
@@ -224,6 +231,80 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+class StepResult(NamedTuple):
+    """What one :func:`train_step` measured (a tuple: ``loss, grad_norm = train_step(...)``)."""
+
+    #: The loss of the step's batch, before the update (a Python float).
+    loss: float
+    #: The global norm of the gradients *before* clipping.
+    grad_norm: float
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: Callable[[nn.Module, Any], Tensor],
+    clip: float | None = 1.0,
+    *,
+    step: int | None = None,
+    reduce: Callable[[Tensor], float] | None = None,
+) -> StepResult:
+    """One update: forward and loss, stop if it is not finite, backward, clip, optimiser step.
+
+    The caller owns everything around the step: ``model.train()``, the learning rate of this
+    update, the random seed of its dropout masks (the forward pass draws them first).
+
+    Args:
+        model: the module ``loss_fn`` runs (under DDP: the wrapped module).
+        optimizer: updates the parameters of its ``param_groups``; they are also the ones
+            clipped.
+        batch: whatever ``loss_fn`` takes.
+        loss_fn: ``(model, batch) -> scalar loss``.
+        clip: the largest global gradient norm (``None``: no clipping, the norm is still
+            measured).
+        step: the step's number, named in the error of a non-finite loss.
+        reduce: ``loss -> float``, the value to check and return, called before the backward
+            pass (default ``loss.item()``); e.g. the mean loss over all processes, so that every
+            process stops at the same step.
+
+    Returns:
+        A :class:`StepResult` ``(loss, grad_norm)``.
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite; nothing is updated.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> model, batch = nn.Linear(2, 1), (torch.full((4, 2), 10.0), torch.zeros(4, 1))
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> def mse(m, b):
+        ...     return ((m(b[0]) - b[1]) ** 2).mean()
+        >>> first = train_step(model, optimizer, batch, mse, clip=1.0)
+        >>> first.grad_norm > 1.0  # measured before clipping
+        True
+        >>> train_step(model, optimizer, batch, mse).loss < first.loss
+        True
+    """
+    loss = loss_fn(model, batch)  # forward: a scalar tensor
+    _check_scalar(loss)
+    value = loss.item() if reduce is None else reduce(loss)  # e.g. a mean over processes
+    if not math.isfinite(value):  # stop before the update: no weight has changed
+        where = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"loss is {value}{where}: training stopped before the update (try a lower lr, a "
+            "longer warmup or gradient clipping; check the inputs and for a log(0) or a "
+            "division by 0 in loss_fn)"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # gradients of the loss for every parameter (averaged over DDP's processes)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = math.inf if clip is None else clip
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm *before* clipping
+    optimizer.step()
+    return StepResult(value, norm.item())
+
+
 def train(
     model: nn.Module,
     batch_fn: Callable[[int], Any],
@@ -233,9 +314,10 @@ def train(
 ) -> History:
     """Train ``model`` for ``cfg.steps`` updates and return the :class:`History`.
 
-    Each step: get the batch, compute the loss, stop if it is not finite, backpropagate,
-    clip the gradients' global norm, update, move the schedule on. ``eval_fn`` runs every
-    ``cfg.eval_every`` steps and after the last one, in eval mode and without gradients.
+    Each step: get the batch, then :func:`train_step` (compute the loss, stop if it is not
+    finite, backpropagate, clip the gradients' global norm, update), then move the schedule
+    on. ``eval_fn`` runs every ``cfg.eval_every`` steps and after the last one, in eval mode
+    and without gradients.
 
     Args:
         model: any ``nn.Module``; it is put in training mode for the updates and left in
@@ -269,23 +351,16 @@ def train(
     torch.manual_seed(cfg.seed)  # dropout and anything else that draws from the global RNG
     optimizer = make_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_multiplier(cfg, i + 1))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    max_norm = math.inf if cfg.clip is None else cfg.clip
     history = History()
     model.train()
-    for step in _progress(range(1, cfg.steps + 1), cfg.progress):
-        loss = loss_fn(model, batch_fn(step))  # scalar: the objective on this batch
-        _check_loss(loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # gradients of the loss for every parameter
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm *before* clipping
+    for step in progress_bar(range(1, cfg.steps + 1), cfg.progress):
         lr = optimizer.param_groups[0]["lr"]  # the rate this update uses
-        optimizer.step()  # AdamW update
+        loss, norm = train_step(model, optimizer, batch_fn(step), loss_fn, cfg.clip, step=step)
         schedule.step()  # the next step's learning rate
         history.steps.append(step)
-        history.losses.append(loss.item())
+        history.losses.append(loss)
         history.lrs.append(lr)
-        history.grad_norms.append(norm.item())
+        history.grad_norms.append(norm)
         if eval_fn is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             history.evals.append((step, _evaluate(model, eval_fn)))
     model.eval()  # ready for evaluation and generation
@@ -304,17 +379,11 @@ def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], float]) -> float:
     return float(value)
 
 
-def _check_loss(loss: object, step: int) -> None:
+def _check_scalar(loss: object) -> None:
     ok = isinstance(loss, Tensor) and loss.dim() == 0 and loss.dtype.is_floating_point
     if not ok:
         got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
         raise TypeError(f"loss_fn must return a scalar floating-point tensor, got {got}")
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"loss is {loss.item()} at step {step}: training stopped before the update "
-            "(try a lower lr, a longer warmup or gradient clipping; check the inputs and "
-            "for a log(0) or a division by 0 in loss_fn)"
-        )
 
 
 def _check_train_inputs(
@@ -331,7 +400,7 @@ def _check_train_inputs(
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
 
 
-def _progress(steps: range, show: bool):
+def progress_bar(steps: range, show: bool):
     """``steps`` wrapped in a ``tqdm.auto`` bar when asked for and available.
 
     ``tqdm`` is not a dependency of the library: without it the loop runs silently.

@@ -40,6 +40,7 @@ from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compa
 from tfbook.exercises.ch07 import TINY, _Frozen
 from tfbook.model import GPT, PUBLISHED, TransformerConfig, count_parameters, meta_model
 from tfbook.objectives import IGNORE_INDEX, causal_lm_targets, lm_loss, perplexity, teacher_forcing
+from tfbook.training import train_step as library_train_step
 from tfbook.training import warmup_cosine
 
 __all__ = [
@@ -817,6 +818,18 @@ def _library_full_batch_update(config, weights, ids, lr, n_micro):
     return losses, {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
+def _library_train_step(model, optimizer, src, tgt, pad_id, clip):
+    """tfbook.training.train_step (the step of train and of the capstone's run) with the
+    teacher-forcing loss."""
+
+    def loss_fn(model, batch):
+        decoder_inputs, targets = teacher_forcing(batch[1], pad_id)
+        return lm_loss(model(batch[0], decoder_inputs), targets)
+
+    with torch.enable_grad():
+        return library_train_step(model, optimizer, (src, tgt), loss_fn, clip).loss
+
+
 def _library_heldout_perplexity(model, ids, context):
     """All windows' logits and targets side by side, one lm_loss over every predicted token."""
     logits, targets = [], []
@@ -835,10 +848,8 @@ q2.library_note = (
 )
 q3.library = _library_full_batch_update
 q4.library = _library_heldout_perplexity
-q5.library_note = (
-    "none: tfbook.training.train runs this step inside its loop; tests/test_exercise_kinds.py "
-    "drives the reference step with train's optimizer and schedule and gets train's losses"
-)
+q5.library = _library_train_step
+q5.forbidden = ("tfbook.training.train_step",)
 
 q1.kind = "predict"
 q2.kind = "derive"
