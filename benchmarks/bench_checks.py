@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from unittest import mock
 
 import torch
+from bench_capstone import time_rounds  # the sibling script (benchmarks/ is on sys.path)
 
 from tfbook import _validate
 from tfbook.model import GPT, TransformerConfig
@@ -46,15 +46,7 @@ def _config() -> TransformerConfig:
 
 
 def _median_ms(fns: dict, rounds: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    times = time_rounds(fns, rounds, warmup)  # interleaved rounds, as every benchmark here
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
