@@ -20,10 +20,10 @@ model and the optimizer each case describes, calls the step the way a training l
 returns the losses and the parameters (or the exact match after training).
 
 Public API: ``q1`` .. ``q5``, ``EXERCISES``, ``progress()``; the plain-data configurations the
-exercises use, ``CAPSTONE_GPT`` (the capstone's character GPT) and ``TINY_SEQ2SEQ`` (the
-encoder-decoder of 8.5's update-by-update cases); ``EXACT_MATCH_TARGET``, what 8.5's training
-run must reach; ``train_step``, the reference step (``tests/test_exercise_kinds.py`` proves it
-is the step of ``tfbook.training.train``).
+exercises use, ``CAPSTONE_GPT`` (a GPT of the capstone's size over nanoGPT's 65 characters)
+and ``TINY_SEQ2SEQ`` (the encoder-decoder of 8.5's update-by-update cases);
+``EXACT_MATCH_TARGET``, what 8.5's training run must reach; ``train_step``, the reference step
+(``tests/test_exercise_kinds.py`` proves it is the step of ``tfbook.training.train``).
 
 Usage: ``from tfbook.exercises import ch08 as ex; ex.q5.check(train_step)``.
 """
@@ -57,7 +57,8 @@ __all__ = [
     "progress",
 ]
 
-#: The capstone's character GPT, as plain data (``GPT(TransformerConfig(**CAPSTONE_GPT))``).
+#: A GPT of the capstone's size over nanoGPT's 65 characters (the capstone's own vocabulary has
+#: 89 tokens), as plain data (``GPT(TransformerConfig(**CAPSTONE_GPT))``).
 CAPSTONE_GPT = {
     "vocab_size": 65,
     "d_model": 128,
@@ -238,7 +239,8 @@ def _budget_cases():
     gpt2 = count_parameters(meta_model(*PUBLISHED["gpt2-small"][:2]))
     return [
         Case(
-            "the capstone GPT: 2000 steps of 12 x 64 characters, 1,115,394 characters",
+            "a GPT of the capstone's size, V = 65: 2000 steps of 12 x 64 characters, "
+            "1,115,394 characters",
             (capstone, 2000, 12, 64, 1_115_394),
         ),
         Case(
