@@ -62,11 +62,13 @@ def mask_tokens(
     """BERT's masked-language-model corruption of a batch (Devlin et al. 2019, section 3.1).
 
     Each position whose token is not special is *chosen* with probability ``p`` (15%), each
-    independently. A chosen token is then replaced by ``<mask>`` with probability 0.8, by a
-    random token with probability 0.1, and left unchanged with probability 0.1; the label of
-    a chosen position is its original token, every other label is :data:`IGNORE_INDEX`. The
-    random and unchanged 20% keep the model from learning that only ``<mask>`` positions
-    matter (there is no ``<mask>`` when the model is used later).
+    independently, as Hugging Face's data collator does (BERT's own pre-training code chose
+    exactly ``round(0.15 n)`` positions of a sequence of ``n`` tokens). A chosen token is
+    then replaced by ``<mask>`` with probability 0.8, by a random token with probability 0.1,
+    and left unchanged with probability 0.1; the label of a chosen position is its original
+    token, every other label is :data:`IGNORE_INDEX`. The random and unchanged 20% keep the
+    model from learning that only ``<mask>`` positions matter (there is no ``<mask>`` when
+    the model is used later).
 
     The random replacements are drawn from the ordinary tokens (never a special one), and
     ``pad_id`` is never chosen even if it is missing from ``special_ids``.
