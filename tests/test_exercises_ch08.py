@@ -223,3 +223,37 @@ def test_the_buggy_loop_shown_in_the_notebook_is_the_known_mistake():
     exec(code.group(1), names)
     result = ch08.q3.evaluate(names["buggy_accumulated_update"])
     assert result.status == "failed" and result.mistake is ch08.q3.mistakes[0], result.text()
+
+
+def _library_step_answers():
+    """Three ways a student could hand 8.5 to the library's own step."""
+    import functools
+
+    import tfbook.training
+    from tfbook.objectives import lm_loss, teacher_forcing
+    from tfbook.training import train_step as renamed
+
+    def loss_fn(model, batch):
+        src, tgt, pad_id = batch
+        decoder_inputs, targets = teacher_forcing(tgt, pad_id)
+        return lm_loss(model(src, decoder_inputs), targets)
+
+    def direct(model, optimizer, src, tgt, pad_id, clip):
+        return tfbook.training.train_step(model, optimizer, (src, tgt, pad_id), loss_fn, clip).loss
+
+    def imported_under_another_name(model, optimizer, src, tgt, pad_id, clip):
+        return renamed(model, optimizer, (src, tgt, pad_id), loss_fn, clip).loss
+
+    step = functools.partial(tfbook.training.train_step, loss_fn=loss_fn)
+
+    def through_partial(model, optimizer, src, tgt, pad_id, clip):
+        return step(model, optimizer, (src, tgt, pad_id), clip=clip).loss
+
+    return [direct, imported_under_another_name, through_partial]
+
+
+@pytest.mark.parametrize("answer", _library_step_answers(), ids=lambda f: f.__name__)
+def test_handing_the_step_to_the_library_is_refused(answer, capsys):
+    ch08.q5.check(answer)
+    assert ch08.q5.state == "failed"
+    assert "calls tfbook.training.train_step" in capsys.readouterr().out
