@@ -101,7 +101,7 @@ browser-test-if-available: strict-build
 
 # Benchmarks against real peers, measured side by side in one run (on demand, not in `make test`).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_attention.py --json tfbook/data/capstone/bench_attention.json
 	$(BIN)/python benchmarks/bench_checks.py
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_capstone.py --json tfbook/data/capstone/bench.json

@@ -8,17 +8,22 @@ median time of each and the ratios to PyTorch's module:
 - fast path (``need_weights=False``, ``F.scaled_dot_product_attention``): target ratio <= 1.0;
 - explicit path (``need_weights=True``, scores and softmax written out): target ratio <= 2.0.
 
-Run it with ``python benchmarks/bench_attention.py`` (``--help`` for the sizes). Timings vary
-with the machine and its load; the ratios are what the chapter quotes.
+Run it with ``python benchmarks/bench_attention.py`` (``--help`` for the sizes); ``--json PATH``
+also writes the figures (``make bench`` writes ``tfbook/data/capstone/bench_attention.json``,
+which chapter 4 reads). Timings vary with the machine and its load; the ratios are what the
+chapter quotes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from bench_capstone import machine_info
 from torch import nn
 
 from tfbook.attention import MultiHeadAttention
@@ -52,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
+    machine = machine_info()
     torch.manual_seed(0)
     ref = nn.MultiheadAttention(args.d_model, args.heads, batch_first=True)
     ours = MultiHeadAttention.from_torch(ref)
@@ -86,6 +93,22 @@ def main(argv: list[str] | None = None) -> int:
         f"explicit path ratio {explicit:.2f} (target <= 2.0): "
         f"{'met' if explicit <= 2.0 else 'NOT met'}"
     )
+    if args.json is not None:
+        machine["loadavg_after"] = machine_info()["loadavg_before"]
+        results = {
+            "machine": machine,
+            "config": {
+                "batch": args.batch,
+                "seq_len": args.seq_len,
+                "d_model": args.d_model,
+                "heads": args.heads,
+                "rounds": args.rounds,
+            },
+            "ms": {name: m * 1e3 for name, m in med.items()},
+            "ratio_to_torch": {name: m / base for name, m in med.items()},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
