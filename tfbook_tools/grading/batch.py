@@ -265,8 +265,8 @@ def grade_batch(
     masters_dir: Path | None = None,
     *,
     jobs: int = 1,
-    timeout: float = 300.0,
-    memory_mb: int = 6144,
+    timeout: float = Limits.timeout,
+    memory_mb: int = Limits.memory_mb,
     sandbox: bool = True,
     max_notebook_mb: int = MAX_NOTEBOOK_MB,
     progress=None,
@@ -315,8 +315,8 @@ def grade_notebook(
     path: Path,
     masters_dir: Path | None = None,
     *,
-    timeout: float = 300.0,
-    memory_mb: int = 6144,
+    timeout: float = Limits.timeout,
+    memory_mb: int = Limits.memory_mb,
     sandbox: bool = True,
 ) -> GradeResult:
     """Grade one submission without writing anything (see :func:`grade_batch`)."""
