@@ -43,6 +43,7 @@ from tfbook_tools.grading.reading import (
 )
 from tfbook_tools.grading.report import GradeResult, GradesCsv, printable, qid_key
 from tfbook_tools.grading.restore import Prepared, prepare
+from tfbook_tools.grading.site import build_site
 from tfbook_tools.student import StudentEditionError
 
 __all__ = ["Batch", "Limits", "SandboxUnavailable", "grade_batch", "grade_notebook"]
@@ -135,7 +136,6 @@ class Batch:
         """Build the site for the chapters of ``prepared``, stage the corpus, and fix how
         every submission is started."""
         import tfbook
-        from tfbook_tools.grading.site import build_site
 
         chapters = sorted({p.chapter for p in prepared})
         site = build_site(self.base, {c: self.masters[c] for c in chapters})
