@@ -235,22 +235,22 @@ def test_rows_name_the_master_notebook_of_an_unknown_chapter(tmp_path):
 
 
 def test_feedback_fences_cannot_be_broken():
-    from tfbook_tools.grading import GradeResult, _feedback_markdown
+    from tfbook_tools.grading.report import GradeResult, feedback_markdown
 
     result = GradeResult("a.ipynb", "ch00", "graded", scores={"ch00.q1": 0.0})
     result.max_points = {"ch00.q1": 1.0}
     result.feedback = {"ch00.q1": "got '```\n# Injected heading'"}
-    text = _feedback_markdown(result)
+    text = feedback_markdown(result)
     assert "````text" in text
 
 
 def test_the_same_path_is_quoted_for_spreadsheets():
-    from tfbook_tools.grading import _cell
+    from tfbook_tools.grading.report import csv_cell
 
-    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
-    assert _cell("-name.ipynb") == "'-name.ipynb"
-    assert _cell("+1") == "'+1" and _cell("@x") == "'@x" and _cell("\tx") == "'\tx"
-    assert _cell("name.ipynb") == "name.ipynb" and _cell("4") == "4"
+    assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert csv_cell("-name.ipynb") == "'-name.ipynb"
+    assert csv_cell("+1") == "'+1" and csv_cell("@x") == "'@x" and csv_cell("\tx") == "'\tx"
+    assert csv_cell("name.ipynb") == "name.ipynb" and csv_cell("4") == "4"
 
 
 def test_grade_notebook_without_sandbox_for_trusted_code(tmp_path):
@@ -264,3 +264,40 @@ def test_grade_notebook_without_sandbox_for_trusted_code(tmp_path):
     result = grade_notebook(path, ROOT / "book", timeout=120, memory_mb=4096, sandbox=False)
     assert (result.status, result.total, result.max_total) == ("graded", 3.0, 4.0)
     assert "no maximum subtracted" in result.feedback["ch00.q1"]
+
+
+def test_the_site_copies_the_whole_check_engine_and_no_chapter_module(tmp_path):
+    """Whatever modules the engine is split into, the sandbox gets all of them (followed
+    through every import form), and an engine that imports a chapter module is refused."""
+    from tfbook_tools.grading.site import engine_modules
+
+    (tmp_path / "_engine.py").write_text(
+        "from tfbook.exercises._compare import compare\nfrom . import _watch\n"
+    )
+    (tmp_path / "_compare.py").write_text("from ._display import show\nimport json\n")
+    (tmp_path / "_watch.py").write_text("import tfbook.exercises._frozen\n")
+    (tmp_path / "_display.py").write_text("from tfbook.exercises import Question\n")
+    (tmp_path / "_frozen.py").write_text("")
+    (tmp_path / "_unused.py").write_text("")
+    (tmp_path / "ch04.py").write_text("from tfbook.exercises._engine import Question\n")
+    expected = ["_compare.py", "_display.py", "_engine.py", "_frozen.py", "_watch.py"]
+    assert engine_modules(tmp_path) == expected
+
+    (tmp_path / "_frozen.py").write_text("from tfbook.exercises import ch04\n")
+    with pytest.raises(RuntimeError, match="tfbook.exercises.ch04"):
+        engine_modules(tmp_path)
+
+
+def test_the_site_holds_the_installed_engine_and_stand_ins_only(tmp_path):
+    from tfbook_tools.grading.site import build_site
+
+    master = nbformat.read(MASTER, as_version=4)
+    exercises = build_site(tmp_path, {"ch00": master}) / "tfbook" / "exercises"
+    installed = ROOT / "tfbook" / "exercises"
+    engine = {p.name for p in exercises.glob("*.py")} - {"__init__.py", "ch00.py"}
+    assert "_engine.py" in engine
+    for name in engine:
+        assert (exercises / name).read_bytes() == (installed / name).read_bytes(), name
+    stand_in = (exercises / "ch00.py").read_text(encoding="utf-8")
+    assert '_install(globals(), "ch00")' in stand_in and "def " not in stand_in
+    assert sorted(p.name for p in exercises.glob("ch*.py")) == ["ch00.py"]

@@ -37,6 +37,8 @@ from tfbook.corpus import split_by_play
 from tfbook_tools import grading
 from tfbook_tools import sandbox as sb
 from tfbook_tools.cli import main as cli_main
+from tfbook_tools.grading.batch import Batch, Limits
+from tfbook_tools.grading.restore import prepare
 
 needs_sandbox = pytest.mark.skipif(
     sb.sandbox_problem() is not None, reason=f"no sandbox here: {sb.sandbox_problem()}"
@@ -235,12 +237,10 @@ def test_the_warning_is_logged_only_when_the_batch_reads_the_corpus(tmp_path, mo
     append(reads, "from tfbook.corpus import fetch_shakespeare\nfetch_shakespeare()")
     logged = []
     for nb in (plain, reads):
-        batch = grading._Batch(
-            MASTER.parent, timeout=1, memory_mb=1, sandbox=True, max_bytes=1 << 20, protect=[]
-        )
+        batch = Batch(MASTER.parent, Limits(1, 1, 1 << 20), sandbox=True, protect=[])
         try:
             batch.masters["ch00"] = master
-            prepared = grading.prepare(0, tmp_path / "x.ipynb", nb, "ch00", master)
+            prepared = prepare(0, tmp_path / "x.ipynb", nb, "ch00", master)
             with _warnings() as records:
                 batch.provide_corpus([prepared])
             logged.append([r.getMessage() for r in records])

@@ -4,9 +4,11 @@ The library students import is :mod:`tfbook`; this package holds what builds, ch
 grades the book around it:
 
 - ``tfbook_tools.student``: master notebook -> student edition.
-- ``tfbook_tools.grading``: batch grading of submitted notebooks into a CSV, each run in the
-  bubblewrap sandbox of ``tfbook_tools.sandbox`` (cells run by ``sandbox_runner``, checks sent
-  through ``sandbox_client`` and ``wire`` to the ``judge``, which holds the references).
+- ``tfbook_tools.grading``: batch grading of submitted notebooks into a CSV (a package, one
+  module per concern: reading, restore, site, corpus, judges, launch, batch, report), each
+  run in the bubblewrap sandbox of ``tfbook_tools.sandbox`` (cells run by ``sandbox_runner``,
+  checks sent through ``sandbox_client`` and ``wire`` to the ``judge``, which holds the
+  references).
 - ``tfbook_tools.build``: helpers behind the Makefile (static files, hints, execution).
 - ``tfbook_tools.browser_check``: the offline headless-Chromium check of the built book.
 - ``tfbook_tools.sphinxext``: the book's small Sphinx extension.

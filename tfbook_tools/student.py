@@ -27,7 +27,9 @@ __all__ = [
     "StudentEditionError",
     "chapter_of_notebook",
     "check_cells",
+    "exercise_imports",
     "make_student_edition",
+    "parse_check",
     "solution_lines",
     "write_student_editions",
     "WriteReport",
@@ -44,28 +46,29 @@ class StudentEditionError(ValueError):
     """A master notebook whose solution markers or check cells are malformed."""
 
 
+def exercise_imports(source: str) -> list[str]:
+    """The chapters a code cell's ``from tfbook.exercises import chNN as ex`` lines name."""
+    return _IMPORT_RE.findall(source)
+
+
+def parse_check(source: str) -> tuple[str, str] | None:
+    """``(qN, answer_expression)`` when ``source`` is a check cell's (one ``ex.qN.check(...)``
+    line, comments aside), else ``None``."""
+    lines = [ln for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    match = _CHECK_RE.match(lines[0]) if len(lines) == 1 else None
+    return (match.group(1), match.group(2).strip()) if match else None
+
+
 def chapter_of_notebook(nb: nbformat.NotebookNode) -> str | None:
     """``"chNN"`` from the notebook's ``from tfbook.exercises import chNN as ex`` line."""
     meta = nb.get("metadata", {}).get("tfbook", {})
     if isinstance(meta, dict) and isinstance(meta.get("chapter"), str):
         return meta["chapter"]
     for cell in nb.cells:
-        if cell.cell_type == "code":
-            match = _IMPORT_RE.search(cell.source)
-            if match:
-                return match.group(1)
+        imported = exercise_imports(cell.source) if cell.cell_type == "code" else []
+        if imported:
+            return imported[0]
     return None
-
-
-def _check_question(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
-    """``(qN, answer_expression)`` when ``cell`` is a check cell, else ``None``."""
-    if cell.cell_type != "code":
-        return None
-    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    if len(lines) != 1:
-        return None
-    match = _CHECK_RE.match(lines[0])
-    return (match.group(1), match.group(2).strip()) if match else None
 
 
 def check_cells(nb: nbformat.NotebookNode) -> dict[str, tuple[int, str, str]]:
@@ -73,7 +76,7 @@ def check_cells(nb: nbformat.NotebookNode) -> dict[str, tuple[int, str, str]]:
     chapter = chapter_of_notebook(nb)
     found: dict[str, tuple[int, str, str]] = {}
     for index, cell in enumerate(nb.cells):
-        parsed = _check_question(cell)
+        parsed = parse_check(cell.source) if cell.cell_type == "code" else None
         if parsed is None:
             continue
         if chapter is None:
