@@ -279,7 +279,7 @@ here = os.path.dirname(engine.__file__)
 repo = {str(ROOT)!r}
 appended = [engine.__file__, os.path.join(here, "ch00.py"), os.path.join(here, "__init__.py"),
             repo + "/tfbook/exercises/_engine.py", repo + "/tfbook/exercises/ch00.py",
-            repo + "/tfbook_tools/judge.py", repo + "/tfbook_tools/grading.py",
+            repo + "/tfbook_tools/judge.py", repo + "/tfbook_tools/grading/batch.py",
             repo + "/book/00_exercises.ipynb", {str(out)!r}]
 appended += glob.glob(repo + "/book/*.ipynb") + glob.glob({str(masters)!r} + "/*.ipynb")
 appended += glob.glob("/opt/tfbook/site/**/*.py", recursive=True)
