@@ -22,8 +22,9 @@ process.
 
 Two things a question can ask for beyond its outputs, both observed while the answer runs:
 
-- ``forbidden``: dotted names of functions the answer must not call (the ones the exercise
-  asks the student to write), watched with ``sys.setprofile``;
+- ``forbidden``: what the answer must not call (what the exercise asks the student to
+  write): dotted names of functions, watched with ``sys.setprofile``, and aten operations
+  (``"aten._softmax"``), watched with a ``TorchDispatchMode`` whatever name reached them;
 - ``loop_probe``: for tasks that say "no loop over positions", inputs of two lengths
   (``T = 4`` and ``T = 32``) on which the answer's work is counted (Python lines it runs
   and tensor operations it calls, :class:`_WorkCounter`); a vectorised answer does the same
@@ -63,7 +64,7 @@ from tfbook.exercises._compare import (
 from tfbook.exercises._display import _STATUS_COLOURS, _env_flag, _show, _Table
 from tfbook.exercises._drivers import DRIVERS, drive_training_step
 from tfbook.exercises._run import OUTCOME_KINDS, Case, Frozen, Outcome, _call, run_answer
-from tfbook.exercises._watch import _OneThread
+from tfbook.exercises._watch import OPERATIONS, _OneThread, describe_operation
 from tfbook.exercises._watch import _run_with_timeout as _run_with_timeout  # for the sandbox
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "OUTCOME_KINDS",
     "DRIVERS",
     "LOOP_OVER_POSITIONS",
+    "OPERATIONS",
 ]
 
 #: Every status a check can end in.
@@ -203,8 +205,10 @@ class Question:
             runs every case through both and requires them to agree, so the library and the
             exercise cannot drift apart.
         library_note: when ``library`` is ``None``, why there is no library counterpart.
-        forbidden: dotted names of functions the answer must not call (the ones the
-            exercise asks the student to write); a call fails the check.
+        forbidden: what the answer must not call (what the exercise asks the student to
+            write): dotted names of functions (``"torch.softmax"``) and aten operations
+            (``"aten._softmax"``, see :data:`OPERATIONS`), refused however the answer reaches
+            them; a call fails the check.
         loop_probe: for tasks that say "no loop over positions": ``length -> Case``, inputs
             with ``length`` positions. The answer runs on ``probe_lengths`` (4 and 32) with its
             work counted, and work that grows by at least half a unit per added position fails.
@@ -241,6 +245,9 @@ class Question:
             raise TypeError(
                 f"{qid}: forbidden must be a sequence of dotted names (str), got {forbidden!r}"
             )
+        for name in forbidden:
+            if name.startswith("aten."):
+                describe_operation(name)  # a ValueError for an operator PyTorch does not have
         if driver is not None and driver not in DRIVERS:
             raise ValueError(f"driver must be one of {sorted(DRIVERS)}, got {driver!r}")
         self.qid = qid

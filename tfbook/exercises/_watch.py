@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 
 
 def _is_engine_file(path: str) -> bool:
@@ -103,21 +104,82 @@ def _resolve(name: str) -> Any:
     raise ImportError(name)
 
 
-class _CallWatch:
-    """Notices, through ``sys.setprofile``, a call to any of the ``forbidden`` functions.
+#: What the aten operations a question may forbid compute (``forbidden=("aten._softmax",)``),
+#: named in the feedback. An operation is refused however the answer reaches it: under another
+#: name (``torch.special.softmax``), through ``functools.partial``, ``operator.methodcaller`` or
+#: ``torch.ops.aten``, or inside a larger function that does the exercise's work.
+OPERATIONS = {
+    "aten._softmax": "softmax (torch.softmax, Tensor.softmax, F.softmax, torch.special.softmax)",
+    "aten._log_softmax": "log_softmax (whose exp is the softmax)",
+    "aten._safe_softmax": "the softmax of scaled_dot_product_attention",
+    "aten._scaled_dot_product_flash_attention_for_cpu": "scaled_dot_product_attention",
+    "aten._scaled_dot_product_flash_attention": "scaled_dot_product_attention",
+    "aten._scaled_dot_product_efficient_attention": "scaled_dot_product_attention",
+    "aten._scaled_dot_product_cudnn_attention": "scaled_dot_product_attention",
+    "aten.native_layer_norm": "layer_norm (F.layer_norm, nn.LayerNorm, torch.native_layer_norm)",
+    "aten.native_group_norm": "group_norm (a layer norm when there is one group)",
+    "aten.native_batch_norm": "batch_norm or instance_norm (a layer norm on transposed input)",
+    "aten.gelu": "gelu (F.gelu, nn.GELU, torch.ops.aten.gelu)",
+    "aten._softmax_backward_data": "autograd through a softmax (backward, autograd.grad, jacrev)",
+}
 
-    Python functions are recognised by their code object, built-in functions by identity,
-    and ``"torch.Tensor.softmax"``-style names by the method's name on a tensor. A class
-    name forbids its ``forward``. Only the student's call runs under the watch.
+
+def operation_name(func: Any) -> str:
+    """``"aten._softmax"`` for the operator ``aten._softmax.default`` (any overload)."""
+    return func.name().split(".")[0].replace("::", ".")
+
+
+class _OperationWatch(TorchDispatchMode):
+    """Notices the forbidden aten operations (``"aten._softmax"``) the code it wraps runs,
+    whatever Python name, wrapper or library function reached them; the operation still runs
+    (the answer's result is refused afterwards, even if it caught an exception)."""
+
+    def __init__(self, operations: dict[str, str], watch: _CallWatch | None) -> None:
+        super().__init__()
+        self.operations, self.watch = operations, watch
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.watch is not None and self.watch.seen is None:
+            name = operation_name(func)
+            if name in self.operations:
+                self.watch.seen = self.operations[name]
+        return func(*args, **(kwargs or {}))
+
+
+_DISPATCH_READY = False
+
+
+def _ready_for_dispatch_modes() -> None:
+    """Run one operation under a dispatch mode, once per process, before any answer runs.
+
+    PyTorch's first dispatch through a Python mode imports ``torch._dynamo`` (seconds); done
+    under the answer's time limit and ``sys.setprofile``, it could be cut short halfway.
+    """
+    global _DISPATCH_READY
+    if not _DISPATCH_READY:
+        with _OperationWatch({}, None):
+            torch.zeros(1).neg()
+        _DISPATCH_READY = True
+
+
+class _CallWatch:
+    """Notices a call to any of the ``forbidden`` functions or operations.
+
+    Functions are watched through ``sys.setprofile``: Python functions are recognised by their
+    code object, built-in functions by identity, and ``"torch.Tensor.softmax"``-style names by
+    the method's name on a tensor; a class name forbids its ``forward``. Names starting with
+    ``"aten."`` are operations (:data:`OPERATIONS`), watched by a ``TorchDispatchMode``. Only
+    the student's call runs under the watch.
     """
 
     def __init__(self, forbidden: Sequence[str]) -> None:
         self.codes: dict[Any, str] = {}
         self.builtins: dict[int, str] = {}
         self.methods: dict[str, str] = {}
+        self.operations: dict[str, str] = {}
         for name in forbidden:
-            if name.startswith("torch.Tensor."):
-                self.methods[name.rsplit(".", 1)[1]] = name
+            if name.startswith("aten."):
+                self.operations[name] = describe_operation(name)
                 continue
             obj = _resolve(name)
             if isinstance(obj, type):
@@ -125,9 +187,13 @@ class _CallWatch:
             code = getattr(obj, "__code__", None)
             if code is not None:
                 self.codes[code] = name
+            elif name.startswith("torch.Tensor."):
+                self.methods[name.rsplit(".", 1)[1]] = name
             else:
                 self.builtins[id(obj)] = name
         self.seen: str | None = None
+        if self.operations:
+            _ready_for_dispatch_modes()
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
         if self.seen is not None:
@@ -143,14 +209,31 @@ class _CallWatch:
             self.seen = name
 
     def run(self, fn: Callable[[], Any]) -> Any:
+        mode = _OperationWatch(self.operations, self) if self.operations else None
         previous = sys.getprofile()
         sys.setprofile(self._profile)
+        if mode is not None:
+            mode.__enter__()
         try:
             return fn()
         finally:
             if sys.getprofile() != self._profile:  # the answer replaced the watch
                 self.seen = self.seen or "sys.setprofile"
             sys.setprofile(previous)
+            if mode is not None:
+                if mode in _get_current_dispatch_mode_stack():
+                    mode.__exit__(None, None, None)
+                else:  # the answer took it off the stack
+                    self.seen = self.seen or "torch.utils._python_dispatch._pop_mode"
+
+
+def describe_operation(name: str) -> str:
+    """``"aten._softmax, the operation behind softmax (...)"``: a forbidden operation as the
+    feedback names it. Raises ``ValueError`` for a name PyTorch has no operator for."""
+    if not name.startswith("aten.") or not hasattr(torch.ops.aten, name[len("aten.") :]):
+        raise ValueError(f"forbidden operation must name an aten operator (aten.xxx), got {name!r}")
+    what = OPERATIONS.get(name)
+    return f"{name}, the operation behind {what}" if what else name
 
 
 def _not_the_answers_code() -> tuple[str, ...]:

@@ -85,7 +85,15 @@ q1 = Question(
     ],
     kind="implement",
     library_note="chapter 4's tfbook.attention.masked_softmax (a later chapter than this one)",
-    forbidden=("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax"),
+    forbidden=(
+        "torch.softmax",
+        "torch.nn.functional.softmax",
+        "torch.Tensor.softmax",
+        # the operations, under whatever name (torch.special.softmax, functools.partial ...)
+        "aten._softmax",
+        "aten._log_softmax",
+        "aten._safe_softmax",
+    ),
 )
 
 

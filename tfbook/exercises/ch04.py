@@ -84,6 +84,19 @@ def _attention_cases() -> list[Case]:
     return cases
 
 
+#: What exercises 4.1 and 4.2 may not call: scaled_dot_product_attention, ours or PyTorch's, under
+#: any name (PyTorch's, and its private variants, run the operations named here).
+_ATTENTION_SHORTCUTS = (
+    "tfbook.attention.scaled_dot_product_attention",
+    "torch.nn.functional.scaled_dot_product_attention",
+    "aten._safe_softmax",
+    "aten._scaled_dot_product_flash_attention_for_cpu",
+    "aten._scaled_dot_product_flash_attention",
+    "aten._scaled_dot_product_efficient_attention",
+    "aten._scaled_dot_product_cudnn_attention",
+)
+
+
 def _library_attention(q, k, v):
     return scaled_dot_product_attention(q, k, v)
 
@@ -118,10 +131,7 @@ q1 = Question(
     ],
     kind="implement",
     library=_library_attention,
-    forbidden=(
-        "tfbook.attention.scaled_dot_product_attention",
-        "torch.nn.functional.scaled_dot_product_attention",
-    ),
+    forbidden=_ATTENTION_SHORTCUTS,
 )
 
 
@@ -239,7 +249,7 @@ q2 = Question(
     ],
     kind="implement",
     library=_library_masked_attention,
-    forbidden=q1.forbidden,
+    forbidden=(*_ATTENTION_SHORTCUTS, "tfbook.attention.masked_softmax"),
 )
 
 
@@ -911,6 +921,18 @@ q9 = Question(
     rtol=1e-8,
     kind="derive",
     library=_library_weight_jacobian,
+    forbidden=(  # "use the formula, not autograd"
+        "aten._softmax_backward_data",
+        "torch.Tensor.backward",
+        "torch.autograd.backward",
+        "torch.autograd.grad",
+        "torch.autograd.functional.jacobian",
+        "torch.func.jacrev",
+        "torch.func.jacfwd",
+        "torch.func.vjp",
+        "torch.func.jvp",
+        "torch.func.grad",
+    ),
 )
 
 

@@ -203,7 +203,7 @@ q2 = Question(
     check_dtype=True,  # a float32 input gives a float32 output (no float64 detour)
     kind="implement",
     library=_library_gelu,
-    forbidden=("torch.nn.functional.gelu",),
+    forbidden=("torch.nn.functional.gelu", "aten.gelu"),
 )
 
 
@@ -322,7 +322,15 @@ q3 = Question(
     ],
     kind="implement",
     library=_library_layer_norm,
-    forbidden=("torch.nn.functional.layer_norm", "torch.layer_norm", "tfbook.norm.LayerNorm"),
+    forbidden=(
+        "torch.nn.functional.layer_norm",
+        "torch.layer_norm",
+        "tfbook.norm.LayerNorm",
+        # the operations, under whatever name (torch.native_layer_norm, torch.ops.aten ...)
+        "aten.native_layer_norm",
+        "aten.native_group_norm",
+        "aten.native_batch_norm",
+    ),
 )
 
 
