@@ -39,7 +39,7 @@ def test_every_chapter_asks_for_each_kind(chapter):
     present = {q.kind for q in load(chapter)}
     missing = [kind for kind in BEYOND_RETYPING if kind not in present]
     assert not missing, (
-        f"{chapter} has no question of kind {missing}; set q.kind in tfbook/exercises/"
+        f"{chapter} has no question of kind {missing}; give a Question kind= in tfbook/exercises/"
         f"{chapter}.py (kinds present: {sorted(present)})"
     )
 
@@ -218,7 +218,7 @@ def test_train_step_reference_is_the_step_of_tfbook_training_train(one_thread):
 
 def test_train_step_target_is_reached_by_the_reference_only_after_training():
     """The run of the last case is a real test: untrained, the model reads no number."""
-    from tfbook.exercises._engine import _build_model, _exact_match
+    from tfbook.exercises._drivers import _build_model, _exact_match
 
     case = ch08.q5.make_cases()[-1]
     run = case.args[0]

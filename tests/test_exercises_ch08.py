@@ -18,7 +18,7 @@ import torch
 from test_no_loop import judged
 
 from tfbook.exercises import ch08
-from tfbook.exercises._engine import DRIVERS, _build_model, drive_training_step
+from tfbook.exercises._drivers import DRIVERS, _build_model, drive_training_step
 
 
 @pytest.mark.parametrize("question", list(ch08.EXERCISES), ids=lambda q: q.qid)

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from tfbook.exercises import ch01, load
-from tfbook.exercises._engine import LOOP_OVER_POSITIONS, _WorkCounter
+from tfbook.exercises._engine import LOOP_OVER_POSITIONS
+from tfbook.exercises._watch import _WorkCounter
 
 Q = ch01.q4
 

@@ -376,11 +376,12 @@ def test_calling_the_function_to_be_written_is_rejected_and_named(qid):
 
 
 def test_switching_the_watch_off_is_noticed():
+    """Exercise 4.3 forbids a function by name only (no operation watch to fall back on)."""
     import sys
 
-    def sneaky(x, dim=-1):
+    def sneaky(seq_len):
         sys.setprofile(None)
-        return torch.softmax(x, dim)
+        return _calls("tfbook.attention.causal_mask")(seq_len)
 
-    result = question("ch00.q1").evaluate(sneaky)
+    result = question("ch04.q3").evaluate(sneaky)
     assert result.status == "failed" and "sys.setprofile" in result.text()

@@ -11,9 +11,6 @@ import torch
 
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
 
-__all__ = ["q1", "q2", "q3", "q4", "EXERCISES", "progress"]
-
-
 # --------------------------------------------------------------------------- q1 softmax
 
 
@@ -86,6 +83,17 @@ q1 = Question(
         "exp(1000) is inf in float32. Subtracting the same constant from every x_i leaves "
         "the softmax unchanged: subtract the maximum along `dim`.",
     ],
+    kind="implement",
+    library_note="chapter 4's tfbook.attention.masked_softmax (a later chapter than this one)",
+    forbidden=(
+        "torch.softmax",
+        "torch.nn.functional.softmax",
+        "torch.Tensor.softmax",
+        # the operations, under whatever name (torch.special.softmax, functools.partial ...)
+        "aten._softmax",
+        "aten._log_softmax",
+        "aten._safe_softmax",
+    ),
 )
 
 
@@ -147,6 +155,8 @@ q2 = Question(
         "Start from `torch.zeros(*ids.shape, vocab_size)`.",
         "`tensor.scatter(-1, ids.unsqueeze(-1), 1.0)` writes a 1 at each id's column.",
     ],
+    kind="implement",
+    library_note="none: nn.Embedding's look-up, chapter 2, replaces one-hot products",
 )
 
 
@@ -219,6 +229,8 @@ q3 = Question(
         "Build a (B, T) mask: `torch.arange(T)[None, :] < lengths[:, None]`.",
         "Sum `x * mask[:, :, None]` over dim 1, then divide by the lengths.",
     ],
+    kind="implement",
+    library_note="none: a warm-up on masks; chapter 4 builds masks in tfbook.attention",
 )
 
 
@@ -267,22 +279,11 @@ q4 = Question(
         "The weight matrix has shape (d_out, d_in).",
         "Compare with `sum(p.numel() for p in nn.Linear(d_in, d_out).parameters())`.",
     ],
+    kind="implement",
+    library_note="none: arithmetic on the parameter shapes of nn.Linear",
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-# The warm-up re-derives nothing the library of chapter 0 holds (tfbook's softmax is chapter 4's
-# masked_softmax, tested against torch.softmax in tests/test_attention.py).
-q1.library_note = "chapter 4's tfbook.attention.masked_softmax (a later chapter than this one)"
-q2.library_note = "none: nn.Embedding's look-up, chapter 2, replaces one-hot products"
-q3.library_note = "none: a warm-up on masks; chapter 4 builds masks in tfbook.attention"
-q4.library_note = "none: arithmetic on the parameter shapes of nn.Linear"
-
-for _q in (q1, q2, q3, q4):
-    _q.kind = "implement"  # warm-ups: the other kinds start in chapter 1
-
-# Functions the task asks the student to write: calling them fails the check.
-q1.forbidden = ("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax")
-
-EXERCISES = ExerciseSet("ch00", "Warm-up exercises", [q1, q2, q3, q4])
+EXERCISES = ExerciseSet.collect(globals(), "Warm-up exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress"]

@@ -22,16 +22,13 @@ from torch import nn
 from tfbook.exercises._engine import (
     Case,
     ExerciseSet,
+    Frozen,
     Mistake,
     Question,
-    adopt_weights,
-    compare,
-    run_module,
+    compare_modules,
 )
 from tfbook.rnn import RNN, RNNCell, matmul_depth, matmul_path_length
 from tfbook.rnn import attention_preview as attention_preview_lib
-
-__all__ = ["EXERCISES", "progress", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"]
 
 
 def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -78,6 +75,16 @@ def _step_cases() -> list[Case]:
     ]
 
 
+def _library_cell(x_t, h_prev, W_ih, W_hh, b):
+    cell = RNNCell(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
+    with torch.no_grad():
+        cell.weight_ih.copy_(W_ih)
+        cell.weight_hh.copy_(W_hh)
+        cell.bias_ih.copy_(b)
+        cell.bias_hh.zero_()
+    return cell(x_t, h_prev)
+
+
 q1 = Question(
     "ch01.q1",
     "One step of a tanh RNN cell",
@@ -109,6 +116,8 @@ q1 = Question(
         "Shapes: x_t is (B, D) and W_ih is (H, D), so x_t @ W_ih.T is (B, H).",
         "Sum x_t @ W_ih.T, h_prev @ W_hh.T and b, then apply torch.tanh to the sum.",
     ],
+    kind="implement",
+    library=_library_cell,
 )
 
 
@@ -178,6 +187,16 @@ def _loop_cases() -> list[Case]:
     ]
 
 
+def _library_rnn(x, h0, W_ih, W_hh, b):
+    rnn = RNN(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
+    with torch.no_grad():
+        rnn.cell.weight_ih.copy_(W_ih)
+        rnn.cell.weight_hh.copy_(W_hh)
+        rnn.cell.bias_ih.copy_(b)
+        rnn.cell.bias_hh.zero_()
+    return rnn(x, h0)[0]
+
+
 q2 = Question(
     "ch01.q2",
     "The recurrent loop over a sequence",
@@ -210,6 +229,8 @@ q2 = Question(
         "Inside the loop reuse the one-step formula of Exercise 1.1 with x[:, t] and h; "
         "collect every new h and torch.stack the list with dim=1.",
     ],
+    kind="implement",
+    library=_library_rnn,
 )
 
 
@@ -307,6 +328,8 @@ q3 = Question(
     ],
     atol=1e-10,
     rtol=1e-8,
+    kind="implement",
+    library_note="none: the Jacobian product is derived in the chapter, not kept in tfbook.rnn",
 )
 
 
@@ -380,6 +403,13 @@ q4 = Question(
         "Scale the scores by 1/sqrt(d), apply torch.softmax over the last axis, then multiply "
         "the weights by x.",
     ],
+    kind="implement",
+    library=attention_preview_lib,
+    forbidden=("tfbook.rnn.attention_preview",),
+    # "No loop over positions": the answer's work is counted at T = 4 and T = 32 and must not grow.
+    loop_probe=lambda seq_len: Case(
+        f"random, B = 2, T = {seq_len}, d = 8", (_randn(2, seq_len, 8, seed=170 + seq_len),)
+    ),
 )
 
 
@@ -443,6 +473,8 @@ q5 = Question(
         "Attention: one weight per (query, key) pair, per head, per sequence in the batch.",
         "RNN: training keeps the state after every step, one vector of d_model values each.",
     ],
+    kind="derive",
+    library_note="none: arithmetic on tensor shapes",
 )
 
 
@@ -502,6 +534,29 @@ def _counts_stacking_free(kind):
     return _reference_predicted_counts(f"{layer}, 1 layer")
 
 
+def _library_predicted_counts(kind, d=4):
+    """Build the stack with one leaf per position (as chapter 1 measures Table 1) and measure."""
+    layer, n_layers = _parse_stack(kind)
+    g = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(1, d, generator=g, requires_grad=True) for _ in range(STACK_TOKENS)]
+    with torch.enable_grad():  # the measurement reads the autograd graph
+        if layer == "RNN":
+            states = leaves
+            for _ in range(n_layers):
+                cell, h, outputs = RNNCell(d, d), None, []
+                for x_t in states:  # one cell call per position: no stacked tensor in between
+                    h = cell(x_t, h)
+                    outputs.append(h)
+                states = outputs
+            last = states[-1]
+        else:
+            y = torch.stack(leaves, dim=1)  # (1, n, d)
+            for _ in range(n_layers):
+                y = attention_preview_lib(y)
+            last = y[:, -1]
+    return matmul_depth(last), matmul_path_length(last, leaves[0])
+
+
 q6 = Question(
     "ch01.q6",
     "Predict Table 1's counts for stacks of layers",
@@ -544,31 +599,12 @@ q6 = Question(
         "An attention layer is a fixed number of products whatever n; the path from x_1 uses "
         "the value side only. Return a pair (sequential, path) of ints for each kind.",
     ],
+    kind="predict",
+    library=_library_predicted_counts,
 )
 
 
 # --------------------------------------------------------------------------- q7: debugging
-
-
-class _Frozen:
-    """A fixed module handed to the student's function (here a ``tfbook.rnn.RNN``).
-
-    It prints as a short stable name (deterministic feedback) and deep-copies to itself, so
-    the engine sees the same object before and after the call.
-    """
-
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module = name, module
-
-    def __call__(self, *args, **kwargs):
-        with torch.no_grad():
-            return self.module(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __deepcopy__(self, memo: dict) -> _Frozen:
-        return self
 
 
 def _reference_final_state(x, lengths, rnn):
@@ -613,8 +649,14 @@ def _final_state_cases():
             torch.manual_seed(700 + seed)
             rnn = RNN(d, h).eval()
         name = f"lengths {lengths}, T={t}" + (", no padding" if min(lengths) == t else "")
-        cases.append(Case(name, (x, torch.tensor(lengths), _Frozen(f"RNN({d}, {h})", rnn))))
+        cases.append(Case(name, (x, torch.tensor(lengths), Frozen(f"RNN({d}, {h})", rnn))))
     return cases
+
+
+def _library_final_state(x, lengths, rnn):
+    """Run tfbook.rnn.RNN on each sentence without its padding; keep its last state."""
+    rows = [rnn(x[b : b + 1, : int(n)])[1][0] for b, n in enumerate(lengths)]
+    return torch.stack(rows)  # (B, H)
 
 
 q7 = Question(
@@ -650,6 +692,8 @@ q7 = Question(
         "Advanced indexing with two index tensors of length B, one for the batch axis and one "
         "for the time axis, picks one row per sentence.",
     ],
+    kind="debug",
+    library=_library_final_state,
 )
 
 
@@ -702,27 +746,14 @@ class _BiRNNConcatOverTime(_ReferenceBiRNN):
 
 def _compare_birnn(expected, got) -> str | None:
     """Give the answer the expected module's weights and compare their outputs."""
-    problem = adopt_weights(
-        expected,
-        got,
-        "module",
-        "name the two RNNs forward_rnn and backward_rnn, each a tfbook.rnn.RNN",
-    )
-    if problem:
-        return problem
-    want = expected.state_dict()
-    d_in = want["forward_rnn.cell.weight_ih"].shape[1]
+    d_in = expected.state_dict()["forward_rnn.cell.weight_ih"].shape[1]
     g = torch.Generator().manual_seed(800 + d_in)
+    probes = []
     for b, t in [(3, 5), (1, 1)]:
         x = torch.randn(b, t, d_in, generator=g)
-        out_expected, err_expected = run_module(expected, x)
-        out_got, err_got = run_module(got, x)
-        if err_expected or err_got:
-            return f"forward(x {tuple(x.shape)}) raised {err_got or err_expected}"
-        diff = compare(out_expected, out_got, where=f"forward(x {tuple(x.shape)})")
-        if diff:
-            return diff
-    return None
+        probes.append((f"forward(x {tuple(x.shape)})", (x,)))
+    naming = "name the two RNNs forward_rnn and backward_rnn, each a tfbook.rnn.RNN"
+    return compare_modules(expected, got, probes, "module", naming)
 
 
 q8 = Question(
@@ -769,86 +800,14 @@ q8 = Question(
         "then put the forward features first.",
     ],
     compare_fn=_compare_birnn,
+    kind="build",
+    library_note=(
+        "none: tfbook.rnn has no bidirectional RNN; tests/test_exercise_kinds.py checks the "
+        "reference against torch.nn.RNN(bidirectional=True)"
+    ),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-# Each reference above is a second copy of a tfbook function; tests/test_exercise_library.py runs
-# every case through both and requires them to agree.
-def _library_cell(x_t, h_prev, W_ih, W_hh, b):
-    cell = RNNCell(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
-    with torch.no_grad():
-        cell.weight_ih.copy_(W_ih)
-        cell.weight_hh.copy_(W_hh)
-        cell.bias_ih.copy_(b)
-        cell.bias_hh.zero_()
-    return cell(x_t, h_prev)
-
-
-def _library_rnn(x, h0, W_ih, W_hh, b):
-    rnn = RNN(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
-    with torch.no_grad():
-        rnn.cell.weight_ih.copy_(W_ih)
-        rnn.cell.weight_hh.copy_(W_hh)
-        rnn.cell.bias_ih.copy_(b)
-        rnn.cell.bias_hh.zero_()
-    return rnn(x, h0)[0]
-
-
-def _library_predicted_counts(kind, d=4):
-    """Build the stack with one leaf per position (as chapter 1 measures Table 1) and measure."""
-    layer, n_layers = _parse_stack(kind)
-    g = torch.Generator().manual_seed(0)
-    leaves = [torch.randn(1, d, generator=g, requires_grad=True) for _ in range(STACK_TOKENS)]
-    with torch.enable_grad():  # the measurement reads the autograd graph
-        if layer == "RNN":
-            states = leaves
-            for _ in range(n_layers):
-                cell, h, outputs = RNNCell(d, d), None, []
-                for x_t in states:  # one cell call per position: no stacked tensor in between
-                    h = cell(x_t, h)
-                    outputs.append(h)
-                states = outputs
-            last = states[-1]
-        else:
-            y = torch.stack(leaves, dim=1)  # (1, n, d)
-            for _ in range(n_layers):
-                y = attention_preview_lib(y)
-            last = y[:, -1]
-    return matmul_depth(last), matmul_path_length(last, leaves[0])
-
-
-def _library_final_state(x, lengths, rnn):
-    """Run tfbook.rnn.RNN on each sentence without its padding; keep its last state."""
-    rows = [rnn(x[b : b + 1, : int(n)])[1][0] for b, n in enumerate(lengths)]
-    return torch.stack(rows)  # (B, H)
-
-
-q1.library = _library_cell
-q2.library = _library_rnn
-q3.library_note = "none: the Jacobian product is derived in the chapter, not kept in tfbook.rnn"
-q4.library = attention_preview_lib
-q5.library_note = "none: arithmetic on tensor shapes"
-q6.library = _library_predicted_counts
-q7.library = _library_final_state
-q8.library_note = (
-    "none: tfbook.rnn has no bidirectional RNN; tests/test_exercise_kinds.py checks the "
-    "reference against torch.nn.RNN(bidirectional=True)"
-)
-
-for _q in (q1, q2, q3, q4):
-    _q.kind = "implement"
-q5.kind = "derive"
-q6.kind = "predict"
-q7.kind = "debug"
-q8.kind = "build"
-
-# Functions the task asks the student to write: calling them fails the check.
-q4.forbidden = ("tfbook.rnn.attention_preview",)
-# "No loop over positions": the answer's work is counted at T = 4 and T = 32 and must not grow.
-q4.loop_probe = lambda seq_len: Case(
-    f"random, B = 2, T = {seq_len}, d = 8", (_randn(2, seq_len, 8, seed=170 + seq_len),)
-)
-
-EXERCISES = ExerciseSet("ch01", "Chapter 1 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 1 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress"]

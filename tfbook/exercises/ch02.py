@@ -24,9 +24,7 @@ import torch
 
 from tfbook.embedding import TokenEmbedding, cosine_similarity_matrix
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
-from tfbook.tokenizers import BPETokenizer, WhitespaceTokenizer, _merge_symbols
-
-__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "EXERCISES", "progress"]
+from tfbook.tokenizers import BPETokenizer, WhitespaceTokenizer
 
 _SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
 
@@ -96,6 +94,10 @@ def _vocab_cases():
     return cases
 
 
+def _library_vocab(texts, min_freq):
+    return dict(WhitespaceTokenizer.train(texts, min_freq=min_freq).vocab)
+
+
 q1 = Question(
     "ch02.q1",
     "A whitespace vocabulary with special tokens",
@@ -127,6 +129,8 @@ q1 = Question(
         "Then add the words with count >= min_freq, most frequent first, ties in "
         "alphabetical order, each with the next free id.",
     ],
+    kind="implement",
+    library=_library_vocab,
 )
 
 # --------------------------------------------------------------------- q2: pair counts
@@ -213,6 +217,8 @@ q2 = Question(
         "Loop over the adjacent pairs of each word with zip(symbols, symbols[1:]).",
         "Add the word's frequency to counts[pair] for every occurrence of the pair.",
     ],
+    kind="implement",
+    library_note="counted inside tfbook.tokenizers.BPETokenizer.train (incrementally, no function)",
 )
 
 # --------------------------------------------------------------------- q3: merge step
@@ -274,6 +280,17 @@ def _merge_cases():
     return cases
 
 
+def _library_merge(symbols, pair):
+    """One merge applied by ``BPETokenizer.tokenize``: each distinct symbol becomes one
+    private-use character (the tokenizer's alphabet), the pair the tokenizer's only merge."""
+    distinct = list(dict.fromkeys([*symbols, *pair]))
+    char = {symbol: chr(0xE000 + i) for i, symbol in enumerate(distinct)}
+    back = {c: symbol for symbol, c in char.items()}
+    bpe = BPETokenizer([(char[pair[0]], char[pair[1]])], alphabet=list(back))
+    tokens = bpe.tokenize("".join(char[s] for s in symbols))
+    return [back[t] if len(t) == 1 else pair[0] + pair[1] for t in tokens]
+
+
 q3 = Question(
     "ch02.q3",
     "BPE: apply one merge",
@@ -305,6 +322,8 @@ q3 = Question(
         "append symbols[i] and move by 1.",
         "Check i + 1 < len(symbols) before reading symbols[i + 1], and return a new list.",
     ],
+    kind="implement",
+    library=_library_merge,
 )
 
 # --------------------------------------------------------------------- q4: scaled embedding
@@ -347,6 +366,13 @@ def _embed_cases():
     return cases
 
 
+def _library_embed(ids, weight):
+    emb = TokenEmbedding(weight.shape[0], weight.shape[1], scale=True).to(weight.dtype)
+    with torch.no_grad():
+        emb.weight.copy_(weight)
+    return emb(ids)
+
+
 q4 = Question(
     "ch02.q4",
     "Scaled embedding look-up",
@@ -380,6 +406,8 @@ q4 = Question(
         "weight has shape (vocab_size, d_model); indexing weight[ids] looks up one row per id.",
         "The result has shape (B, T, d_model); then multiply by math.sqrt(d_model).",
     ],
+    kind="implement",
+    library=_library_embed,
 )
 
 # --------------------------------------------------------------------- q5: cosine matrix
@@ -443,6 +471,12 @@ q5 = Question(
         "One matrix product of the unit-length rows with their transpose gives every pair's "
         "cosine at once, an (N, N) matrix.",
     ],
+    kind="implement",
+    library=cosine_similarity_matrix,
+    forbidden=(
+        "tfbook.embedding.cosine_similarity_matrix",
+        "torch.nn.functional.cosine_similarity",
+    ),
 )
 
 
@@ -490,6 +524,14 @@ def _bpe_merges_taken_literally(kind):
     return _reference_predicted_bpe(kind)
 
 
+def _library_predicted_bpe(kind):
+    merges = {"vocab_size with 0 merges": 0, "vocab_size when asked for 10 merges": 10}.get(kind, 3)
+    tokenizer = BPETokenizer.train([BPE_TEXT], merges)
+    if kind.startswith("tokens"):
+        return len(tokenizer.tokenize(BPE_TEXT))
+    return tokenizer.vocab_size
+
+
 q6 = Question(
     "ch02.q6",
     "Predict what BPE learns from one word",
@@ -530,6 +572,8 @@ q6 = Question(
         "Look at the pair counts after three merges before you answer the last question: "
         "train() has a min_pair_freq of 2.",
     ],
+    kind="predict",
+    library=_library_predicted_bpe,
 )
 
 # --------------------------------------------------------------------- q7: debugging
@@ -594,6 +638,11 @@ def _encode_cases():
     return cases
 
 
+def _library_encode(text, vocab, add_special_tokens=False):
+    words = sorted((w for w, i in vocab.items() if i >= len(_SPECIALS)), key=vocab.get)
+    return WhitespaceTokenizer(words).encode(text, add_special_tokens=add_special_tokens)
+
+
 q7 = Question(
     "ch02.q7",
     "Fix an encoder that loses unknown words",
@@ -633,6 +682,8 @@ q7 = Question(
         "dict.get(key, default) returns default for a missing key; the default you want is the "
         "id of <unk>, looked up in vocab.",
     ],
+    kind="debug",
+    library=_library_encode,
 )
 
 # --------------------------------------------------------------------- q8: derivation
@@ -707,6 +758,11 @@ q8 = Question(
     ],
     atol=1e-9,
     rtol=1e-9,
+    kind="derive",
+    library_note=(
+        "none: a derivation; tests/test_exercise_kinds.py compares it with a measurement made with "
+        "tfbook.embedding.cosine_similarity_matrix"
+    ),
 )
 
 # --------------------------------------------------------------------- q9: build
@@ -799,66 +855,14 @@ q9 = Question(
         "torch.topk(values, k, dim=-1) returns the k largest values of every row and their "
         "positions, largest first. Return a (len(ids), k) tensor of ids.",
     ],
+    kind="build",
+    library_note=(
+        "none: tfbook ranks no neighbours; the reference is built on "
+        "tfbook.embedding.cosine_similarity_matrix"
+    ),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-def _library_vocab(texts, min_freq):
-    return dict(WhitespaceTokenizer.train(texts, min_freq=min_freq).vocab)
-
-
-def _library_embed(ids, weight):
-    emb = TokenEmbedding(weight.shape[0], weight.shape[1], scale=True).to(weight.dtype)
-    with torch.no_grad():
-        emb.weight.copy_(weight)
-    return emb(ids)
-
-
-def _library_merge(symbols, pair):
-    return _merge_symbols(symbols, pair, pair[0] + pair[1])
-
-
-def _library_predicted_bpe(kind):
-    merges = {"vocab_size with 0 merges": 0, "vocab_size when asked for 10 merges": 10}.get(kind, 3)
-    tokenizer = BPETokenizer.train([BPE_TEXT], merges)
-    if kind.startswith("tokens"):
-        return len(tokenizer.tokenize(BPE_TEXT))
-    return tokenizer.vocab_size
-
-
-def _library_encode(text, vocab, add_special_tokens=False):
-    words = sorted((w for w, i in vocab.items() if i >= len(_SPECIALS)), key=vocab.get)
-    return WhitespaceTokenizer(words).encode(text, add_special_tokens=add_special_tokens)
-
-
-q1.library = _library_vocab
-q2.library_note = "counted inside tfbook.tokenizers.BPETokenizer.train (incrementally, no function)"
-q3.library = _library_merge
-q4.library = _library_embed
-q5.library = cosine_similarity_matrix
-q6.library = _library_predicted_bpe
-q7.library = _library_encode
-q8.library_note = (
-    "none: a derivation; tests/test_exercise_kinds.py compares it with a measurement made with "
-    "tfbook.embedding.cosine_similarity_matrix"
-)
-q9.library_note = (
-    "none: tfbook ranks no neighbours; the reference is built on "
-    "tfbook.embedding.cosine_similarity_matrix"
-)
-
-for _q in (q1, q2, q3, q4, q5):
-    _q.kind = "implement"
-
-# Functions the task asks the student not to use: calling them fails the check.
-q5.forbidden = (
-    "tfbook.embedding.cosine_similarity_matrix",
-    "torch.nn.functional.cosine_similarity",
-)
-q6.kind = "predict"
-q7.kind = "debug"
-q8.kind = "derive"
-q9.kind = "build"
-
-EXERCISES = ExerciseSet("ch02", "Chapter 2 exercises", [q1, q2, q3, q4, q5, q6, q7, q8, q9])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 2 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress"]

@@ -25,9 +25,7 @@ from tfbook.exercises._engine import (
     ExerciseSet,
     Mistake,
     Question,
-    adopt_weights,
-    compare,
-    run_module,
+    compare_modules,
 )
 from tfbook.positional import (
     LearnedPositionalEmbedding,
@@ -35,20 +33,6 @@ from tfbook.positional import (
     apply_rotary,
     sinusoidal_encoding,
 )
-
-__all__ = [
-    "EXERCISES",
-    "progress",
-    "position_maps",
-    "q1",
-    "q2",
-    "q3",
-    "q4",
-    "q5",
-    "q6",
-    "q7",
-    "q8",
-]
 
 _BASE = 10000.0
 
@@ -126,6 +110,10 @@ def _q1_cases():
     return cases
 
 
+def _library_table(seq_len, d_model):
+    return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
+
+
 q1 = Question(
     "ch03.q1",
     "The sinusoidal table",
@@ -171,6 +159,9 @@ q1 = Question(
         "pe[:, 1::2] with the cosines.",
         "Check row 0: sin(0) = 0 and cos(0) = 1, so it must be 0, 1, 0, 1, ...",
     ],
+    kind="implement",
+    library=_library_table,
+    forbidden=("tfbook.positional.sinusoidal_encoding",),
 )
 
 
@@ -268,6 +259,8 @@ q2 = Question(
         "m[i, i] = cos(phi), m[i, i + half] = sin(phi), m[i + half, i] = -sin(phi), "
         "m[i + half, i + half] = cos(phi).",
     ],
+    kind="derive",
+    library_note="none: the shift matrix is derived in the chapter, tfbook needs only the table",
 )
 
 # --------------------------------------------------------------------------- q3
@@ -310,6 +303,14 @@ def _q3_cases():
     ]
 
 
+def _library_embed_with_positions(ids, token_table, pos_table):
+    positions = LearnedPositionalEmbedding(pos_table.shape[0], pos_table.shape[1])
+    positions = positions.to(pos_table.dtype)
+    with torch.no_grad():
+        positions.table.weight.copy_(pos_table)
+    return positions(token_table[ids])
+
+
 q3 = Question(
     "ch03.q3",
     "Adding learned positions to token embeddings",
@@ -340,6 +341,8 @@ q3 = Question(
         "positions = torch.arange(ids.shape[1]); pos_table[positions] has shape (T, d) and "
         "broadcasts when you add it to a (B, T, d) tensor.",
     ],
+    kind="implement",
+    library=_library_embed_with_positions,
 )
 
 
@@ -378,6 +381,11 @@ def _q4_cases():
     return cases
 
 
+def _library_dot_by_distance(max_delta, d_model):
+    pe = sinusoidal_encoding(max_delta + 1, d_model, dtype=torch.float64)  # (max_delta + 1, d)
+    return pe @ pe[0]
+
+
 q4 = Question(
     "ch03.q4",
     "The dot product depends only on the distance",
@@ -408,6 +416,8 @@ q4 = Question(
         "cos(delta * w_i) whatever the position k.",
         "At delta = 0 every pair contributes cos(0) = 1, so the first entry is d_model / 2.",
     ],
+    kind="implement",
+    library=_library_dot_by_distance,
 )
 
 
@@ -499,6 +509,9 @@ q5 = Question(
     ],
     atol=1e-5,
     check_dtype=True,  # "a new tensor of the same shape and dtype"
+    kind="implement",
+    library=apply_rotary,
+    forbidden=("tfbook.positional.apply_rotary",),
 )
 
 
@@ -560,6 +573,29 @@ _map_sin_learned = _which_map_swapped([("sinusoidal", "learned")])
 _map_rotary_learned = _which_map_swapped([("rotary", "learned")])
 
 
+def _classify_map(matrix):
+    """Which encoding a (T, T) map shows, read off its structure and the library's table."""
+    t = matrix.shape[0]
+    index = torch.arange(t, dtype=torch.float64)
+    pe = sinusoidal_encoding(t, MAP_WIDTH, dtype=torch.float64)
+    diagonals_constant = all(
+        torch.allclose(matrix.diagonal(o), matrix.diagonal(o)[:1].expand(t - abs(o)))
+        for o in range(-t + 1, t)
+    )
+    if torch.allclose(matrix, pe @ pe.T):
+        return "sinusoidal"
+    if torch.allclose(matrix, index[:, None] * index[None, :]):
+        return "raw index"
+    if diagonals_constant and not torch.allclose(matrix, matrix.T):
+        return "rotary"
+    return "learned" if torch.allclose(matrix, matrix.T) else "unknown"
+
+
+def _library_which_map(encoding):
+    found = {_classify_map(m): letter for letter, m in position_maps().items()}
+    return found[encoding]
+
+
 q6 = Question(
     "ch03.q6",
     "Predict which heat map is which encoding",
@@ -596,6 +632,8 @@ q6 = Question(
         "Return one of the letters 'A' to 'D' for each of the four encodings (a dictionary "
         "look-up is fine).",
     ],
+    kind="predict",
+    library=_library_which_map,
 )
 
 
@@ -658,6 +696,13 @@ def _rope_scores_cases():
     ]
 
 
+def _library_rope_scores(q, k):
+    """Rotate a full-length query tensor with apply_rotary's default positions, keep the end."""
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    full = torch.cat([q.new_zeros(*q.shape[:-2], t_k - t_q, q.shape[-1]), q], dim=-2)
+    return apply_rotary(full)[..., t_k - t_q :, :] @ apply_rotary(k).transpose(-2, -1)
+
+
 q7 = Question(
     "ch03.q7",
     "Fix RoPE for queries at the end of a sequence",
@@ -703,6 +748,8 @@ q7 = Question(
         "the queries' positions need changing.",
     ],
     atol=1e-5,
+    kind="debug",
+    library=_library_rope_scores,
 )
 
 
@@ -750,32 +797,17 @@ class _InputScaledAfterPositions(_InputNoScale):
 
 def _compare_input_layers(expected, got) -> str | None:
     """Give the answer the expected layer's weights and compare their outputs on token ids."""
-    problem = adopt_weights(
-        expected,
-        got,
-        "layer",
-        "name the parts token and position, and use the positional encoding asked for",
-    )
-    if problem:
-        return problem
     want = expected.state_dict()
     vocab_size = want["token.embedding.weight"].shape[0]
     table = want.get("position.table.weight")
     longest = table.shape[0] if table is not None else 9
     g = torch.Generator().manual_seed(380 + vocab_size)
+    probes = []
     for b, t in [(2, min(5, longest)), (1, longest)]:
         ids = torch.randint(0, vocab_size, (b, t), generator=g)
-        out_expected, err_expected = run_module(expected, ids)
-        out_got, err_got = run_module(got, ids)
-        where = f"forward(ids {tuple(ids.shape)})"
-        if err_expected or err_got:
-            if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
-                continue  # both fail the same way (used when a known mistake is recognised)
-            return f"{where} raised {err_got}" if err_got else f"{where} should raise"
-        diff = compare(out_expected, out_got, where=where)
-        if diff:
-            return diff
-    return None
+        probes.append((f"forward(ids {tuple(ids.shape)})", (ids,)))
+    naming = "name the parts token and position, and use the positional encoding asked for"
+    return compare_modules(expected, got, probes, "layer", naming)
 
 
 q8 = Question(
@@ -821,79 +853,14 @@ q8 = Question(
         "Do not scale by hand: TokenEmbedding already multiplies by sqrt(d_model).",
     ],
     compare_fn=_compare_input_layers,
+    kind="build",
+    library_note=(
+        "tfbook.model.Embeddings (chapter 6, later than this module may import); "
+        "tests/test_exercise_kinds.py checks that the reference computes the same function"
+    ),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-def _library_table(seq_len, d_model):
-    return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
-
-
-def _library_embed_with_positions(ids, token_table, pos_table):
-    positions = LearnedPositionalEmbedding(pos_table.shape[0], pos_table.shape[1])
-    positions = positions.to(pos_table.dtype)
-    with torch.no_grad():
-        positions.table.weight.copy_(pos_table)
-    return positions(token_table[ids])
-
-
-def _library_dot_by_distance(max_delta, d_model):
-    pe = sinusoidal_encoding(max_delta + 1, d_model, dtype=torch.float64)  # (max_delta + 1, d)
-    return pe @ pe[0]
-
-
-def _classify_map(matrix):
-    """Which encoding a (T, T) map shows, read off its structure and the library's table."""
-    t = matrix.shape[0]
-    index = torch.arange(t, dtype=torch.float64)
-    pe = sinusoidal_encoding(t, MAP_WIDTH, dtype=torch.float64)
-    diagonals_constant = all(
-        torch.allclose(matrix.diagonal(o), matrix.diagonal(o)[:1].expand(t - abs(o)))
-        for o in range(-t + 1, t)
-    )
-    if torch.allclose(matrix, pe @ pe.T):
-        return "sinusoidal"
-    if torch.allclose(matrix, index[:, None] * index[None, :]):
-        return "raw index"
-    if diagonals_constant and not torch.allclose(matrix, matrix.T):
-        return "rotary"
-    return "learned" if torch.allclose(matrix, matrix.T) else "unknown"
-
-
-def _library_which_map(encoding):
-    found = {_classify_map(m): letter for letter, m in position_maps().items()}
-    return found[encoding]
-
-
-def _library_rope_scores(q, k):
-    """Rotate a full-length query tensor with apply_rotary's default positions, keep the end."""
-    t_q, t_k = q.shape[-2], k.shape[-2]
-    full = torch.cat([q.new_zeros(*q.shape[:-2], t_k - t_q, q.shape[-1]), q], dim=-2)
-    return apply_rotary(full)[..., t_k - t_q :, :] @ apply_rotary(k).transpose(-2, -1)
-
-
-q1.library = _library_table
-q2.library_note = "none: the shift matrix is derived in the chapter, tfbook needs only the table"
-q3.library = _library_embed_with_positions
-q4.library = _library_dot_by_distance
-q5.library = apply_rotary
-q6.library = _library_which_map
-q7.library = _library_rope_scores
-q8.library_note = (
-    "tfbook.model.Embeddings (chapter 6, later than this module may import); "
-    "tests/test_exercise_kinds.py checks that the reference computes the same function"
-)
-
-for _q in (q1, q3, q4, q5):
-    _q.kind = "implement"
-q2.kind = "derive"
-q6.kind = "predict"
-q7.kind = "debug"
-q8.kind = "build"
-
-# Functions the task asks the student to write: calling them fails the check.
-q1.forbidden = ("tfbook.positional.sinusoidal_encoding",)
-q5.forbidden = ("tfbook.positional.apply_rotary",)
-
-EXERCISES = ExerciseSet("ch03", "Chapter 3 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 3 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress", "position_maps"]

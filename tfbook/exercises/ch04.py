@@ -34,25 +34,8 @@ from tfbook.exercises._engine import (
     ExerciseSet,
     Mistake,
     Question,
-    adopt_weights,
-    compare,
-    run_module,
+    compare_modules,
 )
-
-__all__ = [
-    "q1",
-    "q2",
-    "q3",
-    "q4",
-    "q5",
-    "q6",
-    "q7",
-    "q8",
-    "q9",
-    "q10",
-    "EXERCISES",
-    "progress",
-]
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -101,6 +84,23 @@ def _attention_cases() -> list[Case]:
     return cases
 
 
+#: What exercises 4.1 and 4.2 may not call: scaled_dot_product_attention, ours or PyTorch's, under
+#: any name (PyTorch's, and its private variants, run the operations named here).
+_ATTENTION_SHORTCUTS = (
+    "tfbook.attention.scaled_dot_product_attention",
+    "torch.nn.functional.scaled_dot_product_attention",
+    "aten._safe_softmax",
+    "aten._scaled_dot_product_flash_attention_for_cpu",
+    "aten._scaled_dot_product_flash_attention",
+    "aten._scaled_dot_product_efficient_attention",
+    "aten._scaled_dot_product_cudnn_attention",
+)
+
+
+def _library_attention(q, k, v):
+    return scaled_dot_product_attention(q, k, v)
+
+
 q1 = Question(
     "ch04.q1",
     "Scaled dot-product attention",
@@ -129,6 +129,9 @@ q1 = Question(
         "axis of q), then take the softmax across the keys.",
         "Return (weights @ v, weights).",
     ],
+    kind="implement",
+    library=_library_attention,
+    forbidden=_ATTENTION_SHORTCUTS,
 )
 
 
@@ -195,6 +198,10 @@ def _masked_cases() -> list[Case]:
     return cases
 
 
+def _library_masked_attention(q, k, v, mask):
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
 q2 = Question(
     "ch04.q2",
     "Masked attention",
@@ -240,6 +247,9 @@ q2 = Question(
         "One way: fill the fully masked rows' scores with 0 before the softmax, then "
         "weights.masked_fill(~row_ok, 0.0) after it.",
     ],
+    kind="implement",
+    library=_library_masked_attention,
+    forbidden=(*_ATTENTION_SHORTCUTS, "tfbook.attention.masked_softmax"),
 )
 
 
@@ -302,6 +312,9 @@ q3 = Question(
         "It may when s <= t: on and below the diagonal.",
         "torch.ones(T, T, dtype=torch.bool).tril()",
     ],
+    kind="implement",
+    library=causal_mask,
+    forbidden=("tfbook.attention.causal_mask",),
 )
 
 
@@ -345,6 +358,10 @@ def _decoder_cases() -> list[Case]:
     return cases
 
 
+def _library_decoder_mask(ids, pad_id):
+    return padding_mask(ids, pad_id) & causal_mask(ids.shape[1])
+
+
 q4 = Question(
     "ch04.q4",
     "Decoder mask for a padded batch",
@@ -374,6 +391,8 @@ q4 = Question(
         "padding mask over the keys (B, 1, T).",
         "A key is allowed when both say so: causal & keys_real.",
     ],
+    kind="implement",
+    library=_library_decoder_mask,
 )
 
 
@@ -442,6 +461,9 @@ q5 = Question(
         "After the cut the numbers are right but the axes are in the order (B, T, h, d_head); "
         "swap the time axis and the head axis.",
     ],
+    kind="implement",
+    library=split_heads,
+    forbidden=("tfbook.attention.split_heads",),
 )
 
 
@@ -526,6 +548,19 @@ def _mha_cases() -> list[Case]:
     return cases
 
 
+def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
+    mha = MultiHeadAttention(x.shape[-1], n_heads, bias=False).to(x.dtype)
+    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T
+        for proj, w in (
+            (mha.q_proj, w_q),
+            (mha.k_proj, w_k),
+            (mha.v_proj, w_v),
+            (mha.out_proj, w_o),
+        ):
+            proj.weight.copy_(w.T)
+    return mha(x, x, x)[0]
+
+
 q6 = Question(
     "ch04.q6",
     "Multi-head self-attention",
@@ -562,6 +597,8 @@ q6 = Question(
         "Split: view(B, T, h, d_head).transpose(1, 2). Scale the scores by sqrt(d_head).",
         "Merge: heads.transpose(1, 2).reshape(B, T, d_model), then @ w_o.",
     ],
+    kind="implement",
+    library=_library_mha,
 )
 
 
@@ -601,6 +638,21 @@ _shapes_output_follows_keys = _shapes_with(k1=(2, 7, 16))
 _shapes_projections_per_head = _shapes_with(k2=4 * 4 * (16 * 16 + 16))
 _shapes_no_biases = _shapes_with(k2=4 * 16 * 16)
 _shapes_single_head_squeezed = _shapes_with(k3=(2, 5, 5))
+
+
+def _library_predicted_shapes(kind):
+    index = SHAPE_KINDS.index(kind)
+    g = torch.Generator().manual_seed(0)
+    if index in (0, 1):
+        mha = MultiHeadAttention(16, 4)
+        out, weights = mha(
+            _randn(g, 2, 3, 16), _randn(g, 2, 7, 16), _randn(g, 2, 7, 16), None, True
+        )
+        return tuple(weights.shape) if index == 0 else tuple(out.shape)
+    if index == 2:
+        return sum(p.numel() for p in MultiHeadAttention(16, 4).parameters())
+    x = _randn(g, 2, 5, 16)
+    return tuple(MultiHeadAttention(16, 1)(x, x, x, need_weights=True)[1].shape)
 
 
 q7 = Question(
@@ -653,6 +705,8 @@ q7 = Question(
         "Four nn.Linear(d_model, d_model) maps with biases; h does not appear. Return a tuple of "
         "ints for a shape and an int for a count.",
     ],
+    kind="predict",
+    library=_library_predicted_shapes,
 )
 
 
@@ -715,6 +769,10 @@ def _fixed_cases():
     return cases
 
 
+def _library_fixed_attention(q, k, v, mask=None):
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
 q8 = Question(
     "ch04.q8",
     "Fix an attention written before heads and masks",
@@ -755,6 +813,8 @@ q8 = Question(
         "A mask belongs before the softmax, on the scores, with the value whose exponential "
         "is exactly 0.",
     ],
+    kind="debug",
+    library=_library_fixed_attention,
 )
 
 
@@ -808,6 +868,11 @@ def _jacobian_cases():
     ]
 
 
+def _library_weight_jacobian(s, d_k):
+    with torch.enable_grad():
+        return torch.autograd.functional.jacobian(lambda z: masked_softmax(z / math.sqrt(d_k)), s)
+
+
 q9 = Question(
     "ch04.q9",
     "The gradient of the attention weights",
@@ -854,6 +919,20 @@ q9 = Question(
     ],
     atol=1e-10,
     rtol=1e-8,
+    kind="derive",
+    library=_library_weight_jacobian,
+    forbidden=(  # "use the formula, not autograd"
+        "aten._softmax_backward_data",
+        "torch.Tensor.backward",
+        "torch.autograd.backward",
+        "torch.autograd.grad",
+        "torch.autograd.functional.jacobian",
+        "torch.func.jacrev",
+        "torch.func.jacfwd",
+        "torch.func.vjp",
+        "torch.func.jvp",
+        "torch.func.grad",
+    ),
 )
 
 
@@ -892,27 +971,17 @@ class _PoolingFirstToken(_ReferencePooling):
 
 def _compare_pooling(expected, got) -> str | None:
     """Give the answer the expected module's weights; compare them on padded batches."""
-    problem = adopt_weights(
-        expected, got, "module", "a parameter named query and a MultiHeadAttention named attn"
-    )
-    if problem:
-        return problem
-    want = expected.state_dict()
-    d_model = want["query"].shape[-1]
+    d_model = expected.state_dict()["query"].shape[-1]
     g = torch.Generator().manual_seed(410 + d_model)
+    probes = []
     for lengths, t in [([5, 3, 1], 5), ([4], 4)]:
         x = torch.randn(len(lengths), t, d_model, generator=g)
         mask = padding_mask(torch.tensor(lengths), max_len=t)  # (B, 1, T)
         x = x.masked_fill(~mask.transpose(1, 2), 50.0)  # loud padding vectors
         where = f"forward(x {tuple(x.shape)}, padding mask for lengths {lengths})"
-        out_expected, err_expected = run_module(expected, x, mask)
-        out_got, err_got = run_module(got, x, mask)
-        if err_expected or err_got:
-            return f"{where} raised {err_got or err_expected}"
-        diff = compare(out_expected, out_got, where=where)
-        if diff:
-            return diff
-    return None
+        probes.append((where, (x, mask)))
+    naming = "a parameter named query and a MultiHeadAttention named attn"
+    return compare_modules(expected, got, probes, "module", naming)
 
 
 q10 = Question(
@@ -952,88 +1021,14 @@ q10 = Question(
         "d_model), one row per query.",
     ],
     compare_fn=_compare_pooling,
+    kind="build",
+    library_note=(
+        "none: tfbook has no attention pooling; the reference is built on "
+        "tfbook.attention.MultiHeadAttention"
+    ),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-def _library_attention(q, k, v):
-    return scaled_dot_product_attention(q, k, v)
-
-
-def _library_masked_attention(q, k, v, mask):
-    return scaled_dot_product_attention(q, k, v, mask)
-
-
-def _library_decoder_mask(ids, pad_id):
-    return padding_mask(ids, pad_id) & causal_mask(ids.shape[1])
-
-
-def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
-    mha = MultiHeadAttention(x.shape[-1], n_heads, bias=False).to(x.dtype)
-    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T
-        for proj, w in (
-            (mha.q_proj, w_q),
-            (mha.k_proj, w_k),
-            (mha.v_proj, w_v),
-            (mha.out_proj, w_o),
-        ):
-            proj.weight.copy_(w.T)
-    return mha(x, x, x)[0]
-
-
-def _library_predicted_shapes(kind):
-    index = SHAPE_KINDS.index(kind)
-    g = torch.Generator().manual_seed(0)
-    if index in (0, 1):
-        mha = MultiHeadAttention(16, 4)
-        out, weights = mha(
-            _randn(g, 2, 3, 16), _randn(g, 2, 7, 16), _randn(g, 2, 7, 16), None, True
-        )
-        return tuple(weights.shape) if index == 0 else tuple(out.shape)
-    if index == 2:
-        return sum(p.numel() for p in MultiHeadAttention(16, 4).parameters())
-    x = _randn(g, 2, 5, 16)
-    return tuple(MultiHeadAttention(16, 1)(x, x, x, need_weights=True)[1].shape)
-
-
-def _library_fixed_attention(q, k, v, mask=None):
-    return scaled_dot_product_attention(q, k, v, mask)
-
-
-def _library_weight_jacobian(s, d_k):
-    with torch.enable_grad():
-        return torch.autograd.functional.jacobian(lambda z: masked_softmax(z / math.sqrt(d_k)), s)
-
-
-q1.library = _library_attention
-q2.library = _library_masked_attention
-q3.library = causal_mask
-q4.library = _library_decoder_mask
-q5.library = split_heads
-q6.library = _library_mha
-q7.library = _library_predicted_shapes
-q8.library = _library_fixed_attention
-q9.library = _library_weight_jacobian
-q10.library_note = (
-    "none: tfbook has no attention pooling; the reference is built on "
-    "tfbook.attention.MultiHeadAttention"
-)
-
-for _q in (q1, q2, q3, q4, q5, q6):
-    _q.kind = "implement"
-q7.kind = "predict"
-q8.kind = "debug"
-q9.kind = "derive"
-q10.kind = "build"
-
-# Functions the task asks the student to write: calling them fails the check.
-q1.forbidden = (
-    "tfbook.attention.scaled_dot_product_attention",
-    "torch.nn.functional.scaled_dot_product_attention",
-)
-q2.forbidden = q1.forbidden
-q3.forbidden = ("tfbook.attention.causal_mask",)
-q5.forbidden = ("tfbook.attention.split_heads",)
-
-EXERCISES = ExerciseSet("ch04", "Chapter 4 exercises", [q1, q2, q3, q4, q5, q6, q7, q8, q9, q10])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 4 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress"]

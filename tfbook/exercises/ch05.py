@@ -26,29 +26,13 @@ from tfbook.attention import SelfAttention
 from tfbook.exercises._engine import (
     Case,
     ExerciseSet,
+    Frozen,
     Mistake,
     Question,
-    adopt_weights,
-    compare,
-    run_module,
+    compare_modules,
 )
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
-
-__all__ = [
-    "q1",
-    "q2",
-    "q3",
-    "q4",
-    "q5",
-    "q6",
-    "q7",
-    "q8",
-    "layer_norm_token",
-    "EXERCISES",
-    "progress",
-]
-
 
 # --------------------------------------------------------------------------- q1: the FFN
 
@@ -98,6 +82,16 @@ def _ffn_cases():
     return cases
 
 
+def _library_ffn(x, w1, b1, w2, b2, activation="relu"):
+    ffn = PositionwiseFeedForward(w1.shape[0], w1.shape[1], activation=activation).to(x.dtype)
+    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T + b
+        ffn.linear1.weight.copy_(w1.T)
+        ffn.linear1.bias.copy_(b1)
+        ffn.linear2.weight.copy_(w2.T)
+        ffn.linear2.bias.copy_(b2)
+    return ffn(x)
+
+
 q1 = Question(
     "ch05.q1",
     "Position-wise feed-forward network",
@@ -129,6 +123,8 @@ q1 = Question(
         "transpose is needed; @ acts on the last axis, so every position is handled at once.",
         "Pick the activation with `torch.relu` if activation == 'relu' else `F.gelu`.",
     ],
+    kind="implement",
+    library=_library_ffn,
 )
 
 
@@ -166,6 +162,10 @@ def _gelu_cases():
     ]
 
 
+def _library_gelu(x):
+    return PositionwiseFeedForward(1, activation="gelu").activation(x)
+
+
 q2 = Question(
     "ch05.q2",
     "Exact GELU",
@@ -201,6 +201,9 @@ q2 = Question(
     atol=1e-6,
     rtol=1e-5,
     check_dtype=True,  # a float32 input gives a float32 output (no float64 detour)
+    kind="implement",
+    library=_library_gelu,
+    forbidden=("torch.nn.functional.gelu", "aten.gelu"),
 )
 
 
@@ -266,6 +269,14 @@ def _ln_cases():
     return cases
 
 
+def _library_layer_norm(x, gamma, beta, eps=1e-5):
+    ln = LayerNorm(x.shape[-1], eps=eps).to(x.dtype)
+    with torch.no_grad():
+        ln.weight.copy_(gamma)
+        ln.bias.copy_(beta)
+    return ln(x)
+
+
 q3 = Question(
     "ch05.q3",
     "Layer normalisation from scratch",
@@ -309,6 +320,17 @@ q3 = Question(
         "Normalise first (subtract the mean, divide by the root of variance plus eps), and "
         "only then apply the learned gain and shift, element by element.",
     ],
+    kind="implement",
+    library=_library_layer_norm,
+    forbidden=(
+        "torch.nn.functional.layer_norm",
+        "torch.layer_norm",
+        "tfbook.norm.LayerNorm",
+        # the operations, under whatever name (torch.native_layer_norm, torch.ops.aten ...)
+        "aten.native_layer_norm",
+        "aten.native_group_norm",
+        "aten.native_batch_norm",
+    ),
 )
 
 
@@ -338,27 +360,6 @@ def _pre_ln_dropout_on_sum(x, norm, sublayer, p):
     return F.dropout(x + sublayer(norm(x)), p, training=True)
 
 
-class _Frozen:
-    """A fixed callable (a LayerNorm or a Linear) passed to the student's function.
-
-    It prints as a short name (stable feedback text) and deep-copies to itself, so the
-    engine sees the same object before and after the call.
-    """
-
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module = name, module
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module(x)
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __deepcopy__(self, memo: dict) -> _Frozen:
-        return self
-
-
 def _pre_ln_cases():
     cases = []
     for seed, (b, t, d), p in [(0, (2, 4, 8), 0.25), (1, (1, 6, 6), 0.5), (2, (3, 3, 4), 0.0)]:
@@ -371,9 +372,16 @@ def _pre_ln_cases():
             sublayer.weight.copy_(torch.randn(d, d, generator=g) / math.sqrt(d))
             sublayer.bias.copy_(0.1 * torch.randn(d, generator=g))
         x = 3.0 * torch.randn(b, t, d, generator=g) + 1.0
-        args = (x, _Frozen(f"LayerNorm({d})", norm), _Frozen(f"Linear({d}, {d})", sublayer), p)
+        args = (x, Frozen(f"LayerNorm({d})", norm), Frozen(f"Linear({d}, {d})", sublayer), p)
         cases.append(Case(f"random, p={p}, seed {seed}", args, seed=100 + seed))
     return cases
+
+
+def _library_pre_ln(x, norm, sublayer, p):
+    norm, sublayer = norm.fn, sublayer.fn  # the cases pass Frozen modules
+    block = ResidualSublayer(x.shape[-1], sublayer, norm_first=True, dropout=p).to(x.dtype)
+    block.norm.load_state_dict(norm.state_dict())
+    return block.train()(x)
 
 
 q4 = Question(
@@ -413,6 +421,8 @@ q4 = Question(
         "Dropout acts on the branch's output alone, before the addition, in training mode.",
         "What gets added back is the raw input, not its normalised copy.",
     ],
+    kind="debug",
+    library=_library_pre_ln,
 )
 
 
@@ -507,6 +517,8 @@ q5 = Question(
         "Divide what you keep by (1 - p) when training; return x unchanged when not training.",
         "Treat p = 1 on its own (all zeros) so you never divide by zero.",
     ],
+    kind="implement",
+    library_note="none: tfbook uses torch.nn.Dropout, whose random draws are not exposed",
 )
 
 
@@ -543,6 +555,12 @@ def _param_cases():
     ]
 
 
+def _library_param_count(d_model, d_ff, norm=True):
+    ffn = PositionwiseFeedForward(d_model, d_ff)
+    module = ResidualSublayer(d_model, ffn) if norm else ffn
+    return sum(p.numel() for p in module.parameters())
+
+
 q6 = Question(
     "ch05.q6",
     "Parameters of a feed-forward sub-layer",
@@ -574,6 +592,8 @@ q6 = Question(
         "W1 is d_model x d_ff, W2 is d_ff x d_model; each linear map has a bias.",
         "A LayerNorm has a gain and a bias of d_model entries each.",
     ],
+    kind="derive",
+    library=_library_param_count,
 )
 
 
@@ -625,6 +645,20 @@ _ln_beta_widens = _ln_with(k3=2.0 * _UNBIASED + 1.0)
 _ln_constant_unit = _ln_with(k4=_UNBIASED)
 
 
+def _library_predicted_ln(kind):
+    index = LN_KINDS.index(kind)
+    norm = LayerNorm(LN_WIDTH).double()
+    x = layer_norm_token().double()
+    if index == 3:
+        with torch.no_grad():
+            norm.weight.fill_(2.0)
+            norm.bias.fill_(1.0)
+    if index == 4:
+        x = torch.full((LN_WIDTH,), 5.0, dtype=torch.float64)
+    y = norm(x)
+    return {0: y.mean(), 2: y.norm()}.get(index, y.std()).item()
+
+
 q7 = Question(
     "ch05.q7",
     "Predict what LayerNorm's output looks like",
@@ -665,6 +699,8 @@ q7 = Question(
     ],
     atol=1e-4,
     rtol=1e-4,
+    kind="predict",
+    library=_library_predicted_ln,
 )
 
 
@@ -710,28 +746,17 @@ class _EncoderGelu(_ReferenceEncoderLayer):
 
 def _compare_encoder_layers(expected, got) -> str | None:
     """Give the answer the expected layer's weights and compare them with masks."""
-    problem = adopt_weights(
-        expected, got, "layer", "name the sub-layers self_attn and ffn, each a ResidualSublayer"
-    )
-    if problem:
-        return problem
-    want = expected.state_dict()
-    d_model = want["ffn.norm.weight"].shape[0]
+    d_model = expected.state_dict()["ffn.norm.weight"].shape[0]
     g = torch.Generator().manual_seed(580 + d_model)
+    probes = []
     for b, t in [(2, 5), (3, 4)]:
         x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
         lengths = torch.tensor([t] + [t - 2] * (b - 1))
         keys_real = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
         for mask, what in ((keys_real, "padding mask"), (None, "no mask")):
-            where = f"forward(x {tuple(x.shape)}, {what})"
-            out_expected, err_expected = run_module(expected, x, mask)
-            out_got, err_got = run_module(got, x, mask)
-            if err_expected or err_got:
-                return f"{where} raised {err_got or err_expected}"
-            diff = compare(out_expected, out_got, where=where)
-            if diff:
-                return diff
-    return None
+            probes.append((f"forward(x {tuple(x.shape)}, {what})", (x, mask)))
+    naming = "name the sub-layers self_attn and ffn, each a ResidualSublayer"
+    return compare_modules(expected, got, probes, "layer", naming)
 
 
 q8 = Question(
@@ -777,86 +802,17 @@ q8 = Question(
         "needs the mask.",
     ],
     compare_fn=_compare_encoder_layers,
+    kind="build",
+    library_note=(
+        "tfbook.model.EncoderLayer (chapter 6, later than this module may import); "
+        "tests/test_exercise_kinds.py checks that the reference computes the same function"
+    ),
+    # The layer exercise 5.8 assembles is chapter 6's EncoderLayer: subclassing or calling it
+    # would pass every comparison (the watch sees its constructor run).
+    forbidden=("tfbook.model.EncoderLayer.__init__",),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-def _library_ffn(x, w1, b1, w2, b2, activation="relu"):
-    ffn = PositionwiseFeedForward(w1.shape[0], w1.shape[1], activation=activation).to(x.dtype)
-    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T + b
-        ffn.linear1.weight.copy_(w1.T)
-        ffn.linear1.bias.copy_(b1)
-        ffn.linear2.weight.copy_(w2.T)
-        ffn.linear2.bias.copy_(b2)
-    return ffn(x)
-
-
-def _library_gelu(x):
-    return PositionwiseFeedForward(1, activation="gelu").activation(x)
-
-
-def _library_layer_norm(x, gamma, beta, eps=1e-5):
-    ln = LayerNorm(x.shape[-1], eps=eps).to(x.dtype)
-    with torch.no_grad():
-        ln.weight.copy_(gamma)
-        ln.bias.copy_(beta)
-    return ln(x)
-
-
-def _library_pre_ln(x, norm, sublayer, p):
-    norm, sublayer = norm.module, sublayer.module  # the cases pass _Frozen modules
-    block = ResidualSublayer(x.shape[-1], sublayer, norm_first=True, dropout=p).to(x.dtype)
-    block.norm.load_state_dict(norm.state_dict())
-    return block.train()(x)
-
-
-def _library_param_count(d_model, d_ff, norm=True):
-    ffn = PositionwiseFeedForward(d_model, d_ff)
-    module = ResidualSublayer(d_model, ffn) if norm else ffn
-    return sum(p.numel() for p in module.parameters())
-
-
-q1.library = _library_ffn
-q2.library = _library_gelu
-q3.library = _library_layer_norm
-q4.library = _library_pre_ln
-
-
-def _library_predicted_ln(kind):
-    index = LN_KINDS.index(kind)
-    norm = LayerNorm(LN_WIDTH).double()
-    x = layer_norm_token().double()
-    if index == 3:
-        with torch.no_grad():
-            norm.weight.fill_(2.0)
-            norm.bias.fill_(1.0)
-    if index == 4:
-        x = torch.full((LN_WIDTH,), 5.0, dtype=torch.float64)
-    y = norm(x)
-    return {0: y.mean(), 2: y.norm()}.get(index, y.std()).item()
-
-
-q5.library_note = "none: tfbook uses torch.nn.Dropout, whose random draws are not exposed"
-q6.library = _library_param_count
-q7.library = _library_predicted_ln
-q8.library_note = (
-    "tfbook.model.EncoderLayer (chapter 6, later than this module may import); "
-    "tests/test_exercise_kinds.py checks that the reference computes the same function"
-)
-
-for _q in (q1, q2, q3, q5):
-    _q.kind = "implement"
-q4.kind = "debug"
-q6.kind = "derive"
-q7.kind = "predict"
-q8.kind = "build"
-
-# Functions the task asks the student to write: calling them fails the check.
-q2.forbidden = ("torch.nn.functional.gelu",)
-q3.forbidden = ("torch.nn.functional.layer_norm", "torch.layer_norm", "tfbook.norm.LayerNorm")
-# The layer exercise 5.8 assembles is chapter 6's EncoderLayer: subclassing or calling it
-# would pass every comparison (the watch sees its constructor run).
-q8.forbidden = ("tfbook.model.EncoderLayer.__init__",)
-
-EXERCISES = ExerciseSet("ch05", "Chapter 5 exercises", [q1, q2, q3, q4, q5, q6, q7, q8])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 5 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress", "layer_norm_token"]

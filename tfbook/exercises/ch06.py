@@ -27,40 +27,15 @@ from tfbook.embedding import TokenEmbedding
 from tfbook.exercises._engine import (
     Case,
     ExerciseSet,
+    Frozen,
     Mistake,
     Question,
-    adopt_weights,
-    compare,
-    run_module,
+    compare_modules,
 )
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.model import DecoderLayer, EncoderLayer, LMHead, count_parameters
 from tfbook.norm import LayerNorm, ResidualSublayer
 from tfbook.positional import SinusoidalPositionalEncoding
-
-__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "EXERCISES", "progress"]
-
-
-class _Frozen:
-    """A fixed object handed to the student's function (a model, a bundle of sub-layers).
-
-    It prints as a short stable name (so feedback text is deterministic) and deep-copies to
-    itself, so the engine sees the same object before and after the call.
-    """
-
-    def __init__(self, name: str, fn) -> None:
-        self.name, self.fn = name, fn
-
-    def __call__(self, *args, **kwargs):
-        with torch.no_grad():
-            return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __deepcopy__(self, memo: dict) -> _Frozen:
-        return self
-
 
 # --------------------------------------------------------------------------- q1: predict
 
@@ -121,6 +96,16 @@ def _predict_cases():
     return [Case(f"{kind}, d_model=8, n_heads=2, d_ff=32", (kind,)) for kind in KINDS]
 
 
+def _library_predicted_params(kind):
+    d, h, d_ff = (PREDICT_CONFIG[k] for k in ("d_model", "n_heads", "d_ff"))
+    layers = {
+        "decoder layer": lambda: DecoderLayer(d, h, d_ff),
+        "encoder layer": lambda: EncoderLayer(d, h, d_ff),
+        "decoder-only layer": lambda: DecoderLayer(d, h, d_ff, cross_attention=False),
+    }
+    return count_parameters(layers[kind]())
+
+
 q1 = Question(
     "ch06.q1",
     "Predict the parameter counts of three layers",
@@ -169,6 +154,8 @@ q1 = Question(
         "The number of heads does not change the count. A decoder-only (GPT) layer has no "
         "cross-attention, so compare it with the encoder layer: only the mask differs.",
     ],
+    kind="predict",
+    library=_library_predicted_params,
 )
 
 
@@ -295,6 +282,17 @@ def _debug_cases():
     return cases
 
 
+def _library_fixed_decoder_layer(x, memory, parts):
+    layer = DecoderLayer(
+        parts.d_model, parts.n_heads, 4 * parts.d_model, activation="gelu", norm_first=True
+    ).eval()
+    subs = (layer.self_attn, layer.cross_attn, layer.ffn)
+    for sub, part, norm in zip(subs, (parts._sa, parts._ca, parts._ffn), parts._norms, strict=True):
+        sub.sublayer.load_state_dict(part.state_dict())
+        sub.norm.load_state_dict(norm.state_dict())
+    return layer(x, memory, self_mask=causal_mask(x.shape[1]))
+
+
 q2 = Question(
     "ch06.q2",
     "Fix source 001's pre-LN decoder layer",
@@ -347,6 +345,8 @@ q2 = Question(
         "from the residual: keep the causal mask, and keep memory as the second argument "
         "of cross_attn.",
     ],
+    kind="debug",
+    library=_library_fixed_decoder_layer,
 )
 
 
@@ -444,31 +444,14 @@ def _probes(d_model: int) -> list[tuple[str, tuple]]:
 
 def _compare_layers(expected, got) -> str | None:
     """Load the expected layer's weights into the answer and compare their outputs."""
-    problem = adopt_weights(
-        expected,
-        got,
-        "layer",
-        "name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer",
-    )
-    if problem:
-        return problem
-    want = expected.state_dict()
-    d_model = next(iter(want.values())).shape[-1]
-    for where, args in _probes(d_model):
-        out_expected, err_expected = run_module(expected, *args)
-        out_got, err_got = run_module(got, *args)
-        if err_expected or err_got:
-            if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
-                continue  # both fail the same way (used when a known mistake is recognised)
-            return (
-                f"forward({where}) raised {err_got}"
-                if err_got
-                else f"forward({where}) should raise {err_expected}"
-            )
-        diff = compare(out_expected, out_got, where=f"forward({where})")
-        if diff:
-            return diff
-    return None
+    d_model = next(iter(expected.state_dict().values())).shape[-1]
+    probes = [(f"forward({where})", args) for where, args in _probes(d_model)]
+    naming = "name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer"
+    return compare_modules(expected, got, probes, "layer", naming)
+
+
+def _library_decoder_layer(d_model, n_heads, d_ff, norm_first=True):
+    return DecoderLayer(d_model, n_heads, d_ff, norm_first=norm_first)
 
 
 q3 = Question(
@@ -527,6 +510,11 @@ q3 = Question(
         "self-attention, cross-attention, feed-forward), each on the output of the previous one.",
     ],
     compare_fn=_compare_layers,
+    kind="build",
+    library=_library_decoder_layer,
+    # The class the build exercise asks the student to assemble: subclassing it, or calling it,
+    # passes every comparison (the watch sees its constructor run).
+    forbidden=("tfbook.model.DecoderLayer.__init__",),
 )
 
 
@@ -610,6 +598,10 @@ q4 = Question(
         "matrix per head, whatever the mask.",
         "Return a tuple (matrices, weights) of two ints.",
     ],
+    kind="derive",
+    library_note=(
+        "counted by forward hooks on tfbook.model.EncoderDecoder in tests/test_exercises_ch06.py"
+    ),
 )
 
 
@@ -663,6 +655,11 @@ def _probs_cases():
     return cases
 
 
+def _library_next_token_probs(h, embedding_weight, bias):
+    head = LMHead(h.shape[-1], embedding_weight.shape[0], tied_to=nn.Parameter(embedding_weight))
+    return torch.softmax(head(h) + bias, dim=-1)
+
+
 q5 = Question(
     "ch06.q5",
     "Next-token probabilities from a tied output head",
@@ -707,6 +704,8 @@ q5 = Question(
         "Normalise each position's V scores into a distribution; the result is positive and "
         "sums to 1 along the vocabulary axis.",
     ],
+    kind="implement",
+    library=_library_next_token_probs,
 )
 
 
@@ -789,13 +788,13 @@ def _perturbation_cases():
         ids = torch.randint(5, 12, (1, t_len), generator=g)
         new_id = 5 + (int(ids[0, t]) - 5 + 3) % 7  # a different id from the same range
         name = f"{mixing} model, T={t_len}, perturb position {t}"
-        cases.append(Case(name, (_Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
+        cases.append(Case(name, (Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
     ids = torch.tensor([[6, 9, 5, 11, 9, 7, 8]])  # token 9 at positions 1 and 4
     cases.append(
         Case(
             "edge: weakly mixing causal model, T=7, perturb position 4 (its token is also "
             "at position 1)",
-            (_Frozen("<weakly mixing model>", _WeakMixingModel(12, 4, 5)), ids, 4, 10),
+            (Frozen("<weakly mixing model>", _WeakMixingModel(12, 4, 5)), ids, 4, 10),
         )
     )
     return cases
@@ -839,61 +838,11 @@ q6 = Question(
         "The answer is a boolean tensor with one entry per position (shape (T,)); the batch "
         "has one sequence.",
     ],
+    kind="implement",
+    library_note="run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py",
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-# Each reference above is a second copy of tfbook.model code; tests/test_exercise_library.py runs
-# every case through both and requires them to agree.
-def _library_predicted_params(kind):
-    d, h, d_ff = (PREDICT_CONFIG[k] for k in ("d_model", "n_heads", "d_ff"))
-    layers = {
-        "decoder layer": lambda: DecoderLayer(d, h, d_ff),
-        "encoder layer": lambda: EncoderLayer(d, h, d_ff),
-        "decoder-only layer": lambda: DecoderLayer(d, h, d_ff, cross_attention=False),
-    }
-    return count_parameters(layers[kind]())
-
-
-def _library_fixed_decoder_layer(x, memory, parts):
-    layer = DecoderLayer(
-        parts.d_model, parts.n_heads, 4 * parts.d_model, activation="gelu", norm_first=True
-    ).eval()
-    subs = (layer.self_attn, layer.cross_attn, layer.ffn)
-    for sub, part, norm in zip(subs, (parts._sa, parts._ca, parts._ffn), parts._norms, strict=True):
-        sub.sublayer.load_state_dict(part.state_dict())
-        sub.norm.load_state_dict(norm.state_dict())
-    return layer(x, memory, self_mask=causal_mask(x.shape[1]))
-
-
-def _library_decoder_layer(d_model, n_heads, d_ff, norm_first=True):
-    return DecoderLayer(d_model, n_heads, d_ff, norm_first=norm_first)
-
-
-def _library_next_token_probs(h, embedding_weight, bias):
-    head = LMHead(h.shape[-1], embedding_weight.shape[0], tied_to=nn.Parameter(embedding_weight))
-    return torch.softmax(head(h) + bias, dim=-1)
-
-
-q1.library = _library_predicted_params
-q2.library = _library_fixed_decoder_layer
-q3.library = _library_decoder_layer
-q4.library_note = (
-    "counted by forward hooks on tfbook.model.EncoderDecoder in tests/test_exercises_ch06.py"
-)
-q5.library = _library_next_token_probs
-q6.library_note = "run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py"
-
-# The class the build exercise asks the student to assemble: subclassing it, or calling it,
-# passes every comparison (the watch sees its constructor run).
-q3.forbidden = ("tfbook.model.DecoderLayer.__init__",)
-
-q1.kind = "predict"
-q2.kind = "debug"
-q3.kind = "build"
-q4.kind = "derive"
-q5.kind = "implement"
-q6.kind = "implement"
-
-EXERCISES = ExerciseSet("ch06", "Chapter 6 exercises", [q1, q2, q3, q4, q5, q6])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 6 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress"]

@@ -23,35 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Frozen,
+    Mistake,
+    Question,
+    compare,
+)
 from tfbook.generate import top_k_filter, top_p_filter
 from tfbook.model import GPT, TransformerConfig
 from tfbook.objectives import IGNORE_INDEX, causal_lm_targets, lm_loss, perplexity
 from tfbook.training import noam_lr
-
-__all__ = ["q1", "q2", "q3", "q4", "q5", "q6", "TINY", "EXERCISES", "progress"]
-
-
-class _Frozen:
-    """A fixed model handed to the student's function.
-
-    It prints as a short stable name (deterministic feedback text), deep-copies to itself (so
-    the engine sees the same object before and after the call) and runs without gradients.
-    """
-
-    def __init__(self, name: str, fn) -> None:
-        self.name, self.fn = name, fn
-
-    def __call__(self, *args, **kwargs):
-        with torch.no_grad():
-            return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __deepcopy__(self, memo: dict) -> _Frozen:
-        return self
-
 
 #: The tiny GPT of exercises 7.3 and 7.4, as plain data (``GPT(TransformerConfig(**TINY))``).
 TINY = {
@@ -74,8 +57,9 @@ def _tiny_gpt(seed: int) -> GPT:
         return GPT(TransformerConfig(**TINY))
 
 
-def _tiny_weights(seed: int) -> dict:
-    """The initial weights of :func:`_tiny_gpt` as a plain dict of tensors."""
+def tiny_gpt_weights(seed: int) -> dict:
+    """The initial weights of :func:`_tiny_gpt` as a plain dict of tensors (also used by the
+    exercises of chapter 8)."""
     return {k: v.detach().clone() for k, v in _tiny_gpt(seed).state_dict().items()}
 
 
@@ -152,6 +136,15 @@ def _predict_cases():
     return [Case(kind, (kind,)) for kind in PREDICT_KINDS]
 
 
+def _library_predicted(kind):
+    if kind == PREDICT_KINDS[0]:  # the loss of uniform logits
+        return lm_loss(torch.zeros(1, 1, 40), torch.tensor([[0]])).item()
+    if kind == PREDICT_KINDS[1]:
+        return perplexity(math.log(40))
+    step = int(kind.split("step ")[1].split(" ")[0])
+    return noam_lr(step, 512, 4000)
+
+
 q1 = Question(
     "ch07.q1",
     "Predict: uniform loss, perplexity, warm-up learning rates",
@@ -192,6 +185,8 @@ q1 = Question(
     ],
     atol=1e-9,
     rtol=1e-3,
+    kind="predict",
+    library=_library_predicted,
 )
 
 
@@ -246,6 +241,17 @@ def _smoothing_cases():
     ]
 
 
+def _library_smoothing(eps, vocab_size):
+    """Read lm_loss's target back from its gradient at uniform logits: grad = 1/V - q."""
+    with torch.enable_grad():
+        logits = torch.zeros(1, 1, vocab_size, dtype=torch.float64, requires_grad=True)
+        target = torch.tensor([[0]])
+        lm_loss(logits, target, label_smoothing=eps).backward()
+    q = 1.0 / vocab_size - logits.grad[0, 0]  # (V,)
+    best = torch.log(q.clamp_min(1e-300)).reshape(1, 1, vocab_size)  # the model that predicts q
+    return q[0].item(), q[1].item(), lm_loss(best, target, label_smoothing=eps).item()
+
+
 q2 = Question(
     "ch07.q2",
     "Label smoothing: the target and the lowest loss",
@@ -285,6 +291,8 @@ q2 = Question(
     ],
     atol=1e-7,
     rtol=1e-6,
+    kind="derive",
+    library=_library_smoothing,
 )
 
 
@@ -370,11 +378,26 @@ def _train_cases():
     for seed, (n_steps, batch, length, lr) in enumerate([(3, 4, 8, 0.5), (4, 3, 6, 1.0)]):
         batches = [_padded_batch(10 * seed + i, batch, length) for i in range(n_steps)]
         name = f"{n_steps} steps of {batch} padded sequences of {length} tokens, lr={lr}"
-        cases.append(Case(name, (dict(TINY), _tiny_weights(seed), batches, lr)))
+        cases.append(Case(name, (dict(TINY), tiny_gpt_weights(seed), batches, lr)))
     batches = [_padded_batch(40 + i, 3, 7, pad_id=4) for i in range(2)]
     name = "2 steps of 3 sequences of 7 tokens padded with id 4 (pad_id=4), lr=0.5"
-    cases.append(Case(name, (dict(TINY), _tiny_weights(2), batches, 0.5), {"pad_id": 4}))
+    cases.append(Case(name, (dict(TINY), tiny_gpt_weights(2), batches, 0.5), {"pad_id": 4}))
     return cases
+
+
+def _library_train(config, weights, batches, lr, pad_id=0):
+    model = _model_from(config, weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    with torch.enable_grad():
+        for ids in batches:
+            inputs, targets = causal_lm_targets(ids, pad_id=pad_id)
+            loss = lm_loss(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
 
 
 q3 = Question(
@@ -423,6 +446,8 @@ q3 = Question(
         "the previous step's gradient.",
     ],
     timeout=30.0,
+    kind="debug",
+    library=_library_train,
 )
 
 
@@ -466,19 +491,28 @@ def _per_token_cases():
         model = _tiny_gpt(100 + seed).eval()
         ids = _padded_batch(20 + seed, batch, length)
         name = f"tiny GPT, {batch} padded sequences of {length} tokens"
-        cases.append(Case(name, (_Frozen("<tiny GPT>", model), ids)))
+        cases.append(Case(name, (Frozen("<tiny GPT>", model), ids)))
     model = _tiny_gpt(102).eval()
     ids = torch.tensor([[7, 0, 0, 0], [9, 6, 0, 0]])
-    cases.append(Case("edge: almost all padding", (_Frozen("<tiny GPT>", model), ids)))
+    cases.append(Case("edge: almost all padding", (Frozen("<tiny GPT>", model), ids)))
     ids = torch.tensor([[7, 3, 3, 3], [9, 3, 3, 3]])
     cases.append(
         Case(
             "edge: pad_id=3, every target is padding",
-            (_Frozen("<tiny GPT>", model), ids),
+            (Frozen("<tiny GPT>", model), ids),
             {"pad_id": 3},
         )
     )
     return cases
+
+
+def _library_per_token_loss(model, ids, pad_id=0):
+    inputs, targets = causal_lm_targets(ids, pad_id=pad_id)
+    logits = model(inputs)  # (B, T - 1, V)
+    out = torch.zeros(targets.shape)
+    for b, t in (targets != IGNORE_INDEX).nonzero().tolist():  # lm_loss of one token
+        out[b, t] = lm_loss(logits[b : b + 1, t : t + 1], targets[b : b + 1, t : t + 1])
+    return out
 
 
 q4 = Question(
@@ -519,6 +553,8 @@ q4 = Question(
         "logits from last to second place (or flatten and reshape back).",
         "Keep one number per position (no reduction); ignored positions then come out as 0.",
     ],
+    kind="build",
+    library=_library_per_token_loss,
 )
 
 
@@ -592,6 +628,10 @@ def _top_p_cases():
     return cases
 
 
+def _library_top_p(logits, p):
+    return top_p_filter(logits, p)
+
+
 q5 = Question(
     "ch07.q5",
     "Nucleus (top-p) filtering",
@@ -633,6 +673,9 @@ q5 = Question(
         "logits with -inf; p = 1 keeps everything.",
     ],
     compare_fn=_compare_filtered,
+    kind="implement",
+    library=_library_top_p,
+    forbidden=("tfbook.generate.top_p_filter",),
 )
 
 
@@ -697,6 +740,11 @@ def _distribution_cases():
     return cases
 
 
+def _library_distribution(logits, temperature, k=None):
+    scaled = logits / temperature
+    return torch.softmax(scaled if k is None else top_k_filter(scaled, k), dim=-1)
+
+
 q6 = Question(
     "ch07.q6",
     "The sampling distribution: temperature and top-k",
@@ -734,82 +782,12 @@ q6 = Question(
         "kept as a column so it broadcasts.",
         "k = None, or k at least V, means no filtering.",
     ],
+    kind="implement",
+    library=_library_distribution,
+    forbidden=("tfbook.generate.top_k_filter", "tfbook.generate.top_p_filter"),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-
-
-def _library_predicted(kind):
-    if kind == PREDICT_KINDS[0]:  # the loss of uniform logits
-        return lm_loss(torch.zeros(1, 1, 40), torch.tensor([[0]])).item()
-    if kind == PREDICT_KINDS[1]:
-        return perplexity(math.log(40))
-    step = int(kind.split("step ")[1].split(" ")[0])
-    return noam_lr(step, 512, 4000)
-
-
-def _library_smoothing(eps, vocab_size):
-    """Read lm_loss's target back from its gradient at uniform logits: grad = 1/V - q."""
-    with torch.enable_grad():
-        logits = torch.zeros(1, 1, vocab_size, dtype=torch.float64, requires_grad=True)
-        target = torch.tensor([[0]])
-        lm_loss(logits, target, label_smoothing=eps).backward()
-    q = 1.0 / vocab_size - logits.grad[0, 0]  # (V,)
-    best = torch.log(q.clamp_min(1e-300)).reshape(1, 1, vocab_size)  # the model that predicts q
-    return q[0].item(), q[1].item(), lm_loss(best, target, label_smoothing=eps).item()
-
-
-def _library_train(config, weights, batches, lr, pad_id=0):
-    model = _model_from(config, weights)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    losses = []
-    with torch.enable_grad():
-        for ids in batches:
-            inputs, targets = causal_lm_targets(ids, pad_id=pad_id)
-            loss = lm_loss(model(inputs), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    return losses
-
-
-def _library_per_token_loss(model, ids, pad_id=0):
-    inputs, targets = causal_lm_targets(ids, pad_id=pad_id)
-    logits = model(inputs)  # (B, T - 1, V)
-    out = torch.zeros(targets.shape)
-    for b, t in (targets != IGNORE_INDEX).nonzero().tolist():  # lm_loss of one token
-        out[b, t] = lm_loss(logits[b : b + 1, t : t + 1], targets[b : b + 1, t : t + 1])
-    return out
-
-
-def _library_top_p(logits, p):
-    return top_p_filter(logits, p)
-
-
-def _library_distribution(logits, temperature, k=None):
-    scaled = logits / temperature
-    return torch.softmax(scaled if k is None else top_k_filter(scaled, k), dim=-1)
-
-
-q1.library = _library_predicted
-q2.library = _library_smoothing
-q3.library = _library_train
-q4.library = _library_per_token_loss
-q5.library = _library_top_p
-q6.library = _library_distribution
-
-# The library functions exercises 7.5 and 7.6 ask the student to write: calling them fails.
-q5.forbidden = ("tfbook.generate.top_p_filter",)
-q6.forbidden = ("tfbook.generate.top_k_filter", "tfbook.generate.top_p_filter")
-
-q1.kind = "predict"
-q2.kind = "derive"
-q3.kind = "debug"
-q4.kind = "build"
-q5.kind = "implement"
-q6.kind = "implement"
-
-EXERCISES = ExerciseSet("ch07", "Chapter 7 exercises", [q1, q2, q3, q4, q5, q6])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 7 exercises")
 progress = EXERCISES.progress
+__all__ = [*EXERCISES.names, "EXERCISES", "progress", "TINY"]

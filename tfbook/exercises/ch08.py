@@ -36,26 +36,19 @@ import torch
 import torch.nn.functional as F
 
 from tfbook.data import Seq2SeqData, collate_pairs, number_pairs, reverse_task, split_pairs
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
-from tfbook.exercises.ch07 import TINY, _Frozen
+from tfbook.exercises._engine import (
+    Case,
+    ExerciseSet,
+    Frozen,
+    Mistake,
+    Question,
+    compare,
+)
+from tfbook.exercises.ch07 import TINY, tiny_gpt_weights
 from tfbook.model import GPT, PUBLISHED, TransformerConfig, count_parameters, meta_model
 from tfbook.objectives import IGNORE_INDEX, causal_lm_targets, lm_loss, perplexity, teacher_forcing
 from tfbook.training import train_step as library_train_step
 from tfbook.training import warmup_cosine
-
-__all__ = [
-    "q1",
-    "q2",
-    "q3",
-    "q4",
-    "q5",
-    "CAPSTONE_GPT",
-    "TINY_SEQ2SEQ",
-    "EXACT_MATCH_TARGET",
-    "train_step",
-    "EXERCISES",
-    "progress",
-]
 
 #: A GPT of the capstone's size over nanoGPT's 65 characters (the capstone's own vocabulary has
 #: 89 tokens), as plain data (``GPT(TransformerConfig(**CAPSTONE_GPT))``).
@@ -72,19 +65,11 @@ CAPSTONE_GPT = {
 }
 
 
-def _tiny_gpt_weights(seed: int) -> dict:
-    """The initial weights of the tiny GPT of chapter 7's exercises (``ch07.TINY``)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT(TransformerConfig(**TINY))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _tiny_gpt(seed: int) -> _Frozen:
+def _tiny_gpt(seed: int) -> Frozen:
     """A frozen tiny GPT: ids ``(B, T)`` -> logits ``(B, T, V)``, no gradients."""
     model = GPT(TransformerConfig(**TINY))
-    model.load_state_dict(_tiny_gpt_weights(seed))
-    return _Frozen("<tiny GPT>", model.eval())
+    model.load_state_dict(tiny_gpt_weights(seed))
+    return Frozen("<tiny GPT>", model.eval())
 
 
 def _tokens(seed: int, *shape: int) -> torch.Tensor:
@@ -156,6 +141,14 @@ def _predict_cases():
     return [Case(kind, (kind,)) for kind in PREDICT_KINDS]
 
 
+def _library_predicted(kind):
+    if kind == PREDICT_KINDS[0]:  # the loss of equal logits over 65 characters
+        return lm_loss(torch.zeros(1, 1, 65), torch.tensor([[0]])).item()
+    if kind == PREDICT_KINDS[1]:
+        return perplexity(lm_loss(torch.zeros(1, 1, 65), torch.tensor([[0]])))
+    return PEAK_LR * warmup_cosine(_step_of(kind), TOTAL_STEPS, WARMUP)
+
+
 q1 = Question(
     "ch08.q1",
     "Predict: the first loss and the learning-rate schedule",
@@ -203,6 +196,8 @@ q1 = Question(
     ],
     atol=1e-9,
     rtol=1e-3,
+    kind="predict",
+    library=_library_predicted,
 )
 
 
@@ -290,6 +285,12 @@ q2 = Question(
     ],
     atol=1e-9,
     rtol=1e-6,
+    kind="derive",
+    library_note=(
+        "none: arithmetic on sizes; tests/test_exercise_kinds.py measures both numbers: the bytes "
+        "torch.save writes for the capstone GPT and its AdamW state, and the tokens lm_batches "
+        "hands out"
+    ),
 )
 
 
@@ -377,8 +378,25 @@ def _accumulate_cases():
         name = f"{batch} sequences of {length} tokens in {n_micro} micro-batches, lr={lr}"
         if n_micro == 1:
             name = "edge: " + name + " (nothing to accumulate)"
-        cases.append(Case(name, (dict(TINY), _tiny_gpt_weights(seed), ids, lr, n_micro)))
+        cases.append(Case(name, (dict(TINY), tiny_gpt_weights(seed), ids, lr, n_micro)))
     return cases
+
+
+def _library_full_batch_update(config, weights, ids, lr, n_micro):
+    """The update accumulation must reproduce: one SGD step on the whole batch at once (and
+    the micro-batches' losses, measured before it)."""
+    model = GPT(TransformerConfig(**config))
+    model.load_state_dict(weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    with torch.no_grad():
+        losses = [
+            lm_loss(model(x), y).item() for x, y in map(causal_lm_targets, ids.chunk(n_micro))
+        ]
+    with torch.enable_grad():
+        inputs, targets = causal_lm_targets(ids)  # all sequences: no micro-batches
+        lm_loss(model(inputs), targets).backward()
+    optimizer.step()
+    return losses, {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 q3 = Question(
@@ -431,6 +449,8 @@ q3 = Question(
         "means; gradients add up over backward() calls.",
     ],
     timeout=30.0,
+    kind="debug",
+    library=_library_full_batch_update,
 )
 
 
@@ -493,6 +513,16 @@ def _perplexity_cases():
     ]
 
 
+def _library_heldout_perplexity(model, ids, context):
+    """All windows' logits and targets side by side, one lm_loss over every predicted token."""
+    logits, targets = [], []
+    for start in range(0, ids.shape[0] - 1, context):
+        inputs, target = causal_lm_targets(ids[start : start + context + 1][None])
+        logits.append(model(inputs)[0])  # (n, V)
+        targets.append(target[0])  # (n,)
+    return perplexity(lm_loss(torch.cat(logits), torch.cat(targets)))
+
+
 q4 = Question(
     "ch08.q4",
     "Held-out perplexity of a long text, with the library",
@@ -532,6 +562,8 @@ q4 = Question(
         "lm_loss returns a mean over a window's targets: turn it back into a sum before "
         "averaging over the whole text, and take the perplexity of that average.",
     ],
+    kind="build",
+    library=_library_heldout_perplexity,
 )
 
 
@@ -733,6 +765,18 @@ def _compare_training(expected, got):
     )
 
 
+def _library_train_step(model, optimizer, src, tgt, pad_id, clip):
+    """tfbook.training.train_step (the step of train and of the capstone's run) with the
+    teacher-forcing loss."""
+
+    def loss_fn(model, batch):
+        decoder_inputs, targets = teacher_forcing(batch[1], pad_id)
+        return lm_loss(model(batch[0], decoder_inputs), targets)
+
+    with torch.enable_grad():
+        return library_train_step(model, optimizer, (src, tgt), loss_fn, clip).loss
+
+
 q5 = Question(
     "ch08.q5",
     "The training step of an encoder-decoder",
@@ -789,75 +833,20 @@ q5 = Question(
     timeout=120.0,
     compare_fn=_compare_training,
     driver="training step",
+    kind="implement",
+    library=_library_train_step,
+    forbidden=("tfbook.training.train_step",),
 )
 
 
-# --------------------------------------------------------------------------- library counterparts
-
-
-def _library_predicted(kind):
-    if kind == PREDICT_KINDS[0]:  # the loss of equal logits over 65 characters
-        return lm_loss(torch.zeros(1, 1, 65), torch.tensor([[0]])).item()
-    if kind == PREDICT_KINDS[1]:
-        return perplexity(lm_loss(torch.zeros(1, 1, 65), torch.tensor([[0]])))
-    return PEAK_LR * warmup_cosine(_step_of(kind), TOTAL_STEPS, WARMUP)
-
-
-def _library_full_batch_update(config, weights, ids, lr, n_micro):
-    """The update accumulation must reproduce: one SGD step on the whole batch at once (and
-    the micro-batches' losses, measured before it)."""
-    model = GPT(TransformerConfig(**config))
-    model.load_state_dict(weights)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    with torch.no_grad():
-        losses = [
-            lm_loss(model(x), y).item() for x, y in map(causal_lm_targets, ids.chunk(n_micro))
-        ]
-    with torch.enable_grad():
-        inputs, targets = causal_lm_targets(ids)  # all sequences: no micro-batches
-        lm_loss(model(inputs), targets).backward()
-    optimizer.step()
-    return losses, {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def _library_train_step(model, optimizer, src, tgt, pad_id, clip):
-    """tfbook.training.train_step (the step of train and of the capstone's run) with the
-    teacher-forcing loss."""
-
-    def loss_fn(model, batch):
-        decoder_inputs, targets = teacher_forcing(batch[1], pad_id)
-        return lm_loss(model(batch[0], decoder_inputs), targets)
-
-    with torch.enable_grad():
-        return library_train_step(model, optimizer, (src, tgt), loss_fn, clip).loss
-
-
-def _library_heldout_perplexity(model, ids, context):
-    """All windows' logits and targets side by side, one lm_loss over every predicted token."""
-    logits, targets = [], []
-    for start in range(0, ids.shape[0] - 1, context):
-        inputs, target = causal_lm_targets(ids[start : start + context + 1][None])
-        logits.append(model(inputs)[0])  # (n, V)
-        targets.append(target[0])  # (n,)
-    return perplexity(lm_loss(torch.cat(logits), torch.cat(targets)))
-
-
-q1.library = _library_predicted
-q2.library_note = (
-    "none: arithmetic on sizes; tests/test_exercise_kinds.py measures both numbers: the bytes "
-    "torch.save writes for the capstone GPT and its AdamW state, and the tokens lm_batches "
-    "hands out"
-)
-q3.library = _library_full_batch_update
-q4.library = _library_heldout_perplexity
-q5.library = _library_train_step
-q5.forbidden = ("tfbook.training.train_step",)
-
-q1.kind = "predict"
-q2.kind = "derive"
-q3.kind = "debug"
-q4.kind = "build"
-q5.kind = "implement"
-
-EXERCISES = ExerciseSet("ch08", "Chapter 8 exercises", [q1, q2, q3, q4, q5])
+EXERCISES = ExerciseSet.collect(globals(), "Chapter 8 exercises")
 progress = EXERCISES.progress
+__all__ = [
+    *EXERCISES.names,
+    "EXERCISES",
+    "progress",
+    "CAPSTONE_GPT",
+    "TINY_SEQ2SEQ",
+    "EXACT_MATCH_TARGET",
+    "train_step",
+]
