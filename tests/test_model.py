@@ -552,3 +552,45 @@ def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
 
 
 # ------------------------------------------------------------------------------ docstrings
+
+
+# ------------------------------------------------------------- checked once, at the boundary
+
+
+def _count_checks(monkeypatch) -> dict[str, int]:
+    """Count the calls of the checks a layer makes on its inputs, wherever they come from."""
+    from tfbook import _validate
+
+    counts: dict[str, int] = {}
+    for name in ("token_ids", "last_axis", "attn_mask", "bool_mask", "shape", "nonneg_int"):
+        original = getattr(_validate, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(_validate, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_a_model_checks_its_inputs_once_and_its_layers_trust_it(monkeypatch, n_layers):
+    torch.manual_seed(0)
+    model = GPT(small_config(n_layers=n_layers, norm_first=True, positional="learned"))
+    counts = _count_checks(monkeypatch)
+    model(torch.tensor([[1, 2, 3, 4]]))
+    assert counts.get("token_ids") == 1  # the ids, once (their range was checked 3 times)
+    assert "last_axis" not in counts and "attn_mask" not in counts and "bool_mask" not in counts
+    # what is left: split_heads / merge_heads's own dimension check, 4 per attention layer
+    assert counts.get("shape", 0) == 4 * n_layers
+
+
+def test_a_layer_used_on_its_own_still_checks_its_inputs():
+    layer = GPT(small_config(norm_first=True)).decoder.layers[0]
+    assert layer.check_inputs is False  # inside the model it trusts the model
+    standalone = DecoderLayer(D, H, D_FF, cross_attention=False)
+    assert standalone.check_inputs and not standalone.self_attn.check_inputs
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(B, T, d_model=32\), got \(2, 5, 8\)"
+    ):
+        standalone(torch.randn(2, 5, 8))
