@@ -42,6 +42,7 @@ from tfbook.model import (
     count_parameters,
     fuse_layer_norms,
     meta_model,
+    written_out_layer_norms,
 )
 from tfbook.norm import FusedLayerNorm, LayerNorm
 
@@ -505,30 +506,26 @@ def test_other_bad_arguments_are_named():
 
 
 @pytest.mark.parametrize("cls", [BERT, GPT, EncoderDecoder])
-def test_fuse_layer_norms_swaps_every_norm_and_keeps_the_parameters(cls):
+def test_layer_norm_swaps_both_ways_keep_the_parameters(cls):
     cfg = small_config(n_token_types=2, embed_norm=True) if cls is BERT else small_config()
-    model = cls(cfg)  # chapters 6 and 7: chapter 5's explicit LayerNorm everywhere
-    assert all(type(m) is LayerNorm for m in model.modules() if isinstance(m, LayerNorm))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    params = [id(p) for p in model.parameters()]
-    assert fuse_layer_norms(model) is model
+    model = cls(cfg)  # the fused kernel everywhere, by default
     norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
     assert norms and all(type(m) is FusedLayerNorm for m in norms)
-    assert [id(p) for p in model.parameters()] == params  # the same Parameter objects
-    assert list(model.state_dict()) == list(before)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    for swap, kind in ((written_out_layer_norms, LayerNorm), (fuse_layer_norms, FusedLayerNorm)):
+        assert swap(model) is model
+        norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
+        assert norms and all(type(m) is kind for m in norms)
+        assert all(m.check_inputs is False for m in norms)  # still trusting the model
+        assert [id(p) for p in model.parameters()] == params  # the same Parameter objects
+        assert list(model.state_dict()) == list(before)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
 def _explicit_copy(model: nn.Module) -> nn.Module:
     """The same model with every LayerNorm computing chapter 5's written-out formula."""
-    slow = copy.deepcopy(model)
-    for parent in list(slow.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is FusedLayerNorm:
-                explicit = LayerNorm(child.d_model, eps=child.eps)
-                explicit.weight, explicit.bias = child.weight, child.bias
-                setattr(parent, name, explicit)
-    return slow
+    return written_out_layer_norms(copy.deepcopy(model))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -536,7 +533,7 @@ def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
     """Loss and every gradient of a training step agree with the explicit LayerNorm."""
     torch.manual_seed(13)
     model = EncoderDecoder(small_config(norm_first=norm_first))
-    model = perturb_(fuse_layer_norms(model).double(), 14).train()
+    model = perturb_(model.double(), 14).train()
     slow = _explicit_copy(model)
     assert not any(isinstance(m, FusedLayerNorm) for m in slow.modules())
     assert list(slow.state_dict()) == list(model.state_dict())

@@ -45,7 +45,7 @@ from tfbook.attention import CrossAttention, SelfAttention
 from tfbook.caches import DecoderCache, LayerCache
 from tfbook.embedding import TokenEmbedding
 from tfbook.feedforward import PositionwiseFeedForward
-from tfbook.norm import LayerNorm, ResidualSublayer
+from tfbook.norm import FusedLayerNorm, ResidualSublayer
 from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
 __all__ = [
@@ -177,7 +177,7 @@ class Embeddings(nn.Module):
         else:
             self.position = LearnedPositionalEmbedding(cfg.max_len, d)
         self.token_type = nn.Embedding(cfg.n_token_types, d) if cfg.n_token_types else None
-        self.norm = LayerNorm(d, eps=cfg.eps) if cfg.embed_norm else nn.Identity()
+        self.norm = FusedLayerNorm(d, eps=cfg.eps) if cfg.embed_norm else nn.Identity()
         self.dropout = nn.Dropout(cfg.dropout)
         check.skip_inner_checks(self)  # forward checks the ids once
 
@@ -245,8 +245,8 @@ class EncoderLayer(nn.Module):
         self.d_model, self.n_heads = d_model, n_heads
         attention = SelfAttention(d_model, n_heads, dropout)
         ffn = PositionwiseFeedForward(d_model, d_ff, activation, dropout)
-        self.self_attn = ResidualSublayer(d_model, attention, norm_first, dropout, eps)
-        self.ffn = ResidualSublayer(d_model, ffn, norm_first, dropout, eps)
+        self.self_attn = ResidualSublayer(d_model, attention, norm_first, dropout, eps, fused=True)
+        self.ffn = ResidualSublayer(d_model, ffn, norm_first, dropout, eps, fused=True)
         check.skip_inner_checks(self)  # forward checks x and the mask once
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -316,12 +316,12 @@ class DecoderLayer(nn.Module):
         check.boolean("cross_attention", cross_attention)
         attention = SelfAttention(d_model, n_heads, dropout)
         ffn = PositionwiseFeedForward(d_model, d_ff, activation, dropout)
-        self.self_attn = ResidualSublayer(d_model, attention, norm_first, dropout, eps)
+        self.self_attn = ResidualSublayer(d_model, attention, norm_first, dropout, eps, fused=True)
         self.cross_attn = None
         if cross_attention:
             cross = CrossAttention(d_model, n_heads, dropout)
-            self.cross_attn = ResidualSublayer(d_model, cross, norm_first, dropout, eps)
-        self.ffn = ResidualSublayer(d_model, ffn, norm_first, dropout, eps)
+            self.cross_attn = ResidualSublayer(d_model, cross, norm_first, dropout, eps, fused=True)
+        self.ffn = ResidualSublayer(d_model, ffn, norm_first, dropout, eps, fused=True)
         check.skip_inner_checks(self)  # forward checks its inputs once
 
     def forward(
@@ -368,7 +368,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.d_model = cfg.d_model
         self.layers = nn.ModuleList(_encoder_layer(cfg) for _ in range(cfg.n_layers))
-        self.norm = LayerNorm(cfg.d_model, eps=cfg.eps) if cfg.use_final_norm else nn.Identity()
+        self.norm = (
+            FusedLayerNorm(cfg.d_model, eps=cfg.eps) if cfg.use_final_norm else nn.Identity()
+        )
         check.skip_inner_checks(self)  # forward checks x and the mask once
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -418,7 +420,9 @@ class Decoder(nn.Module):
         self.d_model = cfg.d_model
         self.cross_attention = cross_attention
         self.layers = nn.ModuleList(_decoder_layer(cfg, cross_attention) for _ in range(n))
-        self.norm = LayerNorm(cfg.d_model, eps=cfg.eps) if cfg.use_final_norm else nn.Identity()
+        self.norm = (
+            FusedLayerNorm(cfg.d_model, eps=cfg.eps) if cfg.use_final_norm else nn.Identity()
+        )
         check.skip_inner_checks(self)  # forward checks its inputs once
 
     def new_cache(self) -> DecoderCache:

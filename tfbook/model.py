@@ -13,8 +13,8 @@ Public API:
 - The three families: :class:`BERT` (encoder-only, returns hidden vectors), :class:`GPT`
   (decoder-only, returns logits, causal) and :class:`EncoderDecoder` (the original Transformer).
 - :func:`count_parameters`, :func:`meta_model` and :data:`PUBLISHED` (the published sizes).
-- :func:`fuse_layer_norms`: every :class:`tfbook.norm.LayerNorm` of a model computed by the
-  fused kernel.
+- :func:`fuse_layer_norms` and :func:`written_out_layer_norms`: a model's LayerNorms computed
+  by PyTorch's fused kernel (what these models use) or by chapter 5's written-out formula.
 - Re-exported from :mod:`tfbook.layers`: :class:`TransformerConfig`, :class:`Embeddings`,
   :class:`EncoderLayer`, :class:`DecoderLayer`, :class:`Encoder`, :class:`Decoder`,
   :class:`LMHead`; from :mod:`tfbook.caches`: :class:`LayerCache`, :class:`DecoderCache`.
@@ -60,6 +60,7 @@ __all__ = [
     "count_parameters",
     "meta_model",
     "fuse_layer_norms",
+    "written_out_layer_norms",
     "PUBLISHED",
     "LayerCache",
     "DecoderCache",
@@ -307,24 +308,44 @@ def fuse_layer_norms(model: nn.Module) -> nn.Module:
     """Swap every :class:`tfbook.norm.LayerNorm` of ``model`` for a
     :class:`tfbook.norm.FusedLayerNorm`.
 
-    The fast path, chosen explicitly: the new modules hold the *same* parameters under the
-    same names (state dicts, tied weights and optimizers see no change) and compute the same
-    function with one ``F.layer_norm`` kernel, equal up to float rounding
-    (``tests/test_model.py`` checks a training step against the written-out formula). The
-    capstone's runs (chapter 8: :mod:`tfbook.run`, :mod:`tfbook.numbers`) train with it; the
-    models of chapters 6 and 7 keep chapter 5's explicit ``LayerNorm``, so their results do
-    not move by a rounding error.
+    The models of this module already normalise with the fused kernel; this puts it into any
+    other module built from chapter 5's written-out ``LayerNorm`` (a ``ResidualSublayer`` of
+    your own, say). The new modules hold the *same* parameters under the same names (state
+    dicts, tied weights and optimizers see no change) and compute the same function with one
+    ``F.layer_norm`` kernel, equal up to float rounding (``tests/test_model.py`` checks a
+    training step against the written-out formula). :func:`written_out_layer_norms` undoes it.
 
     Args:
         model: any module; changed in place.
 
     Returns:
-        ``model``, for chaining: ``fuse_layer_norms(GPT(cfg))``.
+        ``model``, for chaining.
     """
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is LayerNorm:
                 setattr(parent, name, FusedLayerNorm.from_layer_norm(child))
+    return model
+
+
+def written_out_layer_norms(model: nn.Module) -> nn.Module:
+    """Swap every :class:`tfbook.norm.FusedLayerNorm` of ``model`` for chapter 5's written-out
+    :class:`tfbook.norm.LayerNorm`, sharing the same parameters (the inverse of
+    :func:`fuse_layer_norms`): the same model, its normalisation computed step by step.
+
+    Args:
+        model: any module; changed in place.
+
+    Returns:
+        ``model``, for chaining: ``written_out_layer_norms(GPT(cfg))``.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is FusedLayerNorm:
+                plain = LayerNorm(child.d_model, eps=child.eps)
+                plain.weight, plain.bias = child.weight, child.bias  # the same Parameters
+                plain.check_inputs = child.check_inputs
+                setattr(parent, name, plain.train(child.training))
     return model
 
 

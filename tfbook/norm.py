@@ -21,10 +21,10 @@ Public API:
   parameter names (``weight``, ``bias``) as ``torch.nn.LayerNorm``.
 - :class:`FusedLayerNorm` ``(d_model, eps=1e-5)``: the same module computed by PyTorch's fused
   kernel (``F.layer_norm``), the fast path; :meth:`FusedLayerNorm.from_layer_norm` turns a
-  :class:`LayerNorm` into one that shares its parameters. The models of chapters 6 and 7 keep
-  the written-out :class:`LayerNorm`; :func:`tfbook.model.fuse_layer_norms` swaps this one in,
-  and the capstone (chapter 8) trains with it (in both of its models: the GPT and the
-  Korean-number reader).
+  :class:`LayerNorm` into one that shares its parameters. Chapter 5 teaches the written-out
+  :class:`LayerNorm`; the models of :mod:`tfbook.layers` and :mod:`tfbook.model` (chapters 6-8:
+  BERT, GPT, the encoder-decoder, the capstone's GPT and Korean-number reader) normalise with
+  this one, which computes the same function faster.
 - :class:`ResidualSublayer` ``(d_model, sublayer, norm_first=True, dropout=0.0, eps=1e-5)``:
   the wrapper chapter 6 builds its encoder and decoder layers from.
 """
@@ -115,9 +115,9 @@ class FusedLayerNorm(LayerNorm):
     up to float rounding (``tests/test_norm.py`` checks it); ``benchmarks/bench_capstone.py``
     times a training step of the capstone's GPT both ways.
 
-    Chapter 5 teaches :class:`LayerNorm`, whose ``forward`` is the formula, and the models of
-    chapters 6 and 7 normalise with it. :func:`tfbook.model.fuse_layer_norms` swaps every
-    :class:`LayerNorm` of a model for this class; the capstone's runs (chapter 8) train that way.
+    Chapter 5 teaches :class:`LayerNorm`, whose ``forward`` is the formula; the models of
+    chapters 6-8 normalise with this class (``ResidualSublayer(..., fused=True)``), and
+    :func:`tfbook.model.fuse_layer_norms` swaps it into any other model.
 
     Args:
         d_model: number of features normalised together (the last axis).
@@ -182,6 +182,8 @@ class ResidualSublayer(nn.Module):
         dropout: probability of zeroing an entry of the sub-layer's output during training,
             before it is added to the residual stream.
         eps: the layer normalisation's epsilon.
+        fused: normalise with :class:`FusedLayerNorm` (PyTorch's one kernel, what the models of
+            chapter 6 on use) instead of the written-out :class:`LayerNorm` (the default).
 
     Attributes:
         check_inputs: check ``x`` and the sub-layer's output on every call (a model whose
@@ -207,6 +209,8 @@ class ResidualSublayer(nn.Module):
         norm_first: bool = True,
         dropout: float = 0.0,
         eps: float = 1e-5,
+        *,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = check.positive_int("d_model", d_model)
@@ -218,7 +222,8 @@ class ResidualSublayer(nn.Module):
         if not isinstance(norm_first, bool):
             raise TypeError(f"norm_first must be a bool, got {type(norm_first).__name__}")
         self.sublayer = sublayer
-        self.norm = LayerNorm(self.d_model, eps=eps)
+        norm = FusedLayerNorm if check.boolean("fused", fused) else LayerNorm
+        self.norm = norm(self.d_model, eps=eps)
         self.dropout = nn.Dropout(check.probability("dropout", dropout))
         self.norm_first = norm_first
 
