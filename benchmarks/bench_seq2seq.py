@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from tfbook.data import Seq2SeqData
 from tfbook.interop import encoder_decoder_from_torch
-from tfbook.model import EncoderDecoder, fuse_layer_norms
+from tfbook.model import EncoderDecoder
 from tfbook.numbers import NumbersConfig, exact_match, numbers_data, numbers_model_config
 from tfbook.objectives import lm_loss, teacher_forcing
 from tfbook.training import TrainConfig, lr_multiplier, make_optimizer
@@ -97,7 +97,7 @@ def ours_from_peer(peer: TorchTransformerSeq2Seq, cfg: NumbersConfig, vocab: int
     with torch.no_grad():
         ours.src_embed.token.weight.copy_(peer.token.weight)
         ours.src_embed.position.table.weight.copy_(peer.position.weight)
-    return fuse_layer_norms(ours)  # the fast path tfbook.numbers trains with
+    return ours  # with the fused LayerNorm, as tfbook.numbers trains
 
 
 def peer_exact_match(

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfbook.attention import (
+    KVCache,
     MultiHeadAttention,
     causal_mask,
     mask_from_torch,
@@ -385,3 +386,33 @@ def test_mask_from_torch_rejects_float_masks():
         mask_from_torch(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="key_padding_mask must be boolean"):
         mask_from_torch(key_padding_mask=torch.zeros(2, 3))
+
+
+# ------------------------------------------------------------- is_causal: no mask is built
+
+
+def test_is_causal_equals_the_causal_mask_on_both_paths_and_with_a_cache():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=16, n_heads=4).double()
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    masked = mha(x, x, x, causal_mask(6))[0]
+    torch.testing.assert_close(mha(x, x, x, is_causal=True)[0], masked, **TIGHT)
+    explicit, weights = mha(x, x, x, need_weights=True, is_causal=True)
+    torch.testing.assert_close(explicit, masked, **TIGHT)
+    assert not weights[..., 0, 1:].any()  # the first query reads the first key only
+    kv = KVCache()  # a prompt of 4, then one token at a time: the past plus itself
+    steps = [mha(x[:, :4], x[:, :4], x[:, :4], cache=kv, is_causal=True)[0]]
+    steps += [mha(x[:, t : t + 1], x[:, t : t + 1], x[:, t : t + 1], cache=kv, is_causal=True)[0]
+              for t in (4, 5)]  # fmt: skip
+    torch.testing.assert_close(torch.cat(steps, dim=1), masked, **TIGHT)
+
+
+def test_is_causal_with_a_mask_or_unequal_lengths_is_refused():
+    mha = MultiHeadAttention(d_model=8, n_heads=2)
+    x, memory = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    with pytest.raises(ValueError, match="mask must be None with is_causal=True"):
+        mha(x, x, x, causal_mask(3), is_causal=True)
+    with pytest.raises(ValueError, match=r"is_causal=True needs as many queries as keys.*T_k=5"):
+        mha(x, memory, memory, is_causal=True)
+    with pytest.raises(TypeError, match="is_causal must be a bool, got int 1"):
+        mha(x, x, x, is_causal=1)

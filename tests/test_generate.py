@@ -158,7 +158,7 @@ def test_cache_misuse_is_reported():
     model(torch.tensor([[5, 6, 7]]), cache=cache)
     with pytest.raises(ValueError, match=r"ids must end by position max_len=24"):
         model(torch.full((1, 22), 5), cache=cache)
-    with pytest.raises(ValueError, match="cache must hold keys for the batch of query"):
+    with pytest.raises(ValueError, match=r"cache must hold keys for the batch of ids \(B=2\)"):
         model(torch.tensor([[5], [6]]), cache=cache)
     with pytest.raises(TypeError, match="cache must be a DecoderCache or None"):
         model(torch.tensor([[5]]), cache=KVCache())

@@ -42,6 +42,7 @@ from tfbook.model import (
     count_parameters,
     fuse_layer_norms,
     meta_model,
+    written_out_layer_norms,
 )
 from tfbook.norm import FusedLayerNorm, LayerNorm
 
@@ -505,30 +506,26 @@ def test_other_bad_arguments_are_named():
 
 
 @pytest.mark.parametrize("cls", [BERT, GPT, EncoderDecoder])
-def test_fuse_layer_norms_swaps_every_norm_and_keeps_the_parameters(cls):
+def test_layer_norm_swaps_both_ways_keep_the_parameters(cls):
     cfg = small_config(n_token_types=2, embed_norm=True) if cls is BERT else small_config()
-    model = cls(cfg)  # chapters 6 and 7: chapter 5's explicit LayerNorm everywhere
-    assert all(type(m) is LayerNorm for m in model.modules() if isinstance(m, LayerNorm))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    params = [id(p) for p in model.parameters()]
-    assert fuse_layer_norms(model) is model
+    model = cls(cfg)  # the fused kernel everywhere, by default
     norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
     assert norms and all(type(m) is FusedLayerNorm for m in norms)
-    assert [id(p) for p in model.parameters()] == params  # the same Parameter objects
-    assert list(model.state_dict()) == list(before)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [id(p) for p in model.parameters()]
+    for swap, kind in ((written_out_layer_norms, LayerNorm), (fuse_layer_norms, FusedLayerNorm)):
+        assert swap(model) is model
+        norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
+        assert norms and all(type(m) is kind for m in norms)
+        assert all(m.check_inputs is False for m in norms)  # still trusting the model
+        assert [id(p) for p in model.parameters()] == params  # the same Parameter objects
+        assert list(model.state_dict()) == list(before)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
 def _explicit_copy(model: nn.Module) -> nn.Module:
     """The same model with every LayerNorm computing chapter 5's written-out formula."""
-    slow = copy.deepcopy(model)
-    for parent in list(slow.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is FusedLayerNorm:
-                explicit = LayerNorm(child.d_model, eps=child.eps)
-                explicit.weight, explicit.bias = child.weight, child.bias
-                setattr(parent, name, explicit)
-    return slow
+    return written_out_layer_norms(copy.deepcopy(model))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -536,7 +533,7 @@ def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
     """Loss and every gradient of a training step agree with the explicit LayerNorm."""
     torch.manual_seed(13)
     model = EncoderDecoder(small_config(norm_first=norm_first))
-    model = perturb_(fuse_layer_norms(model).double(), 14).train()
+    model = perturb_(model.double(), 14).train()
     slow = _explicit_copy(model)
     assert not any(isinstance(m, FusedLayerNorm) for m in slow.modules())
     assert list(slow.state_dict()) == list(model.state_dict())
@@ -552,3 +549,45 @@ def test_fast_path_equals_the_written_out_layer_norm_in_training(norm_first):
 
 
 # ------------------------------------------------------------------------------ docstrings
+
+
+# ------------------------------------------------------------- checked once, at the boundary
+
+
+def _count_checks(monkeypatch) -> dict[str, int]:
+    """Count the calls of the checks a layer makes on its inputs, wherever they come from."""
+    from tfbook import _validate
+
+    counts: dict[str, int] = {}
+    for name in ("token_ids", "last_axis", "attn_mask", "bool_mask", "shape", "nonneg_int"):
+        original = getattr(_validate, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(_validate, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_a_model_checks_its_inputs_once_and_its_layers_trust_it(monkeypatch, n_layers):
+    torch.manual_seed(0)
+    model = GPT(small_config(n_layers=n_layers, norm_first=True, positional="learned"))
+    counts = _count_checks(monkeypatch)
+    model(torch.tensor([[1, 2, 3, 4]]))
+    assert counts.get("token_ids") == 1  # the ids, once (their range was checked 3 times)
+    assert "last_axis" not in counts and "attn_mask" not in counts and "bool_mask" not in counts
+    # what is left: split_heads / merge_heads's own dimension check, 4 per attention layer
+    assert counts.get("shape", 0) == 4 * n_layers
+
+
+def test_a_layer_used_on_its_own_still_checks_its_inputs():
+    layer = GPT(small_config(norm_first=True)).decoder.layers[0]
+    assert layer.check_inputs is False  # inside the model it trusts the model
+    standalone = DecoderLayer(D, H, D_FF, cross_attention=False)
+    assert standalone.check_inputs and not standalone.self_attn.check_inputs
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(B, T, d_model=32\), got \(2, 5, 8\)"
+    ):
+        standalone(torch.randn(2, 5, 8))

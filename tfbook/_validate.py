@@ -5,6 +5,11 @@ what was given, e.g. ``d_model must be a positive int, got -3`` or
 ``x must have shape (B, T, d_model=16), got (2, 5, 8)``. The checks return the value they
 accept, so a constructor reads ``self.d_model = positive_int("d_model", d_model)`` and the
 ``forward`` methods stay one line per step of the paper.
+
+Checked once, at the boundary: a model (``tfbook.model.GPT``, ``BERT``, ...) checks its
+inputs in its own ``forward`` and then calls layers that trust it. Every layer that checks its
+inputs when used on its own has an attribute ``check_inputs`` (``True`` by default);
+:func:`skip_inner_checks` switches it off in the layers a model or a layer built itself.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "number_in",
     "int_in",
     "values_readable",
+    "skip_inner_checks",
 ]
 
 
@@ -46,6 +52,17 @@ def values_readable(t: Tensor) -> bool:
     readable message.
     """
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def skip_inner_checks(module: torch.nn.Module) -> None:
+    """Set ``check_inputs = False`` in every layer inside ``module`` (not in ``module`` itself).
+
+    ``module`` checks its inputs once, in its own ``forward``; the layers it built receive
+    what it checked (or computed itself) and need not look again.
+    """
+    for inner in module.modules():
+        if inner is not module and hasattr(inner, "check_inputs"):
+            inner.check_inputs = False
 
 
 def _is_int(value: object) -> bool:

@@ -394,6 +394,59 @@ def _keys_seen(key: Tensor, cache: KVCache | None) -> int:
     return len(cache) if cache.holds_memory else len(cache) + key.shape[1]
 
 
+def _check_attention_inputs(
+    mha: MultiHeadAttention,
+    query: object,
+    key: object,
+    value: object,
+    mask: object,
+    cache: object,
+    is_causal: object,
+) -> None:
+    d = mha.d_model
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        ok = isinstance(t, Tensor) and t.dim() == 3 and t.shape[-1] == d
+        check.shape(name, t, f"(B, T, d_model={d})", ok)
+    if key.shape[:2] != value.shape[:2]:
+        raise ValueError(
+            f"key and value must have the same (B, T_k): key {tuple(key.shape)}, "
+            f"value {tuple(value.shape)}"
+        )
+    if query.shape[0] != key.shape[0]:
+        raise ValueError(
+            f"query and key must have the same batch size: query {tuple(query.shape)}, "
+            f"key {tuple(key.shape)}"
+        )
+    if cache is not None:
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+        if cache.keys is not None and cache.keys.shape[0] != query.shape[0]:
+            raise ValueError(
+                f"cache must hold keys for the batch of query (B={query.shape[0]}), got "
+                f"B={cache.keys.shape[0]}"
+            )
+    check.boolean("is_causal", is_causal)
+    if is_causal and mask is not None:
+        raise ValueError("mask must be None with is_causal=True (one or the other), got a tensor")
+    if is_causal and cache is not None and cache.static:
+        raise ValueError("is_causal must be False with a static (cross-attention) cache, got True")
+    if is_causal and cache is None and query.shape[1] != key.shape[1]:
+        raise ValueError(
+            "is_causal=True needs as many queries as keys (self-attention), got "
+            f"T_q={query.shape[1]}, T_k={key.shape[1]}"
+        )
+    if mask is not None:
+        b, t_q, t_k = query.shape[0], query.shape[1], _keys_seen(key, cache)
+        if isinstance(mask, Tensor) and mask.dim() not in (2, 3, 4):
+            raise ValueError(
+                "mask must have shape (T_q, T_k), (B, T_q, T_k), (B, 1, T_k) or "
+                f"(B, h, T_q, T_k), got {tuple(mask.shape)}"
+            )
+        if isinstance(mask, Tensor) and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # as the forward will use it: (B, 1, T_q or 1, T_k)
+        check.bool_mask("mask", mask, (b, mha.n_heads, t_q, t_k))
+
+
 def _check_cache_fits(cached: Tensor, new: Tensor) -> None:
     if new.dim() != 4 or new.shape[:2] != cached.shape[:2] or new.shape[3] != cached.shape[3]:
         b, h, _, d = cached.shape
@@ -416,6 +469,10 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout probability on the attention weights (training mode only).
         bias: whether the four projections have a bias.
 
+    Attributes:
+        check_inputs: check the inputs on every call (a model that checked its own inputs
+            switches it off).
+
     Shape:
         - query: ``(B, T_q, d_model)``
         - key, value: ``(B, T_k, d_model)`` (the same tensor as ``query`` for self-attention)
@@ -431,6 +488,8 @@ class MultiHeadAttention(nn.Module):
         >>> out.shape, weights.shape
         (torch.Size([2, 5, 16]), torch.Size([2, 4, 5, 5]))
     """
+
+    check_inputs = True
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
@@ -448,43 +507,6 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)  # W^V
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
 
-    def _check_inputs(
-        self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache | None = None
-    ) -> None:
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            ok = isinstance(t, Tensor) and t.dim() == 3 and t.shape[-1] == self.d_model
-            check.shape(name, t, f"(B, T, d_model={self.d_model})", ok)
-        if key.shape[:2] != value.shape[:2]:
-            raise ValueError(
-                f"key and value must have the same (B, T_k): key {tuple(key.shape)}, "
-                f"value {tuple(value.shape)}"
-            )
-        if query.shape[0] != key.shape[0]:
-            raise ValueError(
-                f"query and key must have the same batch size: query {tuple(query.shape)}, "
-                f"key {tuple(key.shape)}"
-            )
-        if cache is not None:
-            if not isinstance(cache, KVCache):
-                raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
-            if cache.keys is not None and cache.keys.shape[0] != query.shape[0]:
-                raise ValueError(
-                    f"cache must hold keys for the batch of query (B={query.shape[0]}), got "
-                    f"B={cache.keys.shape[0]}"
-                )
-
-    def _prepare_mask(self, mask: Tensor, b: int, t_q: int, t_k: int) -> Tensor:
-        target = (b, self.n_heads, t_q, t_k)
-        if isinstance(mask, Tensor) and mask.dim() == 3:
-            mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): shared by every head
-        if isinstance(mask, Tensor) and mask.dim() not in (2, 4):
-            raise ValueError(
-                "mask must have shape (T_q, T_k), (B, T_q, T_k), (B, 1, T_k) or "
-                f"(B, h, T_q, T_k), got {tuple(mask.shape)}"
-            )
-        check.bool_mask("mask", mask, target)
-        return mask
-
     def forward(
         self,
         query: Tensor,
@@ -493,6 +515,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         need_weights: bool = False,
         cache: KVCache | None = None,
+        is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -506,8 +529,11 @@ class MultiHeadAttention(nn.Module):
             cache: a :class:`KVCache` for incremental decoding (chapter 7). A self-attention
                 cache gets the new keys and values appended and the queries attend over
                 all ``T_past + T_k`` of them (give a mask of that width, e.g.
-                ``causal_mask(T_q, past=T_past)``); a static cache projects ``key``/``value``
-                on its first call and reuses them afterwards.
+                ``causal_mask(T_q, past=T_past)``, or ``is_causal=True``); a static cache
+                projects ``key``/``value`` on its first call and reuses them afterwards.
+            is_causal: attend causally, as under :func:`causal_mask` (with a cache: query
+                ``i`` sees the past and the new keys ``0 .. i``), without a ``mask``. The
+                fast path then builds no mask at all.
 
         Returns:
             The pair ``(output, weights)``, with ``weights`` set to ``None`` unless
@@ -518,10 +544,9 @@ class MultiHeadAttention(nn.Module):
             - output ``(B, T_q, d_model)``, weights ``(B, h, T_q, T_k)`` (with a
               self-attention cache ``T_k`` counts the cached positions too)
         """
-        self._check_inputs(query, key, value, cache)
-        if mask is not None:  # checked before a cache changes
-            t_k = _keys_seen(key, cache)  # T_k, plus the cached positions
-            mask = self._prepare_mask(mask, query.shape[0], query.shape[1], t_k)
+        if self.check_inputs:
+            _check_attention_inputs(self, query, key, value, mask, cache, is_causal)
+        past = 0 if cache is None or cache.static else len(cache)  # keys already cached
         q = split_heads(self.q_proj(query), self.n_heads)  # (B, h, T_q, d_head)
         if cache is not None and cache.holds_memory:  # cross-attention: memory projected once
             k, v = cache.keys, cache.values  # (B, h, T_k, d_head) each
@@ -530,11 +555,17 @@ class MultiHeadAttention(nn.Module):
             v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, h, T_past + T_k, d_head): the past, then the new
+        if is_causal and (need_weights or past):  # the fused kernel's causal flag is square
+            mask, is_causal = causal_mask(query.shape[1], past=past, device=query.device), False
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): shared by every head
         p = self.dropout if self.training else 0.0
         if need_weights:  # explicit path: every intermediate is visible
             heads, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
         else:  # fast path: PyTorch's fused kernel, same mask convention
-            heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            heads = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal
+            )  # (B, h, T_q, d_head)
             if mask is not None:  # a fully masked row must give 0 on every backend
                 heads = heads.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
             weights = None
@@ -602,14 +633,19 @@ class SelfAttention(MultiHeadAttention):
 
     Shape:
         - x: ``(B, T, d_model)``; mask: boolean, ``True`` = may attend, e.g. ``(T, T)``
-          (with a :class:`KVCache` of ``P`` positions: ``(T, P + T)``)
+          (with a :class:`KVCache` of ``P`` positions: ``(T, P + T)``), or ``is_causal=True``
+          instead of a causal mask
         - output: ``(B, T, d_model)``
     """
 
     def forward(  # type: ignore[override]
-        self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        is_causal: bool = False,
     ) -> Tensor:
-        return super().forward(x, x, x, mask, cache=cache)[0]  # (B, T, d_model)
+        return super().forward(x, x, x, mask, cache=cache, is_causal=is_causal)[0]  # (B, T, d)
 
 
 class CrossAttention(MultiHeadAttention):

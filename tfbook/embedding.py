@@ -47,6 +47,10 @@ class TokenEmbedding(nn.Module):
         init_std: standard deviation of the normal initialisation; defaults to
             ``d_model ** -0.5``.
 
+    Attributes:
+        check_inputs: check the ids on every call (a model that checked its own inputs
+            switches it off).
+
     Shape:
         - Input: ``(B, T)`` integer ids (any shape of integers works: ``(*)``).
         - Output: ``(B, T, d_model)`` (in general ``(*, d_model)``), float32.
@@ -56,6 +60,8 @@ class TokenEmbedding(nn.Module):
         >>> emb(torch.tensor([[1, 2, 3]])).shape
         torch.Size([1, 3, 16])
     """
+
+    check_inputs = True
 
     def __init__(
         self,
@@ -112,7 +118,8 @@ class TokenEmbedding(nn.Module):
         Shape:
             ``(B, T)`` to ``(B, T, d_model)``.
         """
-        check.token_ids("ids", ids, self.vocab_size)
+        if self.check_inputs:
+            check.token_ids("ids", ids, self.vocab_size)
         x = self.embedding(ids)  # (B, T, d_model): one row of the matrix per id
         if self.scale:
             x = x * math.sqrt(self.d_model)

@@ -51,6 +51,10 @@ class PositionwiseFeedForward(nn.Module):
         dropout: probability of zeroing a hidden unit during training (after the
             activation, as ``torch.nn.TransformerEncoderLayer`` does); 0 disables it.
 
+    Attributes:
+        check_inputs: check ``x`` on every call (a model that checked its own inputs
+            switches it off).
+
     Shape:
         - Input: ``(..., d_model)``, typically ``(B, T, d_model)``.
         - Output: same shape as the input.
@@ -60,6 +64,8 @@ class PositionwiseFeedForward(nn.Module):
         >>> ffn(torch.zeros(2, 5, 16)).shape
         torch.Size([2, 5, 16])
     """
+
+    check_inputs = True
 
     def __init__(
         self,
@@ -94,7 +100,8 @@ class PositionwiseFeedForward(nn.Module):
             - x: ``(..., d_model)``
             - output: ``(..., d_model)``
         """
-        check.last_axis("x", x, self.d_model)
+        if self.check_inputs:
+            check.last_axis("x", x, self.d_model)
         h = self.activation(self.linear1(x))  # (..., d_ff): the expanded hidden layer
         return self.linear2(self.dropout(h))  # (..., d_model)
 

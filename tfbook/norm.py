@@ -21,10 +21,10 @@ Public API:
   parameter names (``weight``, ``bias``) as ``torch.nn.LayerNorm``.
 - :class:`FusedLayerNorm` ``(d_model, eps=1e-5)``: the same module computed by PyTorch's fused
   kernel (``F.layer_norm``), the fast path; :meth:`FusedLayerNorm.from_layer_norm` turns a
-  :class:`LayerNorm` into one that shares its parameters. The models of chapters 6 and 7 keep
-  the written-out :class:`LayerNorm`; :func:`tfbook.model.fuse_layer_norms` swaps this one in,
-  and the capstone (chapter 8) trains with it (in both of its models: the GPT and the
-  Korean-number reader).
+  :class:`LayerNorm` into one that shares its parameters. Chapter 5 teaches the written-out
+  :class:`LayerNorm`; the models of :mod:`tfbook.layers` and :mod:`tfbook.model` (chapters 6-8:
+  BERT, GPT, the encoder-decoder, the capstone's GPT and Korean-number reader) normalise with
+  this one, which computes the same function faster.
 - :class:`ResidualSublayer` ``(d_model, sublayer, norm_first=True, dropout=0.0, eps=1e-5)``:
   the wrapper chapter 6 builds its encoder and decoder layers from.
 """
@@ -56,6 +56,10 @@ class LayerNorm(nn.Module):
         eps: added to the variance before the square root, so a constant vector gives
             ``bias`` instead of a division by zero.
 
+    Attributes:
+        check_inputs: check ``x`` on every call (a model that checked its own inputs
+            switches it off).
+
     Shape:
         - Input: ``(..., d_model)``, typically ``(B, T, d_model)``.
         - Output: same shape as the input.
@@ -66,6 +70,8 @@ class LayerNorm(nn.Module):
         >>> [round(v, 4) for v in y[0].tolist()]
         [-1.3416, -0.4472, 0.4472, 1.3416]
     """
+
+    check_inputs = True
 
     def __init__(self, d_model: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -87,7 +93,8 @@ class LayerNorm(nn.Module):
             - x: ``(..., d_model)``
             - output: ``(..., d_model)``
         """
-        check.last_axis("x", x, self.d_model)
+        if self.check_inputs:
+            check.last_axis("x", x, self.d_model)
         mu = x.mean(dim=-1, keepdim=True)  # (..., 1): one mean per token
         var = x.var(dim=-1, unbiased=False, keepdim=True)  # (..., 1): biased, divides by d
         x_hat = (x - mu) / torch.sqrt(var + self.eps)  # (..., d_model)
@@ -108,9 +115,9 @@ class FusedLayerNorm(LayerNorm):
     up to float rounding (``tests/test_norm.py`` checks it); ``benchmarks/bench_capstone.py``
     times a training step of the capstone's GPT both ways.
 
-    Chapter 5 teaches :class:`LayerNorm`, whose ``forward`` is the formula, and the models of
-    chapters 6 and 7 normalise with it. :func:`tfbook.model.fuse_layer_norms` swaps every
-    :class:`LayerNorm` of a model for this class; the capstone's runs (chapter 8) train that way.
+    Chapter 5 teaches :class:`LayerNorm`, whose ``forward`` is the formula; the models of
+    chapters 6-8 normalise with this class (``ResidualSublayer(..., fused=True)``), and
+    :func:`tfbook.model.fuse_layer_norms` swaps it into any other model.
 
     Args:
         d_model: number of features normalised together (the last axis).
@@ -134,7 +141,8 @@ class FusedLayerNorm(LayerNorm):
             - x: ``(..., d_model)``
             - output: ``(..., d_model)``
         """
-        check.last_axis("x", x, self.d_model)
+        if self.check_inputs:
+            check.last_axis("x", x, self.d_model)
         # = weight * (x - mu) / sqrt(var + eps) + bias, mu and var over the last axis
         return F.layer_norm(x, (self.d_model,), self.weight, self.bias, self.eps)
 
@@ -150,6 +158,7 @@ class FusedLayerNorm(LayerNorm):
             raise TypeError(f"norm must be a tfbook.norm.LayerNorm, got {type(norm).__name__}")
         fused = cls(norm.d_model, eps=norm.eps)
         fused.weight, fused.bias = norm.weight, norm.bias  # the same Parameters, not copies
+        fused.check_inputs = norm.check_inputs
         return fused.train(norm.training)
 
 
@@ -173,6 +182,12 @@ class ResidualSublayer(nn.Module):
         dropout: probability of zeroing an entry of the sub-layer's output during training,
             before it is added to the residual stream.
         eps: the layer normalisation's epsilon.
+        fused: normalise with :class:`FusedLayerNorm` (PyTorch's one kernel, what the models of
+            chapter 6 on use) instead of the written-out :class:`LayerNorm` (the default).
+
+    Attributes:
+        check_inputs: check ``x`` and the sub-layer's output on every call (a model whose
+            layers are all its own switches it off).
 
     Shape:
         - Input: ``(B, T, d_model)`` (any leading axes work).
@@ -185,6 +200,8 @@ class ResidualSublayer(nn.Module):
         torch.Size([2, 5, 16])
     """
 
+    check_inputs = True
+
     def __init__(
         self,
         d_model: int,
@@ -192,6 +209,8 @@ class ResidualSublayer(nn.Module):
         norm_first: bool = True,
         dropout: float = 0.0,
         eps: float = 1e-5,
+        *,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = check.positive_int("d_model", d_model)
@@ -203,18 +222,10 @@ class ResidualSublayer(nn.Module):
         if not isinstance(norm_first, bool):
             raise TypeError(f"norm_first must be a bool, got {type(norm_first).__name__}")
         self.sublayer = sublayer
-        self.norm = LayerNorm(self.d_model, eps=eps)
+        norm = FusedLayerNorm if check.boolean("fused", fused) else LayerNorm
+        self.norm = norm(self.d_model, eps=eps)
         self.dropout = nn.Dropout(check.probability("dropout", dropout))
         self.norm_first = norm_first
-
-    def _run_sublayer(self, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-        out = self.sublayer(x, *args, **kwargs)
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"sublayer must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
-            )
-        return out
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Apply the sub-layer with its residual connection.
@@ -231,12 +242,23 @@ class ResidualSublayer(nn.Module):
             - x: ``(B, T, d_model)``
             - output: ``(B, T, d_model)``
         """
-        check.last_axis("x", x, self.d_model)
+        if self.check_inputs:
+            check.last_axis("x", x, self.d_model)
         if self.norm_first:
             # pre-LN: only the branch sees normalised vectors; the stream x is untouched
-            return x + self.dropout(self._run_sublayer(self.norm(x), args, kwargs))
+            return x + self.dropout(self._sublayer(self.norm(x), *args, **kwargs))
         # post-LN: add first, then normalise the sum (the stream itself is renormalised)
-        return self.norm(x + self.dropout(self._run_sublayer(x, args, kwargs)))
+        return self.norm(x + self.dropout(self._sublayer(x, *args, **kwargs)))
+
+    def _sublayer(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The sub-layer's output, checked to be shaped like ``x`` (unless inside a model)."""
+        out = self.sublayer(x, *args, **kwargs)
+        if self.check_inputs and (not isinstance(out, torch.Tensor) or out.shape != x.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"sublayer must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
+            )
+        return out
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, norm_first={self.norm_first}"

@@ -64,7 +64,7 @@ from torch import Tensor
 from tfbook import _validate as check
 from tfbook.data import MAX_KOREAN_NUMBER, Seq2SeqData, korean_number
 from tfbook.generate import greedy_translate
-from tfbook.model import EncoderDecoder, TransformerConfig, fuse_layer_norms
+from tfbook.model import EncoderDecoder, TransformerConfig
 from tfbook.objectives import lm_loss, teacher_forcing
 from tfbook.tokenizers import CharTokenizer
 from tfbook.training import History, TrainConfig, train
@@ -484,7 +484,7 @@ def run_numbers(
     out = _prepare_out_dir(out_dir, cfg)
     data, test_numbers, test_pairs = numbers_data(cfg)
     torch.manual_seed(cfg.seed)  # the initial weights
-    model = fuse_layer_norms(EncoderDecoder(numbers_model_config(cfg, data.vocab_size)))
+    model = EncoderDecoder(numbers_model_config(cfg, data.vocab_size))
 
     starts: list[float] = []  # perf_counter at the start of every step
     eval_seconds: list[float] = []
@@ -567,7 +567,7 @@ def load_numbers(folder: str | Path) -> tuple[EncoderDecoder, Seq2SeqData, Numbe
     try:
         cfg = NumbersConfig.from_dict(json.loads((folder / "config.json").read_text("utf-8")))
         data = Seq2SeqData([(format_source(1, cfg.source), korean_number(1))], *[_tokenizer()] * 2)
-        model = fuse_layer_norms(EncoderDecoder(numbers_model_config(cfg, data.vocab_size)))
+        model = EncoderDecoder(numbers_model_config(cfg, data.vocab_size))
         model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
         raise ValueError(

@@ -52,12 +52,23 @@ def _inverse_frequencies(d_model: int, base: float) -> Tensor:
     return base ** (-two_i / d_model)
 
 
-def _check_sequence_input(x: object, d_model: int) -> Tensor:
+def _check_sequence_input(x: object, d_model: int, start: object = 0) -> None:
     ok = isinstance(x, Tensor) and x.dim() == 3 and x.shape[-1] == d_model
     check.shape("x", x, f"(B, T, d_model={d_model})", ok)
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    return x
+    check.nonneg_int("start", start)
+
+
+def _check_rows_exist(max_len: int, start: int, seq_len: int) -> None:
+    if start + seq_len > max_len:
+        where = f"sequence length {seq_len}" if start == 0 else f"start + T = {start + seq_len}"
+        raise ValueError(
+            f"LearnedPositionalEmbedding: {where} exceeds max_len={max_len}; the table has "
+            f"rows for positions 0..{max_len - 1} only (no row for position {max_len}). "
+            "Truncate the input or use an encoding defined for every position (sinusoidal, "
+            "rotary)."
+        )
 
 
 def sinusoidal_encoding(
@@ -108,7 +119,9 @@ class SinusoidalPositionalEncoding(nn.Module):
     """Adds the fixed sinusoidal encoding to a batch of token vectors.
 
     Nothing is learned. A table of ``cache_len`` rows is kept as a (non-saved) buffer; longer
-    inputs get a freshly computed table, so any sequence length works.
+    inputs get a freshly computed table, so any sequence length works. ``start`` shifts the
+    positions: a decoder that has already read ``start`` tokens (chapter 7) adds the rows
+    ``start .. start + T - 1``.
 
     Args:
         d_model: width of the token vectors; must be even.
@@ -116,15 +129,21 @@ class SinusoidalPositionalEncoding(nn.Module):
         dropout: dropout probability applied after the addition (0.1 in the paper).
         cache_len: number of positions precomputed at construction.
 
+    Attributes:
+        check_inputs: check ``x`` and ``start`` on every call (a model that checked its own
+            inputs switches it off, see :func:`tfbook._validate.skip_inner_checks`).
+
     Shape:
-        - Input: ``(B, T, d_model)``, floating point.
-        - Output: ``(B, T, d_model)``, same dtype: ``x + PE[:T]``.
+        - Input: ``(B, T, d_model)``, floating point; ``start``: an int >= 0 (default 0).
+        - Output: ``(B, T, d_model)``, same dtype: ``x + PE[start : start + T]``.
 
     Example:
         >>> pe = SinusoidalPositionalEncoding(d_model=8)
         >>> tuple(pe(torch.zeros(2, 5, 8)).shape)
         (2, 5, 8)
     """
+
+    check_inputs = True
 
     def __init__(
         self, d_model: int, base: float = 10000.0, dropout: float = 0.0, cache_len: int = 512
@@ -138,22 +157,24 @@ class SinusoidalPositionalEncoding(nn.Module):
             "pe", sinusoidal_encoding(cache_len, d_model, self.base), persistent=False
         )
 
-    def encoding(self, seq_len: int) -> Tensor:
-        """The first ``seq_len`` rows of the table, shape ``(T, d_model)``, float32."""
-        if seq_len <= self.pe.shape[0]:
-            return self.pe[:seq_len]
-        return sinusoidal_encoding(seq_len, self.d_model, self.base).to(self.pe.device)
+    def encoding(self, seq_len: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The first ``seq_len`` rows of the table, shape ``(T, d_model)``, in ``dtype``.
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Return ``dropout(x + PE[:T])``; see the class docstring for shapes."""
-        x = _check_sequence_input(x, self.d_model)
-        seq_len = x.shape[1]
-        if x.dtype == torch.float64:  # the cached table is float32: recompute at full precision
+        float64 rows are computed afresh at full precision (the cached table is float32).
+        """
+        if dtype == torch.float64:
             pe = sinusoidal_encoding(seq_len, self.d_model, self.base, dtype=torch.float64)
-            pe = pe.to(x.device)
-        else:
-            pe = self.encoding(seq_len).to(x.dtype)  # (T, d_model), broadcast over the batch
-        return self.dropout(x + pe[None, :, :])
+            return pe.to(self.pe.device)
+        if seq_len <= self.pe.shape[0]:
+            return self.pe[:seq_len].to(dtype)
+        return sinusoidal_encoding(seq_len, self.d_model, self.base).to(self.pe.device, dtype)
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        """Return ``dropout(x + PE[start : start + T])``; see the class docstring for shapes."""
+        if self.check_inputs:
+            _check_sequence_input(x, self.d_model, start)
+        pe = self.encoding(start + x.shape[1], x.dtype)[start:]  # (T, d_model): rows start, ...
+        return self.dropout(x + pe.to(x.device)[None, :, :])  # (B, T, d_model)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, base={self.base:g}"
@@ -170,12 +191,15 @@ class LearnedPositionalEmbedding(nn.Module):
         d_model: width of the token vectors.
 
     Shape:
-        - Input: ``(B, T, d_model)`` with ``T <= max_len``, floating point.
-        - Output: ``(B, T, d_model)``: ``x + table[0:T]``.
+        - Input: ``(B, T, d_model)``, floating point; ``start``: the first position (default
+          0), with ``start + T <= max_len``.
+        - Output: ``(B, T, d_model)``: ``x + table[start : start + T]``.
 
     Attributes:
         table: the ``nn.Embedding(max_len, d_model)`` holding the position vectors
             (initialised like ``nn.Embedding``, from a standard normal).
+        check_inputs: check ``x`` and ``start`` on every call (a model that checked its own
+            inputs switches it off).
 
     Example:
         >>> pos = LearnedPositionalEmbedding(max_len=12, d_model=16)
@@ -183,24 +207,20 @@ class LearnedPositionalEmbedding(nn.Module):
         (1, 5, 16)
     """
 
+    check_inputs = True
+
     def __init__(self, max_len: int, d_model: int) -> None:
         super().__init__()
         self.max_len = check.positive_int("max_len", max_len)
         self.d_model = check.positive_int("d_model", d_model)
         self.table = nn.Embedding(max_len, d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Return ``x + table[0:T]``; see the class docstring for shapes."""
-        x = _check_sequence_input(x, self.d_model)
-        seq_len = x.shape[1]
-        if seq_len > self.max_len:
-            raise ValueError(
-                f"LearnedPositionalEmbedding: sequence length {seq_len} exceeds max_len="
-                f"{self.max_len}; the table has rows for positions 0..{self.max_len - 1} only "
-                f"(no row for position {self.max_len}). Truncate the input or use an encoding "
-                "defined for every position (sinusoidal, rotary)."
-            )
-        positions = torch.arange(seq_len, device=x.device)  # (T,)
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        """Return ``x + table[start : start + T]``; see the class docstring for shapes."""
+        if self.check_inputs:
+            _check_sequence_input(x, self.d_model, start)
+            _check_rows_exist(self.max_len, start, x.shape[1])
+        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
         return x + self.table(positions).to(x.dtype)[None, :, :]  # (B, T, d_model)
 
     def extra_repr(self) -> str:

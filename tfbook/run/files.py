@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from tfbook import _validate as check
-from tfbook.model import GPT, fuse_layer_norms
+from tfbook.model import GPT
 from tfbook.run.config import (
     BOOK_RUNS,
     CHECKPOINT,
@@ -238,7 +238,7 @@ def load_model(path: str | Path, map_location: Any = "cpu") -> tuple[GPT, Tokeni
 def model_for(weights: dict[str, Tensor], cfg: GPTRunConfig, tokenizer: Tokenizer) -> GPT:
     """The run's GPT holding ``weights``, on the device ``map_location`` put them on."""
     with torch.device(next(iter(weights.values())).device):  # built there: ties kept
-        model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
+        model = GPT(cfg.model_config(tokenizer.vocab_size))
     model.load_state_dict(weights)
     return model
 

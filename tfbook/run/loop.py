@@ -30,7 +30,7 @@ from tfbook import _validate as check
 from tfbook.corpus import CorpusError, corpus_folder, split_by_play
 from tfbook.data import lm_batches
 from tfbook.generate import sample_next
-from tfbook.model import GPT, count_parameters, fuse_layer_norms
+from tfbook.model import GPT, count_parameters
 from tfbook.objectives import lm_loss
 from tfbook.run.config import (
     CHECKPOINT,
@@ -369,7 +369,7 @@ def _run(
     torch.manual_seed(cfg.seed)
     # chapter 6's GPT with the fused LayerNorm kernel (the same function, faster), initialised
     # on the CPU: the same weights on every device
-    model = fuse_layer_norms(GPT(cfg.model_config(tokenizer.vocab_size)))
+    model = GPT(cfg.model_config(tokenizer.vocab_size))
     if ctx.device.type != "cpu":  # copied into a model built there (.to() can untie the head)
         moved = {name: w.to(ctx.device) for name, w in model.state_dict().items()}
         model = model_for(moved, cfg, tokenizer)
