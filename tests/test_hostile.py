@@ -1013,3 +1013,20 @@ def test_judge_proxies_allow_calls_and_public_data_only():
         with pytest.raises(PermissionError):
             attempt()
     assert not policy.exportable(print) and not policy.exportable(os)
+
+
+def test_the_judge_hands_out_no_object_of_the_check_engine_but_a_frozen_layer():
+    # The engine is split over several modules; a case, an outcome or a question from any of
+    # them would give a submission the references. Only a Frozen wrapper may cross.
+    from torch import nn
+
+    from tfbook.exercises import load
+    from tfbook.exercises._run import Case, Frozen, Outcome
+    from tfbook_tools.judge import CaseObjects, Limits
+
+    policy = CaseObjects(Limits(10, 1024))
+    question = load("ch01").questions[0]
+    engine_objects = [question, Case("a case", args=(1,)), Outcome("returned", value=1)]
+    for obj in engine_objects:
+        assert not policy.exportable(obj), type(obj)
+    assert policy.exportable(Frozen("a layer", nn.Linear(2, 2)))

@@ -35,6 +35,7 @@ from torch import nn
 
 from tfbook.exercises import load
 from tfbook.exercises._engine import OUTCOME_KINDS, Outcome, Question, Result
+from tfbook.exercises._run import Frozen
 from tfbook_tools.wire import RemoteObject, Session, WireError, encode, remote_class
 from tfbook_tools.wire import send as wire_send
 
@@ -43,6 +44,10 @@ __all__ = ["judge_main", "Limits"]
 MAX_SESSIONS = 300
 MAX_CALLS = 20_000
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.<>\[\]-]")
+
+# The check engine's own modules: none of their objects is handed to a submission.
+_ENGINE_PARTS = ("_engine", "_run", "_compare", "_watch", "_drivers", "_display")
+_ENGINE_MODULES = frozenset(f"tfbook.exercises.{m}" for m in _ENGINE_PARTS)
 
 
 class Limits:
@@ -136,8 +141,8 @@ class CaseObjects:
     def exportable(self, obj: Any) -> bool:
         if isinstance(obj, (type, type(os), RemoteObject)) or inspect.isroutine(obj):
             return False
-        if type(obj).__module__ == "tfbook.exercises._engine":  # questions, results, mistakes
-            return False
+        if type(obj).__module__ in _ENGINE_MODULES and not isinstance(obj, Frozen):
+            return False  # questions, cases, outcomes, results, mistakes (a Frozen layer is fine)
         return isinstance(obj, nn.Module) or _trusted_module(type(obj).__module__)
 
     def _owner(self, obj: Any, name: str) -> tuple[Any, type | None]:
