@@ -58,6 +58,9 @@ _ARROW = "#333333"
 _RESIDUAL = "#000000"
 _MONO = "DejaVu Sans Mono"  # shapes: ASCII only, so matplotlib's own monospace font is enough
 _FADED = 0.25  # alpha of the blocks a highlighted map leaves in the background
+#: every schematic is this wide (inches): at 100 dpi about the book's text column, so the
+#: browser shows it close to its own size and a 10 pt label stays about 13 px high
+_BOOK_WIDTH = 6.7
 
 
 # ------------------------------------------------------------------------------ sizes
@@ -132,24 +135,51 @@ def _block(ax, x, y, w, h, kind, title, korean=None, chapter=None, alpha=1.0, si
         )
     )
     if korean:
-        ax.text(
-            x, y + h * 0.17, title, ha="center", va="center", fontsize=size, alpha=alpha, zorder=4
+        _fit(
+            ax.text(
+                x,
+                y + h * 0.17,
+                title,
+                ha="center",
+                va="center",
+                fontsize=size,
+                alpha=alpha,
+                zorder=4,
+            ),
+            w,
         )
-        ax.text(
-            x,
-            y - h * 0.22,
-            korean,
-            ha="center",
-            va="center",
-            fontsize=size - 1.5,
-            color="#444444",
-            alpha=alpha,
-            zorder=4,
+        _fit(
+            ax.text(
+                x,
+                y - h * 0.22,
+                korean,
+                ha="center",
+                va="center",
+                fontsize=size - 1.5,
+                color="#444444",
+                alpha=alpha,
+                zorder=4,
+            ),
+            w,
         )
     else:
-        ax.text(x, y, title, ha="center", va="center", fontsize=size, alpha=alpha, zorder=4)
+        _fit(
+            ax.text(x, y, title, ha="center", va="center", fontsize=size, alpha=alpha, zorder=4), w
+        )
     if chapter is not None:
         _tag(ax, x + w / 2 - 0.05, y + h / 2, chapter, alpha)
+
+
+def _fit(text, width: float, smallest: float = 7.5) -> None:
+    """Shrink ``text`` (half a point at a time) until it fits ``width`` data units, padding
+    included; a label never overflows its block, whatever the configuration writes in it."""
+    ax = text.axes
+    renderer = ax.figure.canvas.get_renderer()
+    room = (ax.transData.transform((width, 0)) - ax.transData.transform((0, 0)))[0] * 0.92
+    size = text.get_fontsize()
+    while text.get_window_extent(renderer).width > room and size > smallest:
+        size -= 0.5
+        text.set_fontsize(size)
 
 
 def _tag(ax, x, y, chapter, alpha=1.0):
@@ -203,7 +233,7 @@ def _tensor(ax, x, y, name, symbols, numbers=None, size=9.0, ha="center"):
     ax.text(x, y, name, ha=ha, va="bottom", fontsize=size, zorder=5)
     ax.text(
         x,
-        y - 0.05,
+        y - 0.1,
         symbols,
         ha=ha,
         va="top",
@@ -213,15 +243,15 @@ def _tensor(ax, x, y, name, symbols, numbers=None, size=9.0, ha="center"):
         zorder=5,
     )
     if numbers:
-        ax.text(x, y - 0.42, numbers, ha=ha, va="top", fontsize=size - 0.5, family=_MONO, zorder=5)
+        ax.text(x, y - 0.62, numbers, ha=ha, va="top", fontsize=size - 0.5, family=_MONO, zorder=5)
 
 
-def _matrix(ax, x, y, w, h, colors, edge="#333333", hatch=None, lw=1.0):
+def _matrix(ax, x, y, w, h, colors, edge="#333333", lw=1.0):
     """A matrix drawn as ``len(colors)`` vertical stripes, lower-left corner at ``(x, y)``."""
     n = len(colors)
     for i, c in enumerate(colors):
         ax.add_patch(Rectangle((x + i * w / n, y), w / n, h, fc=c, ec="white", lw=0.6, zorder=3))
-    ax.add_patch(Rectangle((x, y), w, h, fc="none", ec=edge, lw=lw, hatch=hatch, zorder=4))
+    ax.add_patch(Rectangle((x, y), w, h, fc="none", ec=edge, lw=lw, zorder=4))
 
 
 # --------------------------------------------------------------------- the sub-layer unit
@@ -241,11 +271,6 @@ def _sublayer_centre(y0: float, norm_first: bool, lead: float = _LEAD) -> float:
     return y0 + lead + (_NORM_H + _GAP if norm_first else 0.0) + _SUB_H / 2
 
 
-def _fits(title: str) -> float:
-    """Font size for a block title: a smaller one for the longest names."""
-    return 10.0 if len(title) <= 26 else 9.0
-
-
 def _unit(ax, xc, y0, side, block, norm_first, alpha_of, lead=_LEAD, width=_W):
     """One residual sub-layer, the stream arriving at ``(xc, y0)``; returns where it leaves.
 
@@ -262,7 +287,7 @@ def _unit(ax, xc, y0, side, block, norm_first, alpha_of, lead=_LEAD, width=_W):
     if not norm_first:  # post-LN: Sublayer, then Add & Norm
         yn = ys + _SUB_H / 2 + _GAP + _NORM_H / 2
         _arrow(ax, (xc, y0), (xc, ys - _SUB_H / 2), alpha=a_sub)
-        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub, _fits(title))
+        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub)
         _arrow(ax, (xc, ys + _SUB_H / 2), (xc, yn - _NORM_H / 2), alpha=a_norm)
         _block(ax, xc, yn, width, _NORM_H, "norm", "Add & Norm", None, norm_tag, a_norm, size=9.5)
         join = (xc + side * width / 2, yn)
@@ -273,7 +298,7 @@ def _unit(ax, xc, y0, side, block, norm_first, alpha_of, lead=_LEAD, width=_W):
         _arrow(ax, (xc, y0), (xc, yn - _NORM_H / 2), alpha=a_norm)
         _block(ax, xc, yn, width, _NORM_H, "norm", "LayerNorm", None, norm_tag, a_norm, size=9.5)
         _arrow(ax, (xc, yn + _NORM_H / 2), (xc, ys - _SUB_H / 2), alpha=a_sub)
-        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub, _fits(title))
+        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub)
         _arrow(ax, (xc, ys + _SUB_H / 2), (xc, ya - 0.17), alpha=a_sub)
         _plus(ax, xc, ya, alpha=a_norm)
         join = (xc + side * 0.17, ya)
@@ -300,8 +325,8 @@ _ENCODER_UNITS = [
     ("ffn", "Feed-forward", "피드 포워드 신경망", 5),
 ]
 _DECODER_UNITS = [
-    ("attention", "Masked multi-head self-attention", "마스크드 셀프 어텐션", 4),
-    ("cross", "Cross-attention", "크로스 어텐션 (인코더-디코더 어텐션)", 6),
+    ("attention", "Masked self-attention", "마스크드 셀프 어텐션", 4),
+    ("cross", "Cross-attention", "크로스 어텐션", 6),
     ("ffn", "Feed-forward", "피드 포워드 신경망", 5),
 ]
 
@@ -324,7 +349,7 @@ def transformer_map(
         highlight: a chapter (or several) whose blocks stay in full colour; the others fade.
 
     Returns:
-        The figure, 7.7 inches wide.
+        The figure, 6.7 inches wide (the book's text column at 100 dpi).
 
     Example:
         >>> from tfbook.model import TransformerConfig
@@ -340,7 +365,7 @@ def transformer_map(
     y_frame = 2.75
     final = 0.95 if s.final_norm else 0.0
     height = y_frame + 3 * _unit_height(s.norm_first) + 0.2 + final + 3.5
-    fig, ax = _canvas(width, height, 0.64)
+    fig, ax = _canvas(width, height, _BOOK_WIDTH / width)
 
     ax.text(
         width / 2,
@@ -516,7 +541,7 @@ def multi_head_split(cfg: object | None = None) -> Figure:
             :class:`tfbook.attention.MultiHeadAttention`); ``None`` is the paper's 512 and 8.
 
     Returns:
-        The figure, 8 inches wide.
+        The figure, 6.7 inches wide.
 
     Example:
         >>> from types import SimpleNamespace
@@ -525,7 +550,7 @@ def multi_head_split(cfg: object | None = None) -> Figure:
         True
     """
     s = _sizes(SimpleNamespace(d_model=512, n_heads=8) if cfg is None else cfg)
-    fig, ax = _canvas(16.0, 10.4, 0.5)
+    fig, ax = _canvas(16.0, 10.4, _BOOK_WIDTH / 16.0)
     colors = _head_colors(s.n_heads)
     grey = ["#DDDDDD"]
     full = _shape("B", "T", "d_model"), _shape("B", "T", s.d_model)
@@ -550,53 +575,49 @@ def multi_head_split(cfg: object | None = None) -> Figure:
     )
 
     # top row, left to right: X -> Q -> h heads -> attention
-    y_top, mh = 6.2, 2.2
+    y_top, mh = 6.0, 2.2
     _matrix(ax, 0.7, y_top, 1.3, mh, grey)
-    _tensor(ax, 1.35, y_top - 0.3, "X", *full)
+    _tensor(ax, 1.35, y_top - 0.45, "X", *full)
     _arrow(ax, (2.2, y_top + mh / 2), (3.6, y_top + mh / 2))
     ax.text(2.9, y_top + mh / 2 + 0.15, r"$\times W^Q$", ha="center", va="bottom", fontsize=10)
     _matrix(ax, 3.8, y_top, 1.3, mh, colors)
-    _tensor(ax, 4.45, y_top - 0.3, "Q (and K, V)", *full)
+    _tensor(ax, 4.45, y_top - 0.45, "Q (and K, V)", *full)
     _arrow(ax, (5.3, y_top + mh / 2), (7.0, y_top + mh / 2))
     ax.text(6.15, y_top + mh / 2 + 0.15, "view,\ntranspose", ha="center", va="bottom", fontsize=9)
     _cards(ax, 7.2, y_top, 0.75, mh, colors)
-    _tensor(ax, 8.1, y_top - 0.3, f"h = {s.n_heads} heads", *heads)
+    _tensor(ax, 8.1, y_top - 0.45, f"h = {s.n_heads} heads", *heads)
     _arrow(ax, (9.4, y_top + mh / 2), (10.6, y_top + mh / 2))
-    _block(
-        ax,
-        13.1,
-        y_top + mh / 2,
-        4.6,
-        1.9,
-        "attention",
-        "Attention in every head",
-        "헤드마다 따로",
-        size=10.5,
-    )
-    ax.text(
-        13.1,
-        y_top + mh / 2 - 0.05,
-        r"$\mathrm{softmax}(Q_i K_i^{\top} / \sqrt{d_{head}})\, V_i$",
-        ha="center",
-        va="center",
-        fontsize=10,
-        zorder=5,
-    )
+    _block(ax, 13.1, y_top + mh / 2, 5.0, 2.6, "attention", "", None)
+    for dy, text, size, color in (
+        (0.75, "Attention in every head", 10.5, "black"),
+        (0.0, r"$\mathrm{softmax}(Q_i K_i^{\top} / \sqrt{d_{head}})\, V_i$", 10.5, "black"),
+        (-0.8, "헤드마다 따로", 9.0, "#444444"),
+    ):
+        ax.text(
+            13.1,
+            y_top + mh / 2 + dy,
+            text,
+            ha="center",
+            va="center",
+            fontsize=size,
+            color=color,
+            zorder=5,
+        )
 
     # bottom row, right to left: heads out -> concat -> W^O -> output
     y_bot = 1.4
-    _arrow(ax, (13.1, y_top + mh / 2 - 0.95), (13.1, y_bot + mh + 1.35))
+    _arrow(ax, (13.1, y_top + mh / 2 - 1.3), (13.1, y_bot + mh + 1.35))
     _cards(ax, 12.3, y_bot, 0.75, mh, colors)
-    _tensor(ax, 13.2, y_bot - 0.3, "one output per head", *heads)
+    _tensor(ax, 13.2, y_bot - 0.45, "one output per head", *heads)
     _arrow(ax, (11.9, y_bot + mh / 2), (10.3, y_bot + mh / 2))
     ax.text(11.1, y_bot + mh / 2 + 0.15, "transpose,\nconcat", ha="center", va="bottom", fontsize=9)
     _matrix(ax, 8.8, y_bot, 1.3, mh, colors)
-    _tensor(ax, 9.45, y_bot - 0.3, "concatenated", *full)
+    _tensor(ax, 9.45, y_bot - 0.45, "concatenated", *full)
     _arrow(ax, (8.6, y_bot + mh / 2), (7.4, y_bot + mh / 2))
     _block(ax, 6.3, y_bot + mh / 2, 1.9, 1.0, "attention", r"$\times W^O$", None, size=11)
     _arrow(ax, (5.25, y_bot + mh / 2), (4.1, y_bot + mh / 2))
     _matrix(ax, 2.6, y_bot, 1.3, mh, grey)
-    _tensor(ax, 3.25, y_bot - 0.3, "output", *full)
+    _tensor(ax, 3.25, y_bot - 0.45, "output", *full)
     return fig
 
 
@@ -613,30 +634,30 @@ def residual_wiring() -> Figure:
     residual paths.
 
     Returns:
-        The figure, 7.7 inches wide.
+        The figure, 6.7 inches wide (the book's text column at 100 dpi).
     """
     units = [
         ("attention", "Self-attention", "셀프 어텐션", None),
         ("ffn", "Feed-forward", "피드 포워드 신경망", None),
     ]
     height = 1.2 + 2 * _unit_height(True) + 1.3 + 1.9
-    fig, ax = _canvas(14.0, height, 0.55)
+    fig, ax = _canvas(14.0, height, _BOOK_WIDTH / 14.0)
     panels = [
         (
             False,
             "Post-LN (the paper, BERT)",
             r"$x \leftarrow \mathrm{LayerNorm}(x + \mathrm{Sublayer}(x))$",
-            "every path from input to\noutput crosses a LayerNorm",
+            "every path from\ninput to output\ncrosses a LayerNorm",
         ),
         (
             True,
             "Pre-LN (GPT-2 and later)",
             r"$x \leftarrow x + \mathrm{Sublayer}(\mathrm{LayerNorm}(x))$",
-            "the residual stream:\nadditions only, from\ninput to output",
+            "the residual stream:\nadditions only,\nfrom input to output",
         ),
     ]
     for i, (norm_first, title, formula, note) in enumerate(panels):
-        xc = 2.6 + 7.0 * i
+        xc = 2.3 + 6.5 * i
         ax.text(xc + 0.9, height - 0.2, title, ha="center", va="top", fontsize=11.5)
         ax.text(xc + 0.9, height - 0.85, formula, ha="center", va="top", fontsize=10)
         ax.text(xc, 0.3, "x  (B, T, d_model)", ha="center", va="center", fontsize=9)
@@ -666,7 +687,7 @@ def residual_wiring() -> Figure:
             note,
             ha="left",
             va="center",
-            fontsize=9,
+            fontsize=8.5,
             color="#222222",
         )
     return fig
@@ -691,12 +712,12 @@ def cross_attention_flow(
         target_len: ``T_q``, the number of target tokens drawn.
 
     Returns:
-        The figure, 8 inches wide.
+        The figure, 6.7 inches wide.
     """
     s = _sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
     t_k = check.int_in("source_len", source_len, 1, 24)
     t_q = check.int_in("target_len", target_len, 1, 24)
-    fig, ax = _canvas(16.0, 10.6, 0.5)
+    fig, ax = _canvas(16.0, 10.6, _BOOK_WIDTH / 16.0)
     ax.text(
         8.0,
         10.4,
@@ -716,8 +737,8 @@ def cross_attention_flow(
     )
 
     # encoder column (left) and decoder column (right)
-    xe, xd = 2.0, 14.0
-    ax.text(xe, 0.35, f"source: T_k = {t_k} tokens", ha="center", va="center", fontsize=9)
+    xe, xd = 2.0, 13.9
+    ax.text(xe, 0.35, f"source: T_k = {t_k}", ha="center", va="center", fontsize=9)
     _arrow(ax, (xe, 0.6), (xe, 1.1))
     _block(ax, xe, 2.2, 3.2, 2.2, "tensor", f"Encoder\nN = {s.n_layers} ×", "인코더", size=10.5)
     _arrow(ax, (xe, 3.3), (xe, 4.2))
@@ -729,7 +750,7 @@ def cross_attention_flow(
         _shape("B", "T_k", "d_model"),
         _shape("B", t_k, s.d_model),
     )
-    ax.text(xd, 0.35, f"target, shifted right: T_q = {t_q}", ha="center", va="center", fontsize=9)
+    ax.text(xd, 0.35, f"target: T_q = {t_q}", ha="center", va="center", fontsize=9)
     _arrow(ax, (xd, 0.6), (xd, 1.1))
     _block(ax, xd, 1.75, 3.4, 1.1, "attention", "Masked self-attention", "+ Add & Norm", size=10)
     _arrow(ax, (xd, 2.3), (xd, 4.2))
@@ -757,7 +778,7 @@ def cross_attention_flow(
             f"{symbols} = {numbers}",
             ha="left",
             va="center",
-            fontsize=8.5,
+            fontsize=8,
             family=_MONO,
             zorder=5,
         )
@@ -771,8 +792,8 @@ def cross_attention_flow(
         zorder=5,
     )
     # the weights of one head: every target row sees every source column
-    cell = min(2.2 / t_q, 1.3 / t_k, 0.2)
-    gx, gy = 10.75 - t_k * cell / 2, 7.1 - t_q * cell / 2
+    cell = min(1.9 / t_q, 1.1 / t_k, 0.2)
+    gx, gy = 10.95 - t_k * cell / 2, 7.2 - t_q * cell / 2
     for r in range(t_q):
         for c in range(t_k):
             ax.add_patch(
@@ -788,7 +809,7 @@ def cross_attention_flow(
                 )
             )
     ax.text(
-        10.75,
+        10.95,
         gy - 0.1,
         f"T_q × T_k\n= {t_q} × {t_k}",
         ha="center",
@@ -837,7 +858,7 @@ def kv_cache_growth(
         batch: ``B`` written in the shapes.
 
     Returns:
-        The figure, 8 inches wide.
+        The figure, 6.7 inches wide.
     """
     s = _sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
     prompt_len = check.int_in("prompt_len", prompt_len, 1, 8)
@@ -846,7 +867,7 @@ def kv_cache_growth(
     panels = 1 + new_tokens
     panel_w = max(4.0, 0.45 * (prompt_len + new_tokens) + 1.4)
     width = panels * panel_w
-    fig, ax = _canvas(width, 8.4, 8.0 / width)
+    fig, ax = _canvas(width, 8.4, _BOOK_WIDTH / width)
     edge_k, fill_k = BLOCK_COLORS["attention"]
     edge_v, fill_v = BLOCK_COLORS["cross"]
     ax.text(
@@ -862,7 +883,7 @@ def kv_cache_growth(
         t = prompt_len + p
         fresh = range(prompt_len) if p == 0 else range(t - 1, t)
         x0 = p * panel_w + 0.9
-        head = f"prompt: {prompt_len} tokens at once" if p == 0 else f"step {p}: 1 new token"
+        head = f"prompt: {prompt_len} tokens" if p == 0 else f"step {p}: +1 token"
         ax.text(p * panel_w + panel_w / 2, 7.4, head, ha="center", va="center", fontsize=9.5)
         for name, y, edge, fill in (("K", 4.1, edge_k, fill_k), ("V", 1.9, edge_v, fill_v)):
             for j in range(t):
