@@ -687,7 +687,7 @@ def residual_wiring() -> Figure:
             note,
             ha="left",
             va="center",
-            fontsize=8.5,
+            fontsize=9.5,
             color="#222222",
         )
     return fig
