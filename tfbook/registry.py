@@ -16,6 +16,7 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook._validate": 0,
     "tfbook.registry": 0,
     "tfbook.plotting": 0,
+    "tfbook.diagrams": 0,
     "tfbook.exercises": 0,
     "tfbook.rnn": 1,
     "tfbook.tokenizers": 2,

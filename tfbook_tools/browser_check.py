@@ -7,6 +7,8 @@ request to another host aborted, and fails when
 - a page with math has formulas that MathJax did not typeset,
 - a web font fails to load (e.g. the bundled Hangul font, without which Korean shows as boxes),
 - an image fails to load,
+- a figure's image (a plot or schematic with a caption) has no alt text at all (docutils
+  writes the file name when a cell gives none: those are counted, not failed),
 - a widget area is empty (a widget view whose manager could not render it),
 - the page raises a JavaScript error,
 - a chapter page has no working link to its student edition,
@@ -53,6 +55,11 @@ _COUNT_JS = """
   const raw = maths.filter(el => !typeset.includes(el)).map(el => el.textContent.slice(0, 60));
   const imgs = Array.from(document.querySelectorAll('article img, main img'));
   const broken = imgs.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
+  const figureImgs = Array.from(document.querySelectorAll('article figure img, main figure img'));
+  const noAlt = figureImgs.filter(img => !(img.getAttribute('alt') || '').trim())
+      .map(img => img.src);
+  const fileNameAlt = figureImgs.filter(
+      img => /[.](png|jpe?g|svg|gif)$/i.test((img.getAttribute('alt') || '').trim())).length;
   const views = Array.from(document.querySelectorAll(
       'script[type="application/vnd.jupyter.widget-view+json"]'));
   const emptyWidgets = views.filter(s => {
@@ -65,7 +72,8 @@ _COUNT_JS = """
       .map(f => f.family);
   return {badFonts: Array.from(new Set(badFonts)), maths: maths.length,
           typeset: typeset.length, raw: raw.slice(0, 3),
-          images: imgs.length, broken: broken, widgets: views.length, emptyWidgets: emptyWidgets};
+          images: imgs.length, broken: broken, widgets: views.length, emptyWidgets: emptyWidgets,
+          figures: figureImgs.length, noAlt: noAlt, fileNameAlt: fileNameAlt};
 }
 """
 
@@ -78,6 +86,8 @@ class PageReport:
     maths: int = 0
     typeset: int = 0
     images: int = 0
+    figures: int = 0
+    described: int = 0
     widgets: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -187,6 +197,8 @@ def check_pages(
                 counts = page.evaluate(_COUNT_JS)
                 report.maths, report.typeset = counts["maths"], counts["typeset"]
                 report.images, report.widgets = counts["images"], counts["widgets"]
+                report.figures = counts["figures"]
+                report.described = counts["figures"] - counts["fileNameAlt"] - len(counts["noAlt"])
                 if counts["maths"] > counts["typeset"]:
                     report.problems.append(
                         f"{counts['maths'] - counts['typeset']} formula(s) not typeset, "
@@ -194,6 +206,8 @@ def check_pages(
                     )
                 if counts["broken"]:
                     report.problems.append(f"images failed to load: {counts['broken'][:3]}")
+                if counts["noAlt"]:
+                    report.problems.append(f"figure images without alt text: {counts['noAlt'][:3]}")
                 if counts["badFonts"]:
                     report.problems.append(f"web fonts failed to load: {counts['badFonts']}")
                 if counts["emptyWidgets"]:
@@ -281,9 +295,13 @@ def run(
             print(f"    - {problem}")
     total_math = sum(r.maths for r in reports)
     total_img = sum(r.images for r in reports if not r.page.startswith("search"))
+    total_fig = sum(r.figures for r in reports)
+    described = sum(r.described for r in reports)
     print(
         f"browser-test: {len(reports) - 1} pages + search, {total_math} formulas, "
-        f"{total_img} images; screenshots in {screenshots}"
+        f"{total_img} images ({total_fig} in captioned figures, {described} of them with written "
+        f"alt text); "
+        f"screenshots in {screenshots}"
     )
     if failed:
         print(f"browser-test: {failed} page(s) FAILED")
