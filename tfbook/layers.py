@@ -22,7 +22,7 @@ where PyTorch's fused kernel cannot do without it
 (:meth:`tfbook.attention.MultiHeadAttention.forward`).
 
 Checked once, at the boundary: a part used on its own checks its inputs in its ``forward``
-(``if self.check_inputs:``, the checks in :mod:`tfbook._model_checks`) and the layers it built
+(``if self.check_inputs:``, the checks in ``tfbook._model_checks``) and the layers it built
 trust it; inside a model it does not look again.
 """
 
@@ -81,9 +81,10 @@ class TransformerConfig:
         norm_first: pre-LN (``True``, GPT-2) or post-LN (``False``, the paper and BERT).
         positional: ``"sinusoidal"`` (paper) or ``"learned"`` (BERT, GPT-2).
         tie_weights: the output head reuses the input embedding matrix (for
-            :class:`EncoderDecoder` the source and target embeddings are shared as well).
+            :class:`~tfbook.model.EncoderDecoder` the source and target embeddings are
+            shared as well).
         eps: every LayerNorm's epsilon (``1e-12`` in BERT).
-        pad_id: the padding token; :class:`EncoderDecoder` masks it in the source.
+        pad_id: the padding token; :class:`~tfbook.model.EncoderDecoder` masks it in the source.
         n_token_types: rows of BERT's segment ("token type") table; 0 = no such table.
         embed_norm: a LayerNorm right after the embeddings (BERT).
         scale_embeddings: multiply token vectors by ``sqrt(d_model)`` (the paper, section 3.4);
@@ -216,7 +217,7 @@ class EncoderLayer(nn.Module):
         self_attn: ``ResidualSublayer`` around a :class:`tfbook.attention.SelfAttention`.
         ffn: ``ResidualSublayer`` around a :class:`tfbook.feedforward.PositionwiseFeedForward`.
         check_inputs: check ``x`` and ``mask`` on every call; a model switches it off (its
-            own ``forward`` checked them), see :func:`tfbook._validate.skip_inner_checks`.
+            own ``forward`` checked them), see ``tfbook._validate.skip_inner_checks``.
 
     Shape:
         - x: ``(B, T, d_model)``
@@ -282,7 +283,7 @@ class DecoderLayer(nn.Module):
         - self_mask: ``(T, T)`` (e.g. :func:`tfbook.attention.causal_mask`) or ``(B, T, T)``;
           with a ``cache`` of ``P`` positions ``(T, P + T)`` (``causal_mask(T, past=P)``)
         - memory_mask: ``(B, 1, T_k)`` (the source padding) or ``(B, T, T_k)``
-        - cache: a :class:`LayerCache` (incremental decoding, chapter 7), or ``None``
+        - cache: a :class:`~tfbook.caches.LayerCache` (incremental decoding, chapter 7), or ``None``
         - is_causal: ``True`` instead of a causal ``self_mask`` (what :class:`Decoder` passes)
         - output: ``(B, T, d_model)``
 
@@ -394,9 +395,10 @@ class Decoder(nn.Module):
         cfg: the model's :class:`TransformerConfig`.
         cross_attention: give every layer a cross-attention sub-layer.
 
-    With a ``cache`` (a :class:`DecoderCache` from :meth:`new_cache`, chapter 7) ``x`` holds
-    only the new positions; each layer appends their keys and values to its cache and attends
-    over the cached past as well (causally: new position ``i`` sees the past and ``0 .. i``).
+    With a ``cache`` (a :class:`~tfbook.caches.DecoderCache` from :meth:`new_cache`, chapter 7)
+    ``x`` holds only the new positions; each layer appends their keys and values to its cache
+    and attends over the cached past as well (causally: new position ``i`` sees the past and
+    ``0 .. i``).
 
     Shape:
         - x: ``(B, T, d_model)``; memory: ``(B, T_k, d_model)``
@@ -426,7 +428,10 @@ class Decoder(nn.Module):
         check.skip_inner_checks(self)  # forward checks its inputs once
 
     def new_cache(self) -> DecoderCache:
-        """An empty :class:`DecoderCache` for this stack (one :class:`LayerCache` per layer)."""
+        """An empty :class:`~tfbook.caches.DecoderCache` for this stack.
+
+        It holds one :class:`~tfbook.caches.LayerCache` per layer.
+        """
         return DecoderCache(len(self.layers), self.cross_attention)
 
     def forward(

@@ -23,7 +23,7 @@ Public API:
   cache the ids passed are only the new tokens; their positions continue after the cached ones.
 
 Checked once, at the boundary: each model checks its inputs in its own ``forward``
-(``if self.check_inputs:``, the checks in :mod:`tfbook._model_checks`) and its layers trust it.
+(``if self.check_inputs:``, the checks in ``tfbook._model_checks``) and its layers trust it.
 """
 
 from __future__ import annotations

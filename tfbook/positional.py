@@ -131,7 +131,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     Attributes:
         check_inputs: check ``x`` and ``start`` on every call (a model that checked its own
-            inputs switches it off, see :func:`tfbook._validate.skip_inner_checks`).
+            inputs switches it off, see ``tfbook._validate.skip_inner_checks``).
 
     Shape:
         - Input: ``(B, T, d_model)``, floating point; ``start``: an int >= 0 (default 0).

@@ -198,7 +198,7 @@ class Question:
         atol, rtol, check_dtype: comparison settings (see :func:`compare`).
         timeout: seconds allowed per call of the student's function.
         compare_fn: optional ``(expected, got) -> str | None`` replacing :func:`compare`.
-        kind: what the question asks for, one of :data:`KINDS`: ``"implement"``,
+        kind: what the question asks for, one of ``KINDS``: ``"implement"``,
             ``"predict"``, ``"debug"``, ``"derive"`` or ``"build"``.
         library: the ``tfbook`` function this exercise re-derives, called with the
             reference's signature (an adapter when the library's signature differs); a test
@@ -207,7 +207,7 @@ class Question:
         library_note: when ``library`` is ``None``, why there is no library counterpart.
         forbidden: what the answer must not call (what the exercise asks the student to
             write): dotted names of functions (``"torch.softmax"``) and aten operations
-            (``"aten._softmax"``, see :data:`OPERATIONS`), refused however the answer reaches
+            (``"aten._softmax"``, see ``OPERATIONS``), refused however the answer reaches
             them; a call fails the check.
         loop_probe: for tasks that say "no loop over positions": ``length -> Case``, inputs
             with ``length`` positions. The answer runs on ``probe_lengths`` (4 and 32) with its
