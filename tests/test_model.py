@@ -591,3 +591,85 @@ def test_a_layer_used_on_its_own_still_checks_its_inputs():
         ValueError, match=r"x must have shape \(B, T, d_model=32\), got \(2, 5, 8\)"
     ):
         standalone(torch.randn(2, 5, 8))
+
+
+# ------------------------------------------------- GPT-2's initialisation (Radford et al. 2019)
+
+INIT_LAYERS, INIT_D = 6, 256
+
+
+def _init_gpt2_config() -> TransformerConfig:
+    return TransformerConfig(
+        vocab_size=500, d_model=INIT_D, n_heads=4, d_ff=4 * INIT_D, n_layers=INIT_LAYERS,
+        max_len=64, activation="gelu_tanh", norm_first=True, positional="learned",
+        scale_embeddings=False,
+    )  # fmt: skip
+
+
+def _weight_stds_ours(model: GPT) -> dict[str, list[float]]:
+    layers = [(layer.self_attn.sublayer, layer.ffn.sublayer) for layer in model.decoder.layers]
+    return {
+        "attention out-projection": [a.out_proj.weight.std().item() for a, _ in layers],
+        "FFN second linear": [f.linear2.weight.std().item() for _, f in layers],
+        "attention in-projection": [a.q_proj.weight.std().item() for a, _ in layers],
+        "FFN first linear": [f.linear1.weight.std().item() for _, f in layers],
+        "token embedding": [model.embeddings.token.weight.std().item()],
+        "position table": [model.embeddings.position.table.weight.std().item()],
+    }
+
+
+def _weight_stds_hf(hf: GPT2LMHeadModel) -> dict[str, list[float]]:
+    blocks = hf.transformer.h
+    return {
+        "attention out-projection": [b.attn.c_proj.weight.std().item() for b in blocks],
+        "FFN second linear": [b.mlp.c_proj.weight.std().item() for b in blocks],
+        "attention in-projection": [b.attn.c_attn.weight.std().item() for b in blocks],
+        "FFN first linear": [b.mlp.c_fc.weight.std().item() for b in blocks],
+        "token embedding": [hf.transformer.wte.weight.std().item()],
+        "position table": [hf.transformer.wpe.weight.std().item()],
+    }
+
+
+def _stds_agree(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> bool:
+    """Every weight's standard deviation within 3% of GPT-2's (the sampling error of a std
+    over 65,536 or more draws is about 0.3%; the wrong scalings are off by 41% or more)."""
+    return all(
+        abs(a / b - 1) < 0.03 for k in theirs for a, b in zip(ours[k], theirs[k], strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def fresh_gpt2_stds() -> dict[str, list[float]]:
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=500, n_embd=INIT_D, n_head=4, n_layer=INIT_LAYERS, n_positions=64)
+    return _weight_stds_hf(GPT2LMHeadModel(cfg))
+
+
+def test_gpt_initialisation_has_gpt2_weight_statistics(fresh_gpt2_stds):
+    torch.manual_seed(1)
+    ours = _weight_stds_ours(GPT(_init_gpt2_config()))
+    assert _stds_agree(ours, fresh_gpt2_stds), (ours, fresh_gpt2_stds)
+    residual = 0.02 / (2 * INIT_LAYERS) ** 0.5  # GPT-2's 1/sqrt(2N) for the residual writes
+    for name in ("attention out-projection", "FFN second linear"):
+        assert all(abs(s / residual - 1) < 0.03 for s in fresh_gpt2_stds[name])
+
+
+@pytest.mark.parametrize(
+    "factor", [1.0, INIT_LAYERS**-0.5], ids=["no scaling", "1/sqrt(N) instead of 1/sqrt(2N)"]
+)
+def test_a_wrong_residual_scaling_fails_the_comparison(fresh_gpt2_stds, factor):
+    torch.manual_seed(1)
+    model = GPT(_init_gpt2_config())
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            nn.init.normal_(layer.self_attn.sublayer.out_proj.weight, std=0.02 * factor)
+            nn.init.normal_(layer.ffn.sublayer.linear2.weight, std=0.02 * factor)
+    assert not _stds_agree(_weight_stds_ours(model), fresh_gpt2_stds)
+
+
+def test_bert_keeps_one_standard_deviation_for_every_linear_layer():
+    torch.manual_seed(2)
+    bert = BERT(small_config(d_model=128, d_ff=512, n_layers=4, positional="learned"))
+    for layer in bert.encoder.layers:
+        for linear in (layer.self_attn.sublayer.out_proj, layer.ffn.sublayer.linear2):
+            assert abs(linear.weight.std().item() / 0.02 - 1) < 0.05

@@ -28,6 +28,8 @@ Checked once, at the boundary: each model checks its inputs in its own ``forward
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -158,6 +160,7 @@ class GPT(nn.Module):
         tied = self.embeddings.token.weight if cfg.tie_weights else None
         self.head = LMHead(cfg.d_model, cfg.vocab_size, tied_to=tied)
         self.apply(_init_gpt_bert)
+        _scale_residual_projections(self.decoder, cfg.n_layers)  # GPT-2's 1 / sqrt(2N)
         check.skip_inner_checks(self)  # forward checks its inputs once
 
     def new_cache(self) -> DecoderCache:
@@ -350,13 +353,30 @@ def written_out_layer_norms(model: nn.Module) -> nn.Module:
 
 
 def _init_gpt_bert(module: nn.Module) -> None:
-    """GPT-2's and BERT's initialisation: weights from N(0, 0.02^2), biases 0."""
+    """GPT-2's and BERT's initialisation: weights from N(0, 0.02^2), biases 0 (GPT then scales
+    its residual projections down, :func:`_scale_residual_projections`)."""
     if isinstance(module, (nn.Linear, nn.Embedding)) or (
         isinstance(module, LMHead) and not module.tied
     ):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+def _scale_residual_projections(stack: Decoder, n_layers: int) -> None:
+    """GPT-2's initialisation of the two projections that write into the residual stream in
+    each layer (attention's ``W^O``, the FFN's ``W_2``): N(0, (0.02 / sqrt(2N))^2), N layers.
+
+    The stream is a sum of 2N such writes; scaling each by 1/sqrt(2N) keeps the variance of
+    that sum at initialisation the same for any depth (Radford et al. 2019, section 2.3:
+    "scale the weights of residual layers at initialization by a factor of 1/sqrt(N) where N
+    is the number of residual layers"). Hugging Face's ``GPT2LMHeadModel`` does the same to
+    its ``c_proj`` weights; ``tests/test_model.py`` compares the two.
+    """
+    std = 0.02 / math.sqrt(2 * n_layers)
+    for layer in stack.layers:
+        nn.init.normal_(layer.self_attn.sublayer.out_proj.weight, mean=0.0, std=std)
+        nn.init.normal_(layer.ffn.sublayer.linear2.weight, mean=0.0, std=std)
 
 
 def _as_key_mask(attention_mask: Tensor | None) -> Tensor | None:
