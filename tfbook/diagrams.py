@@ -581,7 +581,15 @@ def multi_head_split(cfg: object | None = None) -> Figure:
     _arrow(ax, (2.2, y_top + mh / 2), (3.6, y_top + mh / 2))
     ax.text(2.9, y_top + mh / 2 + 0.15, r"$\times W^Q$", ha="center", va="bottom", fontsize=10)
     _matrix(ax, 3.8, y_top, 1.3, mh, colors)
-    _tensor(ax, 4.45, y_top - 0.45, "Q (and K, V)", *full)
+    _tensor(ax, 4.45, y_top - 0.45, "Q", *full)
+    ax.text(
+        4.45,
+        y_top - 1.45,
+        "K and V: the same,\nwith $W^K$ and $W^V$",
+        ha="center",
+        va="top",
+        fontsize=8,
+    )
     _arrow(ax, (5.3, y_top + mh / 2), (7.0, y_top + mh / 2))
     ax.text(6.15, y_top + mh / 2 + 0.15, "view,\ntranspose", ha="center", va="bottom", fontsize=9)
     _cards(ax, 7.2, y_top, 0.75, mh, colors)
@@ -665,6 +673,9 @@ def residual_wiring() -> Figure:
         y = 1.1
         for block in units:
             y = _unit(ax, xc, y, -1, block, norm_first, _alpha_of(None))
+        ax.text(
+            xc + 1.75, y - 0.35, "× N layers", ha="left", va="top", fontsize=9.5, color="#222222"
+        )
         if norm_first:
             _arrow(ax, (xc, y), (xc, y + 0.35))
             _block(
@@ -814,7 +825,7 @@ def cross_attention_flow(
         f"T_q × T_k\n= {t_q} × {t_k}",
         ha="center",
         va="top",
-        fontsize=8.5,
+        fontsize=7.5,
         zorder=5,
     )
 
