@@ -980,6 +980,8 @@ def _compare_pooling(expected, got) -> str | None:
         x = x.masked_fill(~mask.transpose(1, 2), 50.0)  # loud padding vectors
         where = f"forward(x {tuple(x.shape)}, padding mask for lengths {lengths})"
         probes.append((where, (x, mask)))
+    x = torch.randn(2, 4, d_model, generator=g)
+    probes.append((f"forward(x {tuple(x.shape)}) with mask not given (its default is None)", (x,)))
     naming = "a parameter named query and a MultiHeadAttention named attn"
     return compare_modules(expected, got, probes, "module", naming)
 

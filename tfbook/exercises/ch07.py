@@ -737,6 +737,9 @@ def _distribution_cases():
             (torch.tensor([[3.0, 2.5, -1.0, 0.0], [-2.0, 1.0, 1.5, 0.5]]), 0.02, 3),
         ),
     ]
+    g = torch.Generator().manual_seed(len(cases))
+    logits = 2.0 * torch.randn(2, 9, generator=g)
+    cases.append(Case("k not given (its default is None: no filtering)", (logits, 0.8)))
     return cases
 
 
