@@ -291,3 +291,18 @@ def test_calling_a_forbidden_function_is_rejected_and_named(qid, answer, name):
     with torch.no_grad():  # the values are right: only the watch tells them apart
         case = q.make_cases()[0]
         assert q.compare(q.reference(*case.args), answer(*case.args)) is None
+
+
+# --------------------------------------------------------------------------- 4.3 pre-built mask
+
+_PREBUILT = torch.ones(16, 16, dtype=torch.bool).tril()  # built once, before any call
+
+
+def _causal_mask_sliced_from_prebuilt(seq_len):
+    return _PREBUILT[:seq_len, :seq_len].clone()  # right up to 16 positions, wrong beyond
+
+
+def test_causal_mask_sliced_from_a_prebuilt_one_is_rejected():
+    result = question("ch04.q3").evaluate(_causal_mask_sliced_from_prebuilt)
+    assert result.status != "passed", result.text()
+    assert "seq_len=37" in result.text()

@@ -235,3 +235,31 @@ def test_calling_the_library_function_is_rejected_and_named(qid):
     assert result.status == "failed", result.text()
     assert "this exercise asks you to compute it yourself" in result.text()
     assert name in result.text()
+
+
+# --------------------------------------------------------------------------- 7.3 shortcuts
+
+
+def _train_with_objectives_helpers(config, weights, batches, lr, pad_id=0):
+    from tfbook.model import GPT, TransformerConfig
+    from tfbook.objectives import causal_lm_targets, lm_loss
+
+    model = GPT(TransformerConfig(**config))
+    model.load_state_dict(weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for ids in batches:
+        inputs, targets = causal_lm_targets(ids, pad_id=pad_id)  # the text says not these
+        loss = lm_loss(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_loop_through_the_objectives_helpers_is_refused():
+    # right losses (this is how the library computes them), but 7.3 asks for F.cross_entropy
+    result = question("ch07.q3").evaluate(_train_with_objectives_helpers)
+    assert result.status == "failed", result.text()
+    assert "tfbook.objectives.causal_lm_targets" in result.text()

@@ -279,6 +279,7 @@ def _causal_cases() -> list[Case]:
     return [Case(f"seq_len={t} (random)", (t,)) for t in sizes] + [
         Case("seq_len=1", (1,)),
         Case("seq_len=2", (2,)),
+        Case("seq_len=37 (longer than any mask built in advance)", (37,)),
     ]
 
 

@@ -448,6 +448,13 @@ q3 = Question(
     timeout=30.0,
     kind="debug",
     library=_library_train,
+    # The text asks for F.cross_entropy, "not tfbook.objectives": its helpers build the
+    # shifted, padding-ignoring targets and the loss that the three fixes are about.
+    forbidden=(
+        "tfbook.objectives.causal_lm_targets",
+        "tfbook.objectives.teacher_forcing",
+        "tfbook.objectives.lm_loss",
+    ),
 )
 
 
