@@ -183,8 +183,10 @@ q1 = Question(
         "The paper's schedule is lr = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5): "
         "which of the two terms is smaller before, at and after step = warmup?",
     ],
-    atol=1e-9,
-    rtol=1e-3,
+    # A schedule one step off differs by 3.1e-5 (relative) at step 16000: the tolerance is
+    # below that, and the task text states it.
+    atol=1e-12,
+    rtol=1e-5,
     kind="predict",
     library=_library_predicted,
 )

@@ -194,8 +194,10 @@ q1 = Question(
         "the decay runs from 0 at the end of the warm-up to 1 at the last step, and the "
         "multiplier is (1 + cos(pi * progress)) / 2.",
     ],
-    atol=1e-9,
-    rtol=1e-3,
+    # One step off: 6.8e-10 at step 2000 (where the answer is 0, hence the atol), 3e-3
+    # (relative) at step 1525; the task text states the tolerance.
+    atol=1e-12,
+    rtol=1e-4,
     kind="predict",
     library=_library_predicted,
 )
