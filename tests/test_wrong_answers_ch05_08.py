@@ -305,3 +305,34 @@ def test_schedule_one_step_off_is_rejected(qid, wrong):
     assert result.status == "failed", result.text()
     assert "allowed" in result.text()  # the difference is shown against the tolerance
 
+
+# --------------------------------------------------------------------------- 8.5 dropout
+
+
+def _ch08_step(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.objectives import lm_loss, teacher_forcing
+
+    decoder_inputs, targets = teacher_forcing(tgt, pad_id)
+    loss = lm_loss(model(src, decoder_inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _ch08_step_in_eval_mode(model, optimizer, src, tgt, pad_id, clip):
+    model.eval()  # dropout switched off while training
+    return _ch08_step(model, optimizer, src, tgt, pad_id, clip)
+
+
+def _ch08_step_reseeded(model, optimizer, src, tgt, pad_id, clip):
+    torch.manual_seed(0)  # "for reproducibility": the same dropout masks at every step
+    return _ch08_step(model, optimizer, src, tgt, pad_id, clip)
+
+
+@pytest.mark.parametrize("wrong", [_ch08_step_in_eval_mode, _ch08_step_reseeded])
+def test_training_step_that_changes_dropout_is_rejected(wrong):
+    result = question("ch08.q5").evaluate(wrong)
+    assert result.status == "failed", result.text()
+    assert "dropout 0.1" in result.text()

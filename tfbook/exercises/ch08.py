@@ -658,7 +658,13 @@ def _reverse_batch(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _update_run(
-    seed: int, optimizer: str, lr: float, clip: float, n_batches: int, pad_id: int = 0
+    seed: int,
+    optimizer: str,
+    lr: float,
+    clip: float,
+    n_batches: int,
+    pad_id: int = 0,
+    dropout: float = 0.0,
 ) -> dict:
     batches = [_reverse_batch(10 * seed + i, 6) for i in range(n_batches)]
     if pad_id != 0:  # the same pairs padded with another id (4, <mask>, appears nowhere else)
@@ -666,7 +672,7 @@ def _update_run(
     return {
         "model": "tfbook.model.EncoderDecoder",
         "config_class": "tfbook.model.TransformerConfig",
-        "config": {**TINY_SEQ2SEQ, "pad_id": pad_id},
+        "config": {**TINY_SEQ2SEQ, "pad_id": pad_id, "dropout": dropout},
         "init_seed": seed,
         "dtype": "float64",  # two correct steps then agree to ~1e-15, AdamW included
         "optimizer": optimizer,
@@ -728,6 +734,12 @@ def _train_step_cases():
         Case(
             "edge: padding id 4 (pad_id=4, not 0), two SGD updates",
             (_update_run(5, "SGD", 0.5, 0.05, 2, pad_id=4),),
+        ),
+        Case(
+            "dropout 0.1 (the model in training mode, the dropout masks drawn from the seed "
+            "set before the loop), two SGD updates",
+            (_update_run(6, "SGD", 0.5, 0.05, 2, dropout=0.1),),
+            seed=86,
         ),
         Case(
             f"{_TRAIN_STEPS} AdamW updates on Korean numbers 0..999: exact match on "
