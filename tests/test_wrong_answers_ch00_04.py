@@ -291,3 +291,66 @@ def test_calling_a_forbidden_function_is_rejected_and_named(qid, answer, name):
     with torch.no_grad():  # the values are right: only the watch tells them apart
         case = q.make_cases()[0]
         assert q.compare(q.reference(*case.args), answer(*case.args)) is None
+
+
+# --------------------------------------------------------------------------- 4.3 pre-built mask
+
+_PREBUILT = torch.ones(16, 16, dtype=torch.bool).tril()  # built once, before any call
+
+
+def _causal_mask_sliced_from_prebuilt(seq_len):
+    return _PREBUILT[:seq_len, :seq_len].clone()  # right up to 16 positions, wrong beyond
+
+
+def test_causal_mask_sliced_from_a_prebuilt_one_is_rejected():
+    result = question("ch04.q3").evaluate(_causal_mask_sliced_from_prebuilt)
+    assert result.status != "passed", result.text()
+    assert "seq_len=37" in result.text()
+
+
+# --------------------------------------------------------------------------- 4.2 large scores
+
+
+def _masked_attention_unshifted_exp(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    e = scores.exp() * mask  # no max subtracted: exp overflows to inf for scores above 88
+    weights = e / e.sum(dim=-1, keepdim=True).clamp_min(1e-30)  # an empty row gives zeros
+    return weights @ v, weights
+
+
+def test_masked_attention_without_the_max_shift_is_rejected():
+    result = question("ch04.q2").evaluate(_masked_attention_unshifted_exp)
+    assert result.status == "failed", result.text()
+    assert "scores in the hundreds" in result.text()
+
+
+# --------------------------------------------------------------------------- 1.4, 4.6 large entries
+
+
+def _exp_normalised(scores):
+    e = scores.exp()  # no max subtracted: inf for scores above 88, then inf / inf = NaN
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _attention_preview_unshifted(x):
+    return _exp_normalised(x @ x.transpose(-2, -1) / math.sqrt(x.shape[-1])) @ x
+
+
+def _mha_unshifted(x, w_q, w_k, w_v, w_o, n_heads):
+    b, t, d_model = x.shape
+
+    def split(y):
+        return y.view(b, t, n_heads, d_model // n_heads).transpose(1, 2)
+
+    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
+    weights = _exp_normalised(q @ k.transpose(-2, -1) / math.sqrt(d_model // n_heads))
+    return (weights @ v).transpose(1, 2).reshape(b, t, d_model) @ w_o
+
+
+@pytest.mark.parametrize(
+    ("qid", "wrong"), [("ch01.q4", _attention_preview_unshifted), ("ch04.q6", _mha_unshifted)]
+)
+def test_softmax_without_the_max_shift_is_rejected(qid, wrong):
+    result = question(qid).evaluate(wrong)
+    assert result.status == "failed", result.text()
+    assert "large entries" in result.text()

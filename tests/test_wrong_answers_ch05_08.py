@@ -235,3 +235,104 @@ def test_calling_the_library_function_is_rejected_and_named(qid):
     assert result.status == "failed", result.text()
     assert "this exercise asks you to compute it yourself" in result.text()
     assert name in result.text()
+
+
+# --------------------------------------------------------------------------- 7.3 shortcuts
+
+
+def _train_with_objectives_helpers(config, weights, batches, lr, pad_id=0):
+    from tfbook.model import GPT, TransformerConfig
+    from tfbook.objectives import causal_lm_targets, lm_loss
+
+    model = GPT(TransformerConfig(**config))
+    model.load_state_dict(weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for ids in batches:
+        inputs, targets = causal_lm_targets(ids, pad_id=pad_id)  # the text says not these
+        loss = lm_loss(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_loop_through_the_objectives_helpers_is_refused():
+    # right losses (this is how the library computes them), but 7.3 asks for F.cross_entropy
+    result = question("ch07.q3").evaluate(_train_with_objectives_helpers)
+    assert result.status == "failed", result.text()
+    assert "tfbook.objectives.causal_lm_targets" in result.text()
+
+
+# --------------------------------------------------------------------------- 7.1, 8.1 one step off
+# rtol 1e-3 accepted these: the Noam rate at step + 1 differs by 1.0e-3 (relative), and 8.1's
+# rate at step 1999 instead of 2000 by 6.8e-10 from 0 (within the old atol 1e-9).
+
+
+def _noam(step, d_model=512, warmup=4000):
+    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def _ch07_predicted_one_step_late(kind):
+    if "noam" not in kind:
+        return {"loss": math.log(40), "perplexity": 40.0}[kind.split()[0]]
+    step = int(kind.split("step ")[1].split()[0])
+    return _noam(step + 1)  # steps counted from 0: the rate of the next step
+
+
+def _warmup_cosine(step, peak=1e-3, warmup=100, total=2000):
+    if step <= warmup:
+        return peak * step / warmup
+    return peak * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) / 2
+
+
+def _ch08_predicted_last_step_one_early(kind):
+    if kind.startswith("loss"):
+        return math.log(65)
+    if kind.startswith("perplexity"):
+        return 65.0
+    step = int(kind.split()[-1])
+    return _warmup_cosine(1999 if step == 2000 else step)  # "the last step" counted from 0
+
+
+@pytest.mark.parametrize(
+    ("qid", "wrong"),
+    [("ch07.q1", _ch07_predicted_one_step_late), ("ch08.q1", _ch08_predicted_last_step_one_early)],
+)
+def test_schedule_one_step_off_is_rejected(qid, wrong):
+    result = question(qid).evaluate(wrong)
+    assert result.status == "failed", result.text()
+    assert "allowed" in result.text()  # the difference is shown against the tolerance
+
+
+# --------------------------------------------------------------------------- 8.5 dropout
+
+
+def _ch08_step(model, optimizer, src, tgt, pad_id, clip):
+    from tfbook.objectives import lm_loss, teacher_forcing
+
+    decoder_inputs, targets = teacher_forcing(tgt, pad_id)
+    loss = lm_loss(model(src, decoder_inputs), targets)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _ch08_step_in_eval_mode(model, optimizer, src, tgt, pad_id, clip):
+    model.eval()  # dropout switched off while training
+    return _ch08_step(model, optimizer, src, tgt, pad_id, clip)
+
+
+def _ch08_step_reseeded(model, optimizer, src, tgt, pad_id, clip):
+    torch.manual_seed(0)  # "for reproducibility": the same dropout masks at every step
+    return _ch08_step(model, optimizer, src, tgt, pad_id, clip)
+
+
+@pytest.mark.parametrize("wrong", [_ch08_step_in_eval_mode, _ch08_step_reseeded])
+def test_training_step_that_changes_dropout_is_rejected(wrong):
+    result = question("ch08.q5").evaluate(wrong)
+    assert result.status == "failed", result.text()
+    assert "dropout 0.1" in result.text()

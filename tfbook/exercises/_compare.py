@@ -44,6 +44,21 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}"
 
 
+def _number_difference(expected: float, got: float, atol: float, rtol: float) -> str:
+    """``expected 0.000698771, got 0.000698072 (relative difference 1.0e-03, allowed 1e-05)``:
+    enough digits to tell the two numbers apart, and the difference against the tolerance."""
+    want, have = _fmt(expected), _fmt(got)
+    if want == have:  # four decimals hide the difference
+        want, have = f"{expected:.9g}", f"{got:.9g}"
+    text = f"expected {want}, got {have}"
+    if not math.isfinite(expected) or not math.isfinite(got):
+        return text
+    if expected != 0.0 and rtol * abs(expected) >= atol:
+        rel = abs(got - expected) / abs(expected)
+        return text + f" (relative difference {rel:.1e}, allowed {rtol:g})"
+    return text + f" (difference {abs(got - expected):.1e}, allowed {atol:g})"
+
+
 def _as_float64(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().to(torch.float64).numpy()
@@ -156,7 +171,7 @@ def compare(
         if not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool):
             return f"{where}: expected a number, got {type(got).__name__}"
         if not math.isclose(float(got), float(expected), abs_tol=atol, rel_tol=rtol):
-            return f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
+            return f"{where}: {_number_difference(float(expected), float(got), atol, rtol)}"
         return None
     if got != expected:
         return f"{where}: expected {_describe(expected)}, got {_describe(got)}"

@@ -368,6 +368,7 @@ def _attention_cases() -> list[Case]:
         Case("random, B = 1, T = 7, d = 9", (_randn(1, 7, 9, seed=140),)),
         Case("all tokens identical", (same,)),
         Case("one token", (_randn(3, 1, 4, seed=160),)),
+        Case("large entries (scores in the hundreds)", (10.0 * _randn(2, 4, 4, seed=180),)),
     ]
 
 

@@ -818,6 +818,11 @@ q8 = Question(
         Case("learned, V=10, d_model=8, max_len=12", (10, 8, 12, "learned"), seed=381),
         Case("sinusoidal, V=20, d_model=6, max_len=16", (20, 6, 16, "sinusoidal"), seed=382),
         Case("learned, V=7, d_model=4, max_len=3", (7, 4, 3, "learned"), seed=383),
+        Case(
+            "positional not given (its default is 'sinusoidal'), V=12, d_model=8, max_len=10",
+            (12, 8, 10),
+            seed=384,
+        ),
     ],
     mistakes=[
         Mistake(

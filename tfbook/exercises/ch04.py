@@ -195,6 +195,10 @@ def _masked_cases() -> list[Case]:
     empty = torch.ones(2, 3, 3, dtype=torch.bool)
     empty[0, 1] = False
     cases.append(Case("query 1 of sequence 0 may attend to nothing", (q, k, v, empty)))
+    q, k, v = 12.0 * _randn(g, 2, 4, 8), 12.0 * _randn(g, 2, 5, 8), _randn(g, 2, 5, 3)
+    padding = (torch.arange(5)[None, :] < torch.tensor([5, 3])[:, None])[:, None, :]
+    name = "padding mask (2, 1, 5) for lengths [5, 3], scores in the hundreds"
+    cases.append(Case(name, (q, k, v, padding)))
     return cases
 
 
@@ -279,6 +283,7 @@ def _causal_cases() -> list[Case]:
     return [Case(f"seq_len={t} (random)", (t,)) for t in sizes] + [
         Case("seq_len=1", (1,)),
         Case("seq_len=2", (2,)),
+        Case("seq_len=37 (longer than any mask built in advance)", (37,)),
     ]
 
 
@@ -545,6 +550,11 @@ def _mha_cases() -> list[Case]:
     cases.append(Case("one head (h=1)", (_randn(g, 1, 3, 6), *ws, 1)))
     ws = tuple(_randn(g, 4, 4) / math.sqrt(4) for _ in range(4))
     cases.append(Case("a single token", (_randn(g, 2, 1, 4), *ws, 2)))
+    ws = tuple(_randn(g, 8, 8) / math.sqrt(8) for _ in range(4))
+    x = 10.0 * _randn(g, 2, 4, 8)
+    cases.append(
+        Case("large entries (scores in the hundreds): B=2, T=4, d_model=8, h=2", (x, *ws, 2))
+    )
     return cases
 
 
@@ -980,6 +990,8 @@ def _compare_pooling(expected, got) -> str | None:
         x = x.masked_fill(~mask.transpose(1, 2), 50.0)  # loud padding vectors
         where = f"forward(x {tuple(x.shape)}, padding mask for lengths {lengths})"
         probes.append((where, (x, mask)))
+    x = torch.randn(2, 4, d_model, generator=g)
+    probes.append((f"forward(x {tuple(x.shape)}) with mask not given (its default is None)", (x,)))
     naming = "a parameter named query and a MultiHeadAttention named attn"
     return compare_modules(expected, got, probes, "module", naming)
 

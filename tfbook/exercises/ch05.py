@@ -79,6 +79,11 @@ def _ffn_cases():
             (z, w1, -torch.ones(8), w2, torch.ones(4), "gelu"),
         )
     )
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 4, generator=g)
+    w1, w2 = torch.randn(4, 8, generator=g) / 2.0, torch.randn(8, 4, generator=g) / 3.0
+    b1, b2 = 0.1 * torch.randn(8, generator=g), 0.1 * torch.randn(4, generator=g)
+    cases.append(Case("activation not given (its default is 'relu')", (x, w1, b1, w2, b2)))
     return cases
 
 
@@ -755,6 +760,8 @@ def _compare_encoder_layers(expected, got) -> str | None:
         keys_real = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
         for mask, what in ((keys_real, "padding mask"), (None, "no mask")):
             probes.append((f"forward(x {tuple(x.shape)}, {what})", (x, mask)))
+        where = f"forward(x {tuple(x.shape)}) with mask not given (its default is None)"
+        probes.append((where, (x,)))
     naming = "name the sub-layers self_attn and ffn, each a ResidualSublayer"
     return compare_modules(expected, got, probes, "layer", naming)
 

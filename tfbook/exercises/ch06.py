@@ -439,6 +439,15 @@ def _probes(d_model: int) -> list[tuple[str, tuple]]:
             (x, memory, self_mask, None),
         )
     )
+    x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
+    memory = torch.randn(b, s, d_model, generator=g)
+    probes.append(
+        (
+            f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, self_mask and memory_mask not "
+            "given (their defaults are None: nothing hidden)",
+            (x, memory),
+        )
+    )
     return probes
 
 

@@ -183,8 +183,10 @@ q1 = Question(
         "The paper's schedule is lr = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5): "
         "which of the two terms is smaller before, at and after step = warmup?",
     ],
-    atol=1e-9,
-    rtol=1e-3,
+    # A schedule one step off differs by 3.1e-5 (relative) at step 16000: the tolerance is
+    # below that, and the task text states it.
+    atol=1e-12,
+    rtol=1e-5,
     kind="predict",
     library=_library_predicted,
 )
@@ -448,6 +450,13 @@ q3 = Question(
     timeout=30.0,
     kind="debug",
     library=_library_train,
+    # The text asks for F.cross_entropy, "not tfbook.objectives": its helpers build the
+    # shifted, padding-ignoring targets and the loss that the three fixes are about.
+    forbidden=(
+        "tfbook.objectives.causal_lm_targets",
+        "tfbook.objectives.teacher_forcing",
+        "tfbook.objectives.lm_loss",
+    ),
 )
 
 
@@ -737,6 +746,9 @@ def _distribution_cases():
             (torch.tensor([[3.0, 2.5, -1.0, 0.0], [-2.0, 1.0, 1.5, 0.5]]), 0.02, 3),
         ),
     ]
+    g = torch.Generator().manual_seed(len(cases))
+    logits = 2.0 * torch.randn(2, 9, generator=g)
+    cases.append(Case("k not given (its default is None: no filtering)", (logits, 0.8)))
     return cases
 
 

@@ -194,8 +194,10 @@ q1 = Question(
         "the decay runs from 0 at the end of the warm-up to 1 at the last step, and the "
         "multiplier is (1 + cos(pi * progress)) / 2.",
     ],
-    atol=1e-9,
-    rtol=1e-3,
+    # One step off: 6.8e-10 at step 2000 (where the answer is 0, hence the atol), 3e-3
+    # (relative) at step 1525; the task text states the tolerance.
+    atol=1e-12,
+    rtol=1e-4,
     kind="predict",
     library=_library_predicted,
 )
@@ -656,7 +658,13 @@ def _reverse_batch(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _update_run(
-    seed: int, optimizer: str, lr: float, clip: float, n_batches: int, pad_id: int = 0
+    seed: int,
+    optimizer: str,
+    lr: float,
+    clip: float,
+    n_batches: int,
+    pad_id: int = 0,
+    dropout: float = 0.0,
 ) -> dict:
     batches = [_reverse_batch(10 * seed + i, 6) for i in range(n_batches)]
     if pad_id != 0:  # the same pairs padded with another id (4, <mask>, appears nowhere else)
@@ -664,7 +672,7 @@ def _update_run(
     return {
         "model": "tfbook.model.EncoderDecoder",
         "config_class": "tfbook.model.TransformerConfig",
-        "config": {**TINY_SEQ2SEQ, "pad_id": pad_id},
+        "config": {**TINY_SEQ2SEQ, "pad_id": pad_id, "dropout": dropout},
         "init_seed": seed,
         "dtype": "float64",  # two correct steps then agree to ~1e-15, AdamW included
         "optimizer": optimizer,
@@ -726,6 +734,12 @@ def _train_step_cases():
         Case(
             "edge: padding id 4 (pad_id=4, not 0), two SGD updates",
             (_update_run(5, "SGD", 0.5, 0.05, 2, pad_id=4),),
+        ),
+        Case(
+            "dropout 0.1 (the model in training mode, the dropout masks drawn from the seed "
+            "set before the loop), two SGD updates",
+            (_update_run(6, "SGD", 0.5, 0.05, 2, dropout=0.1),),
+            seed=86,
         ),
         Case(
             f"{_TRAIN_STEPS} AdamW updates on Korean numbers 0..999: exact match on "

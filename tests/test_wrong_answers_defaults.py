@@ -1,0 +1,148 @@
+"""Wrong defaults that once passed: every case used to pass every argument.
+
+A default argument that is wrong (``activation="gelu"``, ``positional="learned"``, a causal
+``self_mask`` when none is given) or missing (no ``=None``) changed nothing in a check whose
+cases all spelled out every argument. Each question below now also calls the answer with only
+the required arguments; each test shows the wrong answer is rejected and that the feedback
+names the default it got wrong. Every answer here passed before that case was added. Same path
+as tests/test_wrong_answers.py: ``Question.evaluate``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _wrong_answers import question
+
+from tfbook.attention import CrossAttention, MultiHeadAttention, SelfAttention, causal_mask
+from tfbook.embedding import TokenEmbedding
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.norm import ResidualSublayer
+from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+
+# --------------------------------------------------------------------------- 3.8
+
+
+class _InputLearnedByDefault(torch.nn.Module):
+    def __init__(self, vocab_size, d_model, max_len, positional="learned"):  # 'sinusoidal'
+        super().__init__()
+        self.token = TokenEmbedding(vocab_size, d_model)
+        if positional == "sinusoidal":
+            self.position = SinusoidalPositionalEncoding(d_model)
+        else:
+            self.position = LearnedPositionalEmbedding(max_len, d_model)
+
+    def forward(self, ids):
+        return self.position(self.token(ids))
+
+
+class _InputNoDefault(_InputLearnedByDefault):
+    def __init__(self, vocab_size, d_model, max_len, positional):  # no default at all
+        super().__init__(vocab_size, d_model, max_len, positional)
+
+
+# --------------------------------------------------------------------------- 4.10
+
+
+class _PoolingMaskRequired(torch.nn.Module):
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.randn(1, 1, d_model))
+        self.attn = MultiHeadAttention(d_model, n_heads)
+
+    def forward(self, x, mask):  # no default: forward(x) raises
+        return self.attn(self.query.expand(x.shape[0], -1, -1), x, x, mask)[0][:, 0]
+
+
+class _PoolingCausalByDefault(_PoolingMaskRequired):
+    def forward(self, x, mask=None):
+        if mask is None:  # a "safe" default that hides all keys but the first from the query
+            mask = causal_mask(x.shape[1])[:1]
+        return super().forward(x, mask)
+
+
+# --------------------------------------------------------------------------- 5.1
+
+
+def _ffn_gelu_by_default(x, w1, b1, w2, b2, activation="gelu"):  # the default is 'relu'
+    h = x @ w1 + b1
+    h = torch.relu(h) if activation == "relu" else F.gelu(h)
+    return h @ w2 + b2
+
+
+def _ffn_no_default(x, w1, b1, w2, b2, activation):
+    return _ffn_gelu_by_default(x, w1, b1, w2, b2, activation)
+
+
+# --------------------------------------------------------------------------- 5.8
+
+
+class _EncoderMaskRequired(torch.nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, mask):  # no default: forward(x) raises
+        return self.ffn(self.self_attn(x, mask))
+
+
+# --------------------------------------------------------------------------- 6.3
+
+
+class _DecoderCausalByDefault(torch.nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        if self_mask is None:  # causal when not given: the default is "nothing hidden"
+            self_mask = causal_mask(x.shape[1])
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(x, memory, memory_mask)
+        return self.ffn(x)
+
+
+class _DecoderMasksRequired(_DecoderCausalByDefault):
+    def forward(self, x, memory, self_mask, memory_mask):  # no defaults
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(x, memory, memory_mask)
+        return self.ffn(x)
+
+
+# --------------------------------------------------------------------------- 7.6
+
+
+def _distribution_k_5_by_default(logits, temperature, k=5):  # the default is None
+    scaled = logits / temperature
+    if k is not None and k < logits.shape[-1]:
+        kth = torch.topk(scaled, k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.softmax(scaled, dim=-1)
+
+
+def _distribution_k_required(logits, temperature, k):
+    return _distribution_k_5_by_default(logits, temperature, k)
+
+
+WRONG_DEFAULTS = {
+    "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
+    "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
+    "ch05.q1": [(_ffn_gelu_by_default, "'relu'"), (_ffn_no_default, "'relu'")],
+    "ch05.q8": [(_EncoderMaskRequired, "default is None")],
+    "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],
+    "ch07.q6": [(_distribution_k_5_by_default, "None"), (_distribution_k_required, "None")],
+}
+CASES = [(qid, fn, named) for qid, fns in WRONG_DEFAULTS.items() for fn, named in fns]
+IDS = [f"{qid}-{fn.__name__}" for qid, fn, _ in CASES]
+
+
+@pytest.mark.parametrize(("qid", "wrong", "named"), CASES, ids=IDS)
+def test_wrong_default_is_rejected_and_the_default_named(qid, wrong, named):
+    result = question(qid).evaluate(wrong)
+    assert result.status != "passed", f"{qid} passed a wrong default {wrong.__name__}"
+    assert result.points == 0
+    assert "not given" in result.text() and named in result.text(), result.text()
