@@ -25,13 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from types import SimpleNamespace
 
-import matplotlib.pyplot as plt
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, FancyBboxPatch, Rectangle
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from tfbook import _draw as draw
 from tfbook import _validate as check
-from tfbook import plotting
 
 __all__ = [
     "BLOCK_COLORS",
@@ -43,281 +42,7 @@ __all__ = [
 ]
 
 #: kind of block -> (edge colour, fill colour); edges from the Okabe and Ito palette.
-BLOCK_COLORS: dict[str, tuple[str, str]] = {
-    "embedding": ("#009E73", "#CDEBE2"),
-    "position": ("#CC79A7", "#F3DDEA"),
-    "attention": ("#E69F00", "#FCE8C3"),
-    "cross": ("#D55E00", "#F7D5BF"),
-    "ffn": ("#0072B2", "#CCE0F0"),
-    "norm": ("#8F8400", "#FAF6C8"),
-    "output": ("#56B4E9", "#DDF0FB"),
-    "tensor": ("#555555", "#FFFFFF"),
-}
-
-_ARROW = "#333333"
-_RESIDUAL = "#000000"
-_MONO = "DejaVu Sans Mono"  # shapes: ASCII only, so matplotlib's own monospace font is enough
-_FADED = 0.25  # alpha of the blocks a highlighted map leaves in the background
-#: every schematic is this wide (inches): at 100 dpi about the book's text column, so the
-#: browser shows it close to its own size and a 10 pt label stays about 13 px high
-_BOOK_WIDTH = 6.7
-
-
-# ------------------------------------------------------------------------------ sizes
-
-
-def _sizes(cfg: object) -> SimpleNamespace:
-    """The sizes a drawing needs, read from ``cfg`` (a config, or a model with ``.cfg``)."""
-    cfg = getattr(cfg, "cfg", cfg)
-    missing = [a for a in ("d_model", "n_heads") if not hasattr(cfg, a)]
-    if missing:
-        raise TypeError(
-            "cfg must be a TransformerConfig (or a model or object with d_model, n_heads, "
-            f"n_layers), got {type(cfg).__name__} without {', '.join(missing)}"
-        )
-    d_model = check.positive_int("cfg.d_model", cfg.d_model)
-    n_heads = check.positive_int("cfg.n_heads", cfg.n_heads)
-    check.divisible("cfg.d_model", d_model, "cfg.n_heads", n_heads)
-    n_layers = check.positive_int("cfg.n_layers", getattr(cfg, "n_layers", 1))
-    n_decoder = getattr(cfg, "n_decoder_layers", None)
-    n_decoder = (
-        n_layers if n_decoder is None else check.positive_int("cfg.n_decoder_layers", n_decoder)
-    )
-    norm_first = check.boolean("cfg.norm_first", getattr(cfg, "norm_first", False))
-    final_norm = getattr(cfg, "final_norm", None)
-    return SimpleNamespace(
-        d_model=d_model,
-        n_heads=n_heads,
-        d_head=d_model // n_heads,
-        d_ff=getattr(cfg, "d_ff", None),
-        n_layers=n_layers,
-        n_decoder=n_decoder,
-        norm_first=norm_first,
-        final_norm=norm_first if final_norm is None else bool(final_norm),
-        positional=getattr(cfg, "positional", "sinusoidal"),
-    )
-
-
-def _shape(*dims: object) -> str:
-    return "(" + ", ".join(str(d) for d in dims) + ")"
-
-
-# -------------------------------------------------------------------------- primitives
-
-
-def _canvas(width: float, height: float, inches_per_unit: float = 0.5):
-    """A figure whose single axes spans it, in data units ``[0, width] x [0, height]``."""
-    if plotting.HANGUL_FONT_FAMILY is None:
-        plotting.setup()
-    fig = plt.figure(figsize=(width * inches_per_unit, height * inches_per_unit))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig, ax
-
-
-def _block(ax, x, y, w, h, kind, title, korean=None, chapter=None, alpha=1.0, size=10.0):
-    """A rounded block centred at ``(x, y)``: its name, its Korean term, a chapter tag."""
-    edge, fill = BLOCK_COLORS[kind]
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0,rounding_size=0.12",
-            fc=fill,
-            ec=edge,
-            lw=1.6,
-            alpha=alpha,
-            zorder=3,
-        )
-    )
-    if korean:
-        _fit(
-            ax.text(
-                x,
-                y + h * 0.17,
-                title,
-                ha="center",
-                va="center",
-                fontsize=size,
-                alpha=alpha,
-                zorder=4,
-            ),
-            w,
-        )
-        _fit(
-            ax.text(
-                x,
-                y - h * 0.22,
-                korean,
-                ha="center",
-                va="center",
-                fontsize=size - 1.5,
-                color="#444444",
-                alpha=alpha,
-                zorder=4,
-            ),
-            w,
-        )
-    else:
-        _fit(
-            ax.text(x, y, title, ha="center", va="center", fontsize=size, alpha=alpha, zorder=4), w
-        )
-    if chapter is not None:
-        _tag(ax, x + w / 2 - 0.05, y + h / 2, chapter, alpha)
-
-
-def _fit(text, width: float, smallest: float = 7.5) -> None:
-    """Shrink ``text`` (half a point at a time) until it fits ``width`` data units, padding
-    included; a label never overflows its block, whatever the configuration writes in it."""
-    ax = text.axes
-    renderer = ax.figure.canvas.get_renderer()
-    room = (ax.transData.transform((width, 0)) - ax.transData.transform((0, 0)))[0] * 0.92
-    size = text.get_fontsize()
-    while text.get_window_extent(renderer).width > room and size > smallest:
-        size -= 0.5
-        text.set_fontsize(size)
-
-
-def _tag(ax, x, y, chapter, alpha=1.0):
-    ax.text(
-        x,
-        y,
-        f"ch. {chapter}",
-        ha="right",
-        va="center",
-        fontsize=7.5,
-        color="white",
-        alpha=alpha,
-        zorder=6,
-        bbox={"boxstyle": "round,pad=0.18", "fc": "#333333", "ec": "none", "alpha": alpha},
-    )
-
-
-def _arrow(ax, start, end, color=_ARROW, lw=1.4, alpha=1.0, style="-|>"):
-    ax.annotate(
-        "",
-        xy=end,
-        xytext=start,
-        zorder=2,
-        arrowprops={
-            "arrowstyle": style,
-            "color": color,
-            "lw": lw,
-            "alpha": alpha,
-            "shrinkA": 0,
-            "shrinkB": 0,
-            "mutation_scale": 12,
-        },
-    )
-
-
-def _path(ax, points, color=_ARROW, lw=1.4, alpha=1.0):
-    """A polyline through ``points`` with an arrow head at the last one."""
-    xs, ys = zip(*points[:-1], strict=True)
-    ax.plot(xs, ys, color=color, lw=lw, alpha=alpha, zorder=2, solid_capstyle="round")
-    _arrow(ax, points[-2], points[-1], color, lw, alpha)
-
-
-def _plus(ax, x, y, r=0.17, alpha=1.0):
-    ax.add_patch(Circle((x, y), r, fc="white", ec=_ARROW, lw=1.4, alpha=alpha, zorder=3))
-    ax.plot([x - r * 0.6, x + r * 0.6], [y, y], color=_ARROW, lw=1.4, alpha=alpha, zorder=4)
-    ax.plot([x, x], [y - r * 0.6, y + r * 0.6], color=_ARROW, lw=1.4, alpha=alpha, zorder=4)
-
-
-def _tensor(ax, x, y, name, symbols, numbers=None, size=9.0, ha="center"):
-    """A tensor written as its name and shape: symbols (grey) over sizes (black)."""
-    ax.text(x, y, name, ha=ha, va="bottom", fontsize=size, zorder=5)
-    ax.text(
-        x,
-        y - 0.1,
-        symbols,
-        ha=ha,
-        va="top",
-        fontsize=size - 0.5,
-        family=_MONO,
-        color="#555555",
-        zorder=5,
-    )
-    if numbers:
-        ax.text(x, y - 0.62, numbers, ha=ha, va="top", fontsize=size - 0.5, family=_MONO, zorder=5)
-
-
-def _matrix(ax, x, y, w, h, colors, edge="#333333", lw=1.0):
-    """A matrix drawn as ``len(colors)`` vertical stripes, lower-left corner at ``(x, y)``."""
-    n = len(colors)
-    for i, c in enumerate(colors):
-        ax.add_patch(Rectangle((x + i * w / n, y), w / n, h, fc=c, ec="white", lw=0.6, zorder=3))
-    ax.add_patch(Rectangle((x, y), w, h, fc="none", ec=edge, lw=lw, zorder=4))
-
-
-# --------------------------------------------------------------------- the sub-layer unit
-
-_W, _SUB_H, _NORM_H, _GAP, _LEAD = 3.0, 0.85, 0.55, 0.22, 0.25
-
-
-def _unit_height(norm_first: bool, lead: float = _LEAD) -> float:
-    """Height of one residual sub-layer as :func:`_unit` draws it."""
-    if norm_first:
-        return lead + _NORM_H + _GAP + _SUB_H + 0.38 + 0.17
-    return lead + _SUB_H + _GAP + _NORM_H
-
-
-def _sublayer_centre(y0: float, norm_first: bool, lead: float = _LEAD) -> float:
-    """Height of the centre of the sub-layer block of a unit starting at ``y0``."""
-    return y0 + lead + (_NORM_H + _GAP if norm_first else 0.0) + _SUB_H / 2
-
-
-def _unit(ax, xc, y0, side, block, norm_first, alpha_of, lead=_LEAD, width=_W):
-    """One residual sub-layer, the stream arriving at ``(xc, y0)``; returns where it leaves.
-
-    ``block`` is ``(kind, title, korean, chapter)``; ``side`` (-1 or +1) puts the residual
-    path left or right of the blocks; ``alpha_of`` maps a chapter to the opacity of its
-    blocks (for a highlighted map; chapter ``None`` means untagged).
-    """
-    kind, title, korean, chapter = block
-    a_sub, a_norm = alpha_of(chapter), alpha_of(5 if chapter is not None else None)
-    norm_tag = 5 if chapter is not None else None
-    edge = xc + side * (width / 2 + 0.32)
-    branch = y0 + min(0.12, lead / 2)
-    ys = _sublayer_centre(y0, norm_first, lead)
-    if not norm_first:  # post-LN: Sublayer, then Add & Norm
-        yn = ys + _SUB_H / 2 + _GAP + _NORM_H / 2
-        _arrow(ax, (xc, y0), (xc, ys - _SUB_H / 2), alpha=a_sub)
-        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub)
-        _arrow(ax, (xc, ys + _SUB_H / 2), (xc, yn - _NORM_H / 2), alpha=a_norm)
-        _block(ax, xc, yn, width, _NORM_H, "norm", "Add & Norm", None, norm_tag, a_norm, size=9.5)
-        join = (xc + side * width / 2, yn)
-        top = yn + _NORM_H / 2
-    else:  # pre-LN: LayerNorm, then Sublayer, then the addition
-        yn = y0 + lead + _NORM_H / 2
-        ya = ys + _SUB_H / 2 + 0.38
-        _arrow(ax, (xc, y0), (xc, yn - _NORM_H / 2), alpha=a_norm)
-        _block(ax, xc, yn, width, _NORM_H, "norm", "LayerNorm", None, norm_tag, a_norm, size=9.5)
-        _arrow(ax, (xc, yn + _NORM_H / 2), (xc, ys - _SUB_H / 2), alpha=a_sub)
-        _block(ax, xc, ys, width, _SUB_H, kind, title, korean, chapter, a_sub)
-        _arrow(ax, (xc, ys + _SUB_H / 2), (xc, ya - 0.17), alpha=a_sub)
-        _plus(ax, xc, ya, alpha=a_norm)
-        join = (xc + side * 0.17, ya)
-        top = ya + 0.17
-    _path(ax, [(xc, branch), (edge, branch), (edge, join[1]), join], _RESIDUAL, 1.6, a_norm)
-    ax.add_patch(Circle((xc, branch), 0.05, color=_RESIDUAL, alpha=a_norm, zorder=4))
-    return top
-
-
-# ------------------------------------------------------------------------- Figure 1
-
-
-def _alpha_of(highlight: Iterable[int] | int | None):
-    if highlight is None:
-        return lambda chapter: 1.0
-    chosen = {highlight} if isinstance(highlight, int) else set(highlight)
-    for c in chosen:
-        check.int_in("highlight", c, 1, 8)
-    return lambda chapter: 1.0 if chapter is None or chapter in chosen else _FADED
+BLOCK_COLORS: dict[str, tuple[str, str]] = draw.BLOCK_COLORS
 
 
 _ENCODER_UNITS = [
@@ -359,13 +84,13 @@ def transformer_map(
     """
     if cfg is None:
         cfg = SimpleNamespace(d_model=512, n_heads=8, d_ff=2048, n_layers=6)
-    s = _sizes(cfg)
-    alpha_of = _alpha_of(highlight)
+    s = draw.sizes(cfg)
+    alpha_of = draw.alpha_of(highlight)
     xe, xd, width = 3.4, 8.6, 12.0  # centres of the encoder and decoder columns
     y_frame = 2.75
     final = 0.95 if s.final_norm else 0.0
-    height = y_frame + 3 * _unit_height(s.norm_first) + 0.2 + final + 3.5
-    fig, ax = _canvas(width, height, _BOOK_WIDTH / width)
+    height = y_frame + 3 * draw.unit_height(s.norm_first) + 0.2 + final + 3.5
+    fig, ax = draw.canvas(width, height, draw.BOOK_WIDTH / width)
 
     ax.text(
         width / 2,
@@ -383,7 +108,7 @@ def transformer_map(
         ha="center",
         va="top",
         fontsize=9.5,
-        family=_MONO,
+        family=draw.MONO,
     )
 
     # embeddings and positions
@@ -394,14 +119,14 @@ def transformer_map(
         (xd, "Output embedding", "Outputs, shifted right"),
     ):
         ax.text(xc, 0.25, where, ha="center", va="center", fontsize=9)
-        _arrow(ax, (xc, 0.45), (xc, 0.85), alpha=a2)
-        _block(ax, xc, 1.2, _W, 0.7, "embedding", title, "임베딩", 2, a2)
-        _arrow(ax, (xc, 1.55), (xc, 1.98), alpha=a2)
-        _plus(ax, xc, 2.15, alpha=a3)
-        _arrow(ax, (xc, 2.32), (xc, y_frame), alpha=a3)
+        draw.arrow(ax, (xc, 0.45), (xc, 0.85), alpha=a2)
+        draw.block(ax, xc, 1.2, draw.W, 0.7, "embedding", title, "임베딩", 2, a2)
+        draw.arrow(ax, (xc, 1.55), (xc, 1.98), alpha=a2)
+        draw.plus(ax, xc, 2.15, alpha=a3)
+        draw.arrow(ax, (xc, 2.32), (xc, y_frame), alpha=a3)
     xm = width / 2
     title = "Position\nembedding" if learned else "Positional\nencoding"
-    _block(ax, xm, 2.15, 1.95, 0.72, "position", title, None, 3, a3, size=8.5)
+    draw.block(ax, xm, 2.15, 1.95, 0.72, "position", title, None, 3, a3, size=8.5)
     ax.text(
         xm,
         1.62,
@@ -412,8 +137,8 @@ def transformer_map(
         color="#444444",
         alpha=a3,
     )
-    _arrow(ax, (xm - 0.98, 2.15), (xe + 0.17, 2.15), alpha=a3)
-    _arrow(ax, (xm + 0.98, 2.15), (xd - 0.17, 2.15), alpha=a3)
+    draw.arrow(ax, (xm - 0.98, 2.15), (xe + 0.17, 2.15), alpha=a3)
+    draw.arrow(ax, (xm + 0.98, 2.15), (xd - 0.17, 2.15), alpha=a3)
 
     # the two stacks
     outs = {}
@@ -425,9 +150,9 @@ def transformer_map(
         starts = []
         for block in units:
             starts.append(y)
-            y = _unit(ax, xc, y, side, block, s.norm_first, alpha_of)
+            y = draw.unit(ax, xc, y, side, block, s.norm_first, alpha_of)
         top = y + 0.15
-        left, right = xc - _W / 2 - 0.55, xc + _W / 2 + 0.55
+        left, right = xc - draw.W / 2 - 0.55, xc + draw.W / 2 + 0.55
         ax.add_patch(
             FancyBboxPatch(
                 (left, y_frame),
@@ -442,7 +167,7 @@ def transformer_map(
                 zorder=1,
             )
         )
-        _tag(ax, right - 0.1, top, 6, a6)
+        draw.tag(ax, right - 0.1, top, 6, a6)
         x_label, ha = (left - 0.1, "right") if side < 0 else (right + 0.1, "left")
         middle = (y_frame + top) / 2
         ax.text(
@@ -450,14 +175,14 @@ def transformer_map(
         )
         ax.text(x_label, middle - 0.25, f"N = {n} ×", ha=ha, va="top", fontsize=11, alpha=a6)
         out = top
-        _arrow(ax, (xc, y), (xc, top + (0.4 if s.final_norm else 0.0)), alpha=a6)
+        draw.arrow(ax, (xc, y), (xc, top + (0.4 if s.final_norm else 0.0)), alpha=a6)
         if s.final_norm:
-            _block(
+            draw.block(
                 ax,
                 xc,
-                top + 0.4 + _NORM_H / 2,
+                top + 0.4 + draw.NORM_H / 2,
                 2.2,
-                _NORM_H,
+                draw.NORM_H,
                 "norm",
                 "Final LayerNorm",
                 None,
@@ -465,14 +190,14 @@ def transformer_map(
                 a6,
                 size=9.5,
             )
-            out = top + 0.4 + _NORM_H
+            out = top + 0.4 + draw.NORM_H
         outs[name] = (out, starts)
 
     # the encoder's output feeds every decoder layer's cross-attention (keys and values)
     enc_out, _ = outs["Encoder"]
     dec_out, dec_starts = outs["Decoder"]
-    y_cross = _sublayer_centre(dec_starts[1], s.norm_first)
-    route_y, x_in = enc_out + 0.45, xd - _W / 2
+    y_cross = draw.sublayer_centre(dec_starts[1], s.norm_first)
+    route_y, x_in = enc_out + 0.45, xd - draw.W / 2
     red = BLOCK_COLORS["cross"][0]
     ax.plot(
         [xe, xe, xm, xm, x_in - 0.3],
@@ -482,21 +207,21 @@ def transformer_map(
         alpha=a6,
         zorder=2,
     )
-    _arrow(ax, (x_in - 0.4, y_cross), (x_in, y_cross), red, 1.8, a6)
+    draw.arrow(ax, (x_in - 0.4, y_cross), (x_in, y_cross), red, 1.8, a6)
     ax.text(
         xm - 0.1, y_cross + 0.1, "K, V", ha="right", va="bottom", fontsize=10, color=red, alpha=a6
     )
     ax.text(
-        xd - 0.12, y_cross - _SUB_H / 2 - 0.06, "Q", ha="right", va="top", fontsize=10, alpha=a6
+        xd - 0.12, y_cross - draw.SUB_H / 2 - 0.06, "Q", ha="right", va="top", fontsize=10, alpha=a6
     )
 
     # the output head
     y_lin = dec_out + 0.6
-    _arrow(ax, (xd, dec_out), (xd, y_lin - 0.27), alpha=a6)
-    _block(ax, xd, y_lin, 2.2, 0.55, "output", "Linear", None, 6, a6, size=9.5)
-    _arrow(ax, (xd, y_lin + 0.27), (xd, y_lin + 0.55), alpha=a7)
-    _block(ax, xd, y_lin + 0.82, 2.2, 0.55, "output", "Softmax", None, 7, a7, size=9.5)
-    _arrow(ax, (xd, y_lin + 1.1), (xd, y_lin + 1.35), alpha=a7)
+    draw.arrow(ax, (xd, dec_out), (xd, y_lin - 0.27), alpha=a6)
+    draw.block(ax, xd, y_lin, 2.2, 0.55, "output", "Linear", None, 6, a6, size=9.5)
+    draw.arrow(ax, (xd, y_lin + 0.27), (xd, y_lin + 0.55), alpha=a7)
+    draw.block(ax, xd, y_lin + 0.82, 2.2, 0.55, "output", "Softmax", None, 7, a7, size=9.5)
+    draw.arrow(ax, (xd, y_lin + 1.1), (xd, y_lin + 1.35), alpha=a7)
     ax.text(xd, y_lin + 1.4, "Output probabilities", ha="center", va="bottom", fontsize=9, alpha=a7)
     return fig
 
@@ -549,12 +274,12 @@ def multi_head_split(cfg: object | None = None) -> Figure:
         >>> "(B, 4, T, 16)" in [t.get_text() for t in fig.axes[0].texts]
         True
     """
-    s = _sizes(SimpleNamespace(d_model=512, n_heads=8) if cfg is None else cfg)
-    fig, ax = _canvas(16.0, 10.4, _BOOK_WIDTH / 16.0)
+    s = draw.sizes(SimpleNamespace(d_model=512, n_heads=8) if cfg is None else cfg)
+    fig, ax = draw.canvas(16.0, 10.4, draw.BOOK_WIDTH / 16.0)
     colors = _head_colors(s.n_heads)
     grey = ["#DDDDDD"]
-    full = _shape("B", "T", "d_model"), _shape("B", "T", s.d_model)
-    heads = _shape("B", "h", "T", "d_head"), _shape("B", s.n_heads, "T", s.d_head)
+    full = draw.shape("B", "T", "d_model"), draw.shape("B", "T", s.d_model)
+    heads = draw.shape("B", "h", "T", "d_head"), draw.shape("B", s.n_heads, "T", s.d_head)
     ax.text(
         8.0,
         10.2,
@@ -576,12 +301,12 @@ def multi_head_split(cfg: object | None = None) -> Figure:
 
     # top row, left to right: X -> Q -> h heads -> attention
     y_top, mh = 6.0, 2.2
-    _matrix(ax, 0.7, y_top, 1.3, mh, grey)
-    _tensor(ax, 1.35, y_top - 0.45, "X", *full)
-    _arrow(ax, (2.2, y_top + mh / 2), (3.6, y_top + mh / 2))
+    draw.matrix(ax, 0.7, y_top, 1.3, mh, grey)
+    draw.tensor(ax, 1.35, y_top - 0.45, "X", *full)
+    draw.arrow(ax, (2.2, y_top + mh / 2), (3.6, y_top + mh / 2))
     ax.text(2.9, y_top + mh / 2 + 0.15, r"$\times W^Q$", ha="center", va="bottom", fontsize=10)
-    _matrix(ax, 3.8, y_top, 1.3, mh, colors)
-    _tensor(ax, 4.45, y_top - 0.45, "Q", *full)
+    draw.matrix(ax, 3.8, y_top, 1.3, mh, colors)
+    draw.tensor(ax, 4.45, y_top - 0.45, "Q", *full)
     ax.text(
         4.45,
         y_top - 1.45,
@@ -590,12 +315,12 @@ def multi_head_split(cfg: object | None = None) -> Figure:
         va="top",
         fontsize=8,
     )
-    _arrow(ax, (5.3, y_top + mh / 2), (7.0, y_top + mh / 2))
+    draw.arrow(ax, (5.3, y_top + mh / 2), (7.0, y_top + mh / 2))
     ax.text(6.15, y_top + mh / 2 + 0.15, "view,\ntranspose", ha="center", va="bottom", fontsize=9)
     _cards(ax, 7.2, y_top, 0.75, mh, colors)
-    _tensor(ax, 8.1, y_top - 0.45, f"h = {s.n_heads} heads", *heads)
-    _arrow(ax, (9.4, y_top + mh / 2), (10.6, y_top + mh / 2))
-    _block(ax, 13.1, y_top + mh / 2, 5.0, 2.6, "attention", "", None)
+    draw.tensor(ax, 8.1, y_top - 0.45, f"h = {s.n_heads} heads", *heads)
+    draw.arrow(ax, (9.4, y_top + mh / 2), (10.6, y_top + mh / 2))
+    draw.block(ax, 13.1, y_top + mh / 2, 5.0, 2.6, "attention", "", None)
     for dy, text, size, color in (
         (0.75, "Attention in every head", 10.5, "black"),
         (0.0, r"$\mathrm{softmax}(Q_i K_i^{\top} / \sqrt{d_{head}})\, V_i$", 10.5, "black"),
@@ -614,18 +339,18 @@ def multi_head_split(cfg: object | None = None) -> Figure:
 
     # bottom row, right to left: heads out -> concat -> W^O -> output
     y_bot = 1.4
-    _arrow(ax, (13.1, y_top + mh / 2 - 1.3), (13.1, y_bot + mh + 1.35))
+    draw.arrow(ax, (13.1, y_top + mh / 2 - 1.3), (13.1, y_bot + mh + 1.35))
     _cards(ax, 12.3, y_bot, 0.75, mh, colors)
-    _tensor(ax, 13.2, y_bot - 0.45, "one output per head", *heads)
-    _arrow(ax, (11.9, y_bot + mh / 2), (10.3, y_bot + mh / 2))
+    draw.tensor(ax, 13.2, y_bot - 0.45, "one output per head", *heads)
+    draw.arrow(ax, (11.9, y_bot + mh / 2), (10.3, y_bot + mh / 2))
     ax.text(11.1, y_bot + mh / 2 + 0.15, "transpose,\nconcat", ha="center", va="bottom", fontsize=9)
-    _matrix(ax, 8.8, y_bot, 1.3, mh, colors)
-    _tensor(ax, 9.45, y_bot - 0.45, "concatenated", *full)
-    _arrow(ax, (8.6, y_bot + mh / 2), (7.4, y_bot + mh / 2))
-    _block(ax, 6.3, y_bot + mh / 2, 1.9, 1.0, "attention", r"$\times W^O$", None, size=11)
-    _arrow(ax, (5.25, y_bot + mh / 2), (4.1, y_bot + mh / 2))
-    _matrix(ax, 2.6, y_bot, 1.3, mh, grey)
-    _tensor(ax, 3.25, y_bot - 0.45, "output", *full)
+    draw.matrix(ax, 8.8, y_bot, 1.3, mh, colors)
+    draw.tensor(ax, 9.45, y_bot - 0.45, "concatenated", *full)
+    draw.arrow(ax, (8.6, y_bot + mh / 2), (7.4, y_bot + mh / 2))
+    draw.block(ax, 6.3, y_bot + mh / 2, 1.9, 1.0, "attention", r"$\times W^O$", None, size=11)
+    draw.arrow(ax, (5.25, y_bot + mh / 2), (4.1, y_bot + mh / 2))
+    draw.matrix(ax, 2.6, y_bot, 1.3, mh, grey)
+    draw.tensor(ax, 3.25, y_bot - 0.45, "output", *full)
     return fig
 
 
@@ -648,8 +373,8 @@ def residual_wiring() -> Figure:
         ("attention", "Self-attention", "셀프 어텐션", None),
         ("ffn", "Feed-forward", "피드 포워드 신경망", None),
     ]
-    height = 1.2 + 2 * _unit_height(True) + 1.3 + 1.9
-    fig, ax = _canvas(14.0, height, _BOOK_WIDTH / 14.0)
+    height = 1.2 + 2 * draw.unit_height(True) + 1.3 + 1.9
+    fig, ax = draw.canvas(14.0, height, draw.BOOK_WIDTH / 14.0)
     panels = [
         (
             False,
@@ -669,32 +394,32 @@ def residual_wiring() -> Figure:
         ax.text(xc + 0.9, height - 0.2, title, ha="center", va="top", fontsize=11.5)
         ax.text(xc + 0.9, height - 0.85, formula, ha="center", va="top", fontsize=10)
         ax.text(xc, 0.3, "x  (B, T, d_model)", ha="center", va="center", fontsize=9)
-        _arrow(ax, (xc, 0.55), (xc, 1.1))
+        draw.arrow(ax, (xc, 0.55), (xc, 1.1))
         y = 1.1
         for block in units:
-            y = _unit(ax, xc, y, -1, block, norm_first, _alpha_of(None))
+            y = draw.unit(ax, xc, y, -1, block, norm_first, draw.alpha_of(None))
         ax.text(
             xc + 1.75, y - 0.35, "× N layers", ha="left", va="top", fontsize=9.5, color="#222222"
         )
         if norm_first:
-            _arrow(ax, (xc, y), (xc, y + 0.35))
-            _block(
+            draw.arrow(ax, (xc, y), (xc, y + 0.35))
+            draw.block(
                 ax,
                 xc,
-                y + 0.35 + _NORM_H / 2,
+                y + 0.35 + draw.NORM_H / 2,
                 3.0,
-                _NORM_H,
+                draw.NORM_H,
                 "norm",
                 "Final LayerNorm",
                 None,
                 size=9.5,
             )
-            y += 0.35 + _NORM_H
-        _arrow(ax, (xc, y), (xc, y + 0.4))
+            y += 0.35 + draw.NORM_H
+        draw.arrow(ax, (xc, y), (xc, y + 0.4))
         ax.text(xc, y + 0.48, "output  (B, T, d_model)", ha="center", va="bottom", fontsize=9)
         ax.text(
             xc + 1.75,
-            1.1 + _unit_height(norm_first),
+            1.1 + draw.unit_height(norm_first),
             note,
             ha="left",
             va="center",
@@ -725,10 +450,10 @@ def cross_attention_flow(
     Returns:
         The figure, 6.7 inches wide.
     """
-    s = _sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
+    s = draw.sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
     t_k = check.int_in("source_len", source_len, 1, 24)
     t_q = check.int_in("target_len", target_len, 1, 24)
-    fig, ax = _canvas(16.0, 10.6, _BOOK_WIDTH / 16.0)
+    fig, ax = draw.canvas(16.0, 10.6, draw.BOOK_WIDTH / 16.0)
     ax.text(
         8.0,
         10.4,
@@ -750,35 +475,46 @@ def cross_attention_flow(
     # encoder column (left) and decoder column (right)
     xe, xd = 2.0, 13.9
     ax.text(xe, 0.35, f"source: T_k = {t_k}", ha="center", va="center", fontsize=9)
-    _arrow(ax, (xe, 0.6), (xe, 1.1))
-    _block(ax, xe, 2.2, 3.2, 2.2, "tensor", f"Encoder\nN = {s.n_layers} ×", "인코더", size=10.5)
-    _arrow(ax, (xe, 3.3), (xe, 4.2))
-    _tensor(
+    draw.arrow(ax, (xe, 0.6), (xe, 1.1))
+    draw.block(ax, xe, 2.2, 3.2, 2.2, "tensor", f"Encoder\nN = {s.n_layers} ×", "인코더", size=10.5)
+    draw.arrow(ax, (xe, 3.3), (xe, 4.2))
+    draw.tensor(
         ax,
         xe,
         5.2,
         "memory m (인코더 출력)",
-        _shape("B", "T_k", "d_model"),
-        _shape("B", t_k, s.d_model),
+        draw.shape("B", "T_k", "d_model"),
+        draw.shape("B", t_k, s.d_model),
     )
     ax.text(xd, 0.35, f"target: T_q = {t_q}", ha="center", va="center", fontsize=9)
-    _arrow(ax, (xd, 0.6), (xd, 1.1))
-    _block(ax, xd, 1.75, 3.4, 1.1, "attention", "Masked self-attention", "+ Add & Norm", size=10)
-    _arrow(ax, (xd, 2.3), (xd, 4.2))
-    _tensor(
-        ax, xd, 5.2, "decoder stream y", _shape("B", "T_q", "d_model"), _shape("B", t_q, s.d_model)
+    draw.arrow(ax, (xd, 0.6), (xd, 1.1))
+    draw.block(
+        ax, xd, 1.75, 3.4, 1.1, "attention", "Masked self-attention", "+ Add & Norm", size=10
+    )
+    draw.arrow(ax, (xd, 2.3), (xd, 4.2))
+    draw.tensor(
+        ax,
+        xd,
+        5.2,
+        "decoder stream y",
+        draw.shape("B", "T_q", "d_model"),
+        draw.shape("B", t_q, s.d_model),
     )
 
     # the cross-attention block in the middle
-    _block(ax, 8.0, 6.6, 7.2, 3.4, "cross", "", None)
+    draw.block(ax, 8.0, 6.6, 7.2, 3.4, "cross", "", None)
     lines = [
-        (r"$Q = y\,W^Q$", _shape("B", "h", "T_q", "d_head"), _shape("B", s.n_heads, t_q, s.d_head)),
+        (
+            r"$Q = y\,W^Q$",
+            draw.shape("B", "h", "T_q", "d_head"),
+            draw.shape("B", s.n_heads, t_q, s.d_head),
+        ),
         (
             r"$K = m\,W^K,\ V = m\,W^V$",
-            _shape("B", "h", "T_k", "d_head"),
-            _shape("B", s.n_heads, t_k, s.d_head),
+            draw.shape("B", "h", "T_k", "d_head"),
+            draw.shape("B", s.n_heads, t_k, s.d_head),
         ),
-        ("weights", _shape("B", "h", "T_q", "T_k"), _shape("B", s.n_heads, t_q, t_k)),
+        ("weights", draw.shape("B", "h", "T_q", "T_k"), draw.shape("B", s.n_heads, t_q, t_k)),
     ]
     for j, (name, symbols, numbers) in enumerate(lines):
         y = 7.85 - 0.85 * j
@@ -790,7 +526,7 @@ def cross_attention_flow(
             ha="left",
             va="center",
             fontsize=8,
-            family=_MONO,
+            family=draw.MONO,
             zorder=5,
         )
     ax.text(
@@ -832,20 +568,20 @@ def cross_attention_flow(
     # data flow
     red = BLOCK_COLORS["cross"][0]
     ax.plot([xe, xe], [5.6, 6.6], color=red, lw=1.8, zorder=2)
-    _arrow(ax, (xe, 6.6), (4.4, 6.6), red, 1.8)
+    draw.arrow(ax, (xe, 6.6), (4.4, 6.6), red, 1.8)
     ax.text((xe + 4.4) / 2, 6.75, "K, V", ha="center", va="bottom", fontsize=10, color=red)
-    ax.plot([xd, xd], [5.6, 6.6], color=_ARROW, lw=1.6, zorder=2)
-    _arrow(ax, (xd, 6.6), (11.6, 6.6), _ARROW, 1.6)
+    ax.plot([xd, xd], [5.6, 6.6], color=draw.ARROW, lw=1.6, zorder=2)
+    draw.arrow(ax, (xd, 6.6), (11.6, 6.6), draw.ARROW, 1.6)
     ax.text((xd + 11.6) / 2, 6.75, "Q", ha="center", va="bottom", fontsize=10)
-    _arrow(ax, (8.0, 8.3), (8.0, 8.9))
+    draw.arrow(ax, (8.0, 8.3), (8.0, 8.9))
     ax.text(
         8.0,
         8.95,
-        f"output {_shape('B', t_q, s.d_model)}: to Add & Norm, feed-forward",
+        f"output {draw.shape('B', t_q, s.d_model)}: to Add & Norm, feed-forward",
         ha="center",
         va="bottom",
         fontsize=9,
-        family=_MONO,
+        family=draw.MONO,
     )
     return fig
 
@@ -871,14 +607,14 @@ def kv_cache_growth(
     Returns:
         The figure, 6.7 inches wide.
     """
-    s = _sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
+    s = draw.sizes(SimpleNamespace(d_model=512, n_heads=8, n_layers=6) if cfg is None else cfg)
     prompt_len = check.int_in("prompt_len", prompt_len, 1, 8)
     new_tokens = check.int_in("new_tokens", new_tokens, 1, 4)
     batch = check.positive_int("batch", batch)
     panels = 1 + new_tokens
     panel_w = max(4.0, 0.45 * (prompt_len + new_tokens) + 1.4)
     width = panels * panel_w
-    fig, ax = _canvas(width, 8.4, _BOOK_WIDTH / width)
+    fig, ax = draw.canvas(width, 8.4, draw.BOOK_WIDTH / width)
     edge_k, fill_k = BLOCK_COLORS["attention"]
     edge_v, fill_v = BLOCK_COLORS["cross"]
     ax.text(
@@ -930,11 +666,11 @@ def kv_cache_growth(
         ax.text(
             p * panel_w + panel_w / 2,
             1.55,
-            f"{_shape('B', 'h', 'T', 'd_head')}\n= {_shape(batch, s.n_heads, t, s.d_head)}",
+            f"{draw.shape('B', 'h', 'T', 'd_head')}\n= {draw.shape(batch, s.n_heads, t, s.d_head)}",
             ha="center",
             va="top",
             fontsize=8.5,
-            family=_MONO,
+            family=draw.MONO,
         )
     per_token = 2 * s.n_layers * s.d_model
     ax.text(
