@@ -594,6 +594,14 @@ def _top_p_sorted_order(logits, p):
     return _reference_top_p(sorted_logits, p)
 
 
+def _top_p_no_special_case_for_one(logits, p):
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    drop_sorted = torch.cumsum(probs, dim=-1) - probs >= p  # rounds to 1.0 before the tail
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
 def _top_p_own_probability(logits, p):
     return logits.masked_fill(torch.softmax(logits, dim=-1) < p, float("-inf"))
 
@@ -617,6 +625,10 @@ def _top_p_cases():
         cases.append(Case(f"random logits {shape}, p={p}", (logits, p)))
     cases += [
         Case("edge: p=1.0 keeps every token", (torch.tensor([[3.0, 1.0, 0.0, -2.0, -9.0]]), 1.0)),
+        Case(
+            "edge: p=1.0 with confident logits (float32 sums reach 1.0 before the last token)",
+            (torch.tensor([[0.0, 20.0, -5.0, -20.0, -40.0], [9.0, -30.0, 25.0, 0.0, -8.0]]), 1.0),
+        ),
         Case(
             "edge: the top token alone reaches p",
             (torch.tensor([[0.0, 4.0, 1.0, 0.5]]), 0.6),
@@ -659,6 +671,13 @@ q5 = Question(
             _top_p_sorted_order,
             "Sorting is only for finding the nucleus; put the decision back at each token's "
             "original index (scatter with the sort's indices) and filter the original logits.",
+        ),
+        Mistake(
+            "p = 1 drops unlikely tokens",
+            _top_p_no_special_case_for_one,
+            "With confident logits the running sum of float32 probabilities reaches 1.0 "
+            "before the last tokens, so `mass_before >= p` drops tokens that p = 1 must keep. "
+            "Handle p >= 1 first: every token stays.",
         ),
         Mistake(
             "kept the tokens whose own probability is at least p",
