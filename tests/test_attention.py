@@ -416,3 +416,41 @@ def test_is_causal_with_a_mask_or_unequal_lengths_is_refused():
         mha(x, memory, memory, is_causal=True)
     with pytest.raises(TypeError, match="is_causal must be a bool, got int 1"):
         mha(x, x, x, is_causal=1)
+
+
+# ------------------------------------------- self-attention: Q, K and V from one product
+
+
+def test_self_attention_stacks_the_three_projections_into_one_product():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=16, n_heads=4).double()
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    stacked = mha(x, x, x, is_causal=True)[0]  # query is key is value: one product
+    separate = mha(x, x.clone(), x.clone(), is_causal=True)[0]  # three products
+    torch.testing.assert_close(stacked, separate, **TIGHT)
+    no_bias = MultiHeadAttention(d_model=16, n_heads=4, bias=False).double()
+    torch.testing.assert_close(no_bias(x, x, x)[0], no_bias(x, x.clone(), x.clone())[0], **TIGHT)
+    kv = KVCache()  # the cached path stacks too: prompt, then one token
+    steps = [mha(x[:, :5], x[:, :5], x[:, :5], cache=kv, is_causal=True)[0]]
+    last = x[:, 5:]
+    steps.append(mha(last, last, last, cache=kv, is_causal=True)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), separate, **TIGHT)
+
+
+class _Shifted(nn.Linear):
+    """A projection that is not a plain nn.Linear (as an adapter would be): adds 1."""
+
+    def forward(self, x):
+        return super().forward(x) + 1.0
+
+
+def test_a_replaced_projection_is_called_not_bypassed_by_the_stacked_product():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=8, n_heads=2).double()
+    x = torch.randn(1, 4, 8, dtype=torch.float64)
+    before = mha(x, x, x)[0]
+    shifted = _Shifted(8, 8).double()
+    shifted.load_state_dict(mha.v_proj.state_dict())
+    mha.v_proj = shifted  # every value vector + 1: the output moves by out_proj(1)
+    after = mha(x, x, x)[0]
+    torch.testing.assert_close(after, before + mha.out_proj.weight.sum(dim=1), **TIGHT)

@@ -461,7 +461,9 @@ class MultiHeadAttention(nn.Module):
 
     ``MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O`` with
     ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``; the ``h`` per-head projections are
-    stored as one ``(d_model, d_model)`` linear layer each for queries, keys and values.
+    stored as one ``(d_model, d_model)`` linear layer each for queries, keys and values. In
+    self-attention (``query``, ``key`` and ``value`` the same tensor) the three weight matrices
+    are stacked into one ``(3 d_model, d_model)`` product, as GPT-2 stores them.
 
     Args:
         d_model: width of the token vectors.
@@ -547,14 +549,17 @@ class MultiHeadAttention(nn.Module):
         if self.check_inputs:
             _check_attention_inputs(self, query, key, value, mask, cache, is_causal)
         past = 0 if cache is None or cache.static else len(cache)  # keys already cached
-        q = split_heads(self.q_proj(query), self.n_heads)  # (B, h, T_q, d_head)
-        if cache is not None and cache.holds_memory:  # cross-attention: memory projected once
-            k, v = cache.keys, cache.values  # (B, h, T_k, d_head) each
+        if query is key and key is value and self._stackable(cache):  # self-attention
+            q, k, v = (split_heads(t, self.n_heads) for t in self._project_stacked(query))
         else:
-            k = split_heads(self.k_proj(key), self.n_heads)  # (B, h, T_k, d_head)
-            v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
-            if cache is not None:
-                k, v = cache.update(k, v)  # (B, h, T_past + T_k, d_head): the past, then the new
+            q = split_heads(self.q_proj(query), self.n_heads)  # (B, h, T_q, d_head)
+            if cache is not None and cache.holds_memory:  # cross-attention: memory projected once
+                k, v = cache.keys, cache.values  # (B, h, T_k, d_head) each
+            else:
+                k = split_heads(self.k_proj(key), self.n_heads)  # (B, h, T_k, d_head)
+                v = split_heads(self.v_proj(value), self.n_heads)  # (B, h, T_k, d_head)
+        if cache is not None and not cache.holds_memory:
+            k, v = cache.update(k, v)  # (B, h, T_past + T_k, d_head): the past, then the new
         if is_causal and (need_weights or past):  # the fused kernel's causal flag is square
             mask, is_causal = causal_mask(query.shape[1], past=past, device=query.device), False
         if mask is not None and mask.dim() == 3:
@@ -570,6 +575,21 @@ class MultiHeadAttention(nn.Module):
                 heads = heads.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
             weights = None
         return self.out_proj(merge_heads(heads)), weights  # (B, T_q, d_model)
+
+    def _stackable(self, cache: KVCache | None) -> bool:
+        """Whether Q, K and V may come from one product: plain linear layers (a wrapped or
+        replaced projection, e.g. a LoRA adapter, is called as the module it is) and no
+        static cache."""
+        plain = all(type(m) is nn.Linear for m in (self.q_proj, self.k_proj, self.v_proj))
+        return plain and (cache is None or not cache.static)
+
+    def _project_stacked(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``(x W^Q, x W^K, x W^V)`` in one matrix product with the three weights stacked:
+        the three products of the module's own layers, in one larger (faster) kernel call."""
+        layers = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([m.weight for m in layers])  # (3 d_model, d_model)
+        bias = None if self.q_proj.bias is None else torch.cat([m.bias for m in layers])
+        return F.linear(x, weight, bias).chunk(3, dim=-1)  # 3 x (B, T, d_model)
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
