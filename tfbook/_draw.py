@@ -155,6 +155,11 @@ def fit(text, width: float, smallest: float = 7.5) -> None:
 
 
 def tag(ax, x, y, chapter, alpha=1.0):
+    """The badge naming the chapter that builds a block: dark on a highlighted (or plain)
+    block, an outlined grey label on a faded one, so it stays readable without competing."""
+    faded = alpha < 1.0
+    box = {"boxstyle": "round,pad=0.18", "fc": "white" if faded else "#333333"}
+    box |= {"ec": "#AAAAAA" if faded else "none", "lw": 0.6}
     ax.text(
         x,
         y,
@@ -162,10 +167,9 @@ def tag(ax, x, y, chapter, alpha=1.0):
         ha="right",
         va="center",
         fontsize=7.5,
-        color="white",
-        alpha=alpha,
+        color="#777777" if faded else "white",
         zorder=6,
-        bbox={"boxstyle": "round,pad=0.18", "fc": "#333333", "ec": "none", "alpha": alpha},
+        bbox=box,
     )
 
 
