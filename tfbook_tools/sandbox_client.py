@@ -26,6 +26,7 @@ from tfbook.exercises._engine import (
     Result,
     _run_with_timeout,
     _show,
+    hint_text,
     run_answer,
 )
 from tfbook_tools.wire import MAX_MESSAGE, Session, WireError, decode
@@ -175,7 +176,14 @@ class RemoteQuestion:
             self.points,
             str(reply.get("detail", "")),
             str(reply.get("case", "")),
-            Mistake(str(mistake["name"]), None, str(mistake["fix"])) if mistake else None,
+            Mistake(
+                str(mistake["name"]),
+                None,
+                str(mistake["fix"]),
+                str(mistake.get("heading", "Likely mistake")),
+            )
+            if mistake
+            else None,
         )
 
     def _local(self, status: str, detail: str) -> Result:
@@ -200,8 +208,7 @@ class RemoteQuestion:
             print(f"[{self.qid}] No more hints: all {len(self.hints)} shown. Try solution().")
             return
         self._hints_shown += 1
-        n = self._hints_shown
-        print(f"[{self.qid}] Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
+        print(hint_text(self.qid, self.hints, self._hints_shown, solutions=False))
 
     def solution(self) -> None:
         print(f"[{self.qid}] Solutions are switched off for this course (TFBOOK_COURSE_MODE).")
