@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import socket
+import tempfile
+import threading
 
 import pytest
 import torch
@@ -208,6 +212,10 @@ def test_an_instance_judged_elsewhere_gets_the_same_advice():
     [
         (lambda x: x.float() @ x.double(), "float32 and float64 tensors mixed"),
         (lambda x: x.sum().backward(), "backward() on a value that has no graph"),
+        (
+            lambda x: F.cross_entropy(torch.zeros(4, 7, 12), torch.zeros(4, 7, dtype=torch.long)),
+            "logits of shape (B, T, V) given to F.cross_entropy as they are",
+        ),
         (lambda x: x.nonexistent_method(), None),
         (lambda x: torch.zeros(2, 3).transpose(0, 1).view(6), "view() on a tensor"),
         (lambda x: None.shape, "a value that is None"),
@@ -229,6 +237,17 @@ def test_known_crashes_are_mapped_to_advice(fn, name):
 def test_every_crash_pattern_is_named_and_explained():
     for pattern, name, fix in CRASHES:
         assert pattern and name and fix.endswith(".")
+
+
+def _softmax_without_return(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    e / e.sum(dim=dim, keepdim=True)  # computed, never returned
+
+
+def test_a_function_without_return_is_named():
+    text = question("ch00.q1").evaluate(_softmax_without_return).text()
+    assert "output: expected a torch.Tensor, got NoneType" in text
+    assert "Likely mistake: your function returned None." in text, text
 
 
 # --------------------------------------------------------------------------- 4. the case
@@ -378,3 +397,51 @@ def test_hints_come_one_at_a_time_and_say_how_many_remain(capsys):
     )
     q.hint()
     assert "No more hints" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- while grading
+
+
+def _graded(q, answer, monkeypatch):
+    """``answer`` checked as the grader checks it: the sandbox's stand-in question runs it
+    and a judge (in a thread here, holding the reference) decides. Returns the stand-in and
+    its result."""
+    from tfbook_tools import sandbox_client
+    from tfbook_tools.judge import Judge, Limits
+
+    judge = Judge(q.qid.split(".")[0], Limits(cpu_seconds=600, memory_mb=0), lambda *_: None)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "judge.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+
+        def serve():
+            connection, _ = listener.accept()
+            with connection:
+                judge.session(connection)
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        monkeypatch.setenv(sandbox_client.SOCKET_ENV, path)
+        info = {"qid": q.qid, "title": q.title, "points": q.points, "hints": list(q.hints)}
+        remote = sandbox_client.RemoteQuestion(info)
+        result = remote.evaluate(answer)
+        server.join(60)
+        listener.close()
+    return remote, result
+
+
+def test_while_grading_the_feedback_and_the_case_are_the_same(monkeypatch):
+    remote, result = _graded(question("ch00.q1"), _softmax_doubled, monkeypatch)
+    assert "Your output shows: every entry is 2 times the expected one." in result.text()
+    case = remote.last_case()
+    assert case.name == result.case
+    local = question("ch00.q1")
+    local.evaluate(_softmax_doubled)
+    assert torch.equal(case.args[0], local.last_case().args[0])
+
+
+def test_while_grading_the_students_line_is_shown(monkeypatch):
+    _, result = _graded(question("ch04.q1"), _attention_with_a_shape_bug, monkeypatch)
+    assert "in your code, line " in result.text() and "scores = q @ k" in result.text()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CRASHES", "crash_advice", "property_advice"]
+__all__ = ["CRASHES", "RETURNED_NONE", "crash_advice", "property_advice"]
 
 #: Exceptions whose message does not say what to change: ``(pattern, name, fix)``, the
 #: pattern searched in ``"ExceptionType: message"``.
@@ -36,6 +36,13 @@ CRASHES: tuple[tuple[str, str, str], ...] = (
         "a target that is not a token id in [0, V)",
         "Every target must be a token id below the vocabulary size V (the logits' last axis); "
         "positions to skip carry the ignore index (-100, the default of F.cross_entropy).",
+    ),
+    (
+        r"Expected target size \[\d+, \d+\], got \[\d+, \d+\]",
+        "logits of shape (B, T, V) given to F.cross_entropy as they are",
+        "F.cross_entropy wants the classes on axis 1: flatten the logits to (B * T, V) and the "
+        "targets to (B * T,) with reshape, or use tfbook.objectives.lm_loss where the task "
+        "allows it.",
     ),
     (
         r"expected (?:m1 and m2 to have the same dtype|scalar type \w+ but found \w+)"
@@ -86,6 +93,14 @@ CRASHES: tuple[tuple[str, str, str], ...] = (
         "A function that ends without return gives None: check that every function of yours "
         "(and every branch of it) returns its result.",
     ),
+)
+
+
+#: The diagnosis of an answer that returned ``None`` where a value was expected.
+RETURNED_NONE = (
+    "your function returned None",
+    "A function without a return statement (or whose last line computes a value without "
+    "returning it) gives None: end it with return and the result.",
 )
 
 
@@ -213,6 +228,8 @@ def _shape(e: np.ndarray, g: np.ndarray) -> tuple[str, str] | None:
 def property_advice(expected: Any, got: Any) -> tuple[str, str] | None:
     """What a wrong tensor output shows by itself, compared with the expected one, as
     ``(what, what to check)``; ``None`` when nothing stands out."""
+    if got is None and expected is not None:
+        return RETURNED_NONE
     e, g = _float64(expected), _float64(got)
     if e is None or g is None:
         return None

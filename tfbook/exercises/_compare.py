@@ -115,11 +115,11 @@ def _number(v: float, digits: int = 4) -> str:
 
 
 def _error(v: float) -> str:
-    """An error in two significant digits: ``7.0e-2``, ``0.88``, ``12``."""
+    """An error in two significant digits: ``7.0e-2``, ``0.30``, ``12``."""
     if v == 0.0 or not math.isfinite(v):
         return f"{v:g}"
     if 0.1 <= v < 100:
-        return f"{v:.2g}"
+        return f"{v:#.2g}".rstrip(".")  # 0.30, 1.0, 12
     mantissa, exponent = f"{v:.1e}".split("e")
     return f"{mantissa}e{int(exponent)}"
 

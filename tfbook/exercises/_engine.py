@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from tfbook.exercises._advice import crash_advice, property_advice
+from tfbook.exercises._advice import RETURNED_NONE, crash_advice, property_advice
 from tfbook.exercises._compare import (
     _describe,
     adopt_weights,
@@ -441,6 +441,8 @@ class Question:
         if dtype is not None:
             return dtype
         shown = property_advice(expected, got)
+        if shown == RETURNED_NONE:
+            return Mistake(shown[0], None, shown[1])
         if shown is not None:
             return Mistake(shown[0], None, shown[1], "Your output shows")
         return None
