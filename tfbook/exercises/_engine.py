@@ -470,7 +470,8 @@ class Question:
         fn = name if name.isidentifier() and name != "answer" else "your_function"
         call = f"{fn}(*case.args" + (", **case.kwargs)" if case.kwargs else ")")
         seeded = f" after torch.manual_seed({case.seed})" if case.seed is not None else ""
-        return f"to rerun this case: case = ex.{qn}.last_case(), then {call}{seeded}"
+        what = "build this case's module" if inspect.isclass(self._reference) else "rerun this case"
+        return f"to {what}: case = ex.{qn}.last_case(), then {call}{seeded}"
 
     # -- the check itself
     def evaluate(self, answer: Any) -> Result:

@@ -781,7 +781,7 @@ def _compare_training(expected, got):
         params = got.get("parameters") if isinstance(got, dict) else None
         if problem is None or "['parameters']" not in problem or not isinstance(params, dict):
             return problem
-        gap = max(  # the engine prints 4 decimals: say how far apart the updates really are
+        gap = max(  # one entry is shown: say how far apart the updates are over all of them
             (
                 (e - g).abs().max().item()
                 for key, e in expected["parameters"].items()
