@@ -11,8 +11,9 @@ Commands:
   of every chapter into ``_build/_static_extra/student/`` for the download links.
 - ``strict-config``: print ``_config.yml`` with notebook execution switched off, for the
   strict (``-W``) build that reuses the nbval-verified stored outputs.
-- ``sync-hints NOTEBOOK...``: write each exercise's hints (from ``tfbook.exercises.chNN``)
-  into a collapsed block above its solution cell.
+- ``sync-hints NOTEBOOK...``: write above each exercise's solution cell a one-line pointer
+  to ``ex.qN.hint()``, which reveals the hints (kept in ``tfbook.exercises.chNN``) one at a
+  time.
 - ``execute NOTEBOOK...``: re-execute master notebooks in place with nbclient (no widget
   state: the HTML book shows static figures instead; no timing metadata), so stored
   outputs are refreshed deterministically.
@@ -213,19 +214,16 @@ def execute_notebooks(paths: list[Path], timeout: int = 300) -> None:
 
 
 def hints_markdown(question) -> str:
-    """The collapsed hints block shown above an exercise (HTML ``<details>``: renders in
-    Jupyter and in the book alike)."""
-    items = "\n".join(f"{i}. {hint}" for i, hint in enumerate(question.hints, 1))
+    """The line shown above an exercise's solution cell: where its hints are. The hints
+    themselves are never printed in the notebook or the book, so each is one deliberate call
+    of ``hint()`` away, not one click away from all of them."""
     qn = question.qid.split(".")[1]
-    return (
-        f"<details>\n<summary>Hints for this exercise (or run <code>ex.{qn}.hint()</code>)"
-        f"</summary>\n\n{items}\n\n</details>"
-    )
+    return f"Stuck? Each call of `ex.{qn}.hint()` reveals one more hint."
 
 
 def sync_hints(paths: list[Path]) -> list[Path]:
-    """Insert or refresh the hints cell before each exercise's solution cell, from the hints
-    of the exercise module (one source of truth). Returns the notebooks that changed."""
+    """Insert or refresh the hints pointer before each exercise's solution cell (the hints
+    stay in the exercise module, one source of truth). Returns the notebooks that changed."""
     import nbformat
 
     from tfbook.exercises import load

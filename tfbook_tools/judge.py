@@ -314,7 +314,11 @@ class Judge:
                 "points": result.points,
                 "detail": result.detail,
                 "case": result.case,
-                "mistake": {"name": mistake.name, "fix": mistake.fix} if mistake else None,
+                "mistake": (
+                    {"name": mistake.name, "fix": mistake.fix, "heading": mistake.heading}
+                    if mistake
+                    else None
+                ),
             }
         )
 

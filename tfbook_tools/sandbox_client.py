@@ -24,8 +24,10 @@ from tfbook.exercises._engine import (
     ExerciseSet,
     Mistake,
     Result,
+    _clone,
     _run_with_timeout,
     _show,
+    hint_text,
     run_answer,
 )
 from tfbook_tools.wire import MAX_MESSAGE, Session, WireError, decode
@@ -91,6 +93,8 @@ class RemoteQuestion:
         self.hints = list(info["hints"])
         self.state = "not checked"
         self._hints_shown = 0
+        self._cases: dict[str, Case] = {}  # the last check's cases, by name
+        self._last_case: Case | None = None
 
     def __repr__(self) -> str:
         return f"<Question {self.qid}: {self.title}>"
@@ -134,6 +138,7 @@ class RemoteQuestion:
             timeout = float(reply["timeout"])
             session.policy = _StudentObjects(timeout)
             cases = _cases(session, reply["cases"])
+            self._cases = {case.name: case for case in cases}
             probes = _cases(session, reply.get("probes", []))
             forbidden = [str(n) for n in reply.get("forbidden", []) if isinstance(n, str)]
             driver = reply.get("driver")
@@ -167,6 +172,9 @@ class RemoteQuestion:
         if reply.get("op") != "result":
             return self._local("error", "the grader sent no verdict")
         mistake = reply.get("mistake")
+        failed_on = self._cases.get(str(reply.get("case", "")))
+        if reply.get("status") != "passed" and failed_on is not None:
+            self._last_case = failed_on
         return Result(
             self.qid,
             self.title,
@@ -175,7 +183,14 @@ class RemoteQuestion:
             self.points,
             str(reply.get("detail", "")),
             str(reply.get("case", "")),
-            Mistake(str(mistake["name"]), None, str(mistake["fix"])) if mistake else None,
+            Mistake(
+                str(mistake["name"]),
+                None,
+                str(mistake["fix"]),
+                str(mistake.get("heading", "Likely mistake")),
+            )
+            if mistake
+            else None,
         )
 
     def _local(self, status: str, detail: str) -> Result:
@@ -192,6 +207,17 @@ class RemoteQuestion:
         self.state = result.status
         _show(result)
 
+    def last_case(self) -> Case:
+        """The inputs of the last case a check failed on (a fresh copy), as in a notebook."""
+        if self._last_case is None:
+            raise LookupError(
+                f"[{self.qid}] no failed case yet: last_case() returns the inputs of the case "
+                "a check failed on, after a check that did not pass"
+            )
+        case = self._last_case
+        args = tuple(_clone(a) for a in case.args)
+        return Case(case.name, args, {k: _clone(v) for k, v in case.kwargs.items()}, case.seed)
+
     def hint(self) -> None:
         if not self.hints:
             print(f"[{self.qid}] No hints for this question.")
@@ -200,8 +226,7 @@ class RemoteQuestion:
             print(f"[{self.qid}] No more hints: all {len(self.hints)} shown. Try solution().")
             return
         self._hints_shown += 1
-        n = self._hints_shown
-        print(f"[{self.qid}] Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
+        print(hint_text(self.qid, self.hints, self._hints_shown, solutions=False))
 
     def solution(self) -> None:
         print(f"[{self.qid}] Solutions are switched off for this course (TFBOOK_COURSE_MODE).")

@@ -18,45 +18,159 @@ import torch
 __all__ = ["compare", "run_module", "adopt_weights", "compare_modules"]
 
 
-def _describe(x: Any) -> str:
-    """Short, deterministic description of a value (for the 'call' line of feedback)."""
+#: The longest description of one argument or value in feedback (a state dict or a long list
+#: is summarised, never printed whole).
+_DESCRIBE_LIMIT = 160
+
+
+def _shape(shape: Any) -> str:
+    return str(tuple(int(n) for n in shape))
+
+
+def _plural(value: Any) -> str:
+    """What a list of ``value`` s is called: ``ints``, ``tensors``, ``lists`` ..."""
+    if isinstance(value, torch.Tensor):
+        return "tensors"
+    if isinstance(value, bool):
+        return "bools"
+    if isinstance(value, (int, np.integer)):
+        return "ints"
+    if isinstance(value, (float, np.floating)):
+        return "floats"
+    if isinstance(value, str):
+        return "strings"
+    return type(value).__name__ + "s"
+
+
+def _describe_sequence(x: list | tuple, depth: int) -> str:
+    kind = type(x).__name__
+    if not x:
+        return repr(x)
+    open_, close = ("[", "]") if isinstance(x, list) else ("(", ")")
+    parts = [_describe(item, depth + 1) for item in x[:7]]
+    whole = open_ + ", ".join(parts) + ("," if len(x) == 1 and kind == "tuple" else "") + close
+    if len(x) <= 6 and len(whole) <= 80:
+        return whole
+    names = {_plural(item) for item in x}
+    what = names.pop() if len(names) == 1 else "items"
+    tensors = [item for item in x if isinstance(item, torch.Tensor)]
+    if len(tensors) == len(x) and len({(tuple(t.shape), t.dtype) for t in tensors}) == 1:
+        return f"{kind} of {len(x)} tensors {_shape(x[0].shape)} {_dtype(x[0])}"
+    preview = ", ".join(parts[:3])
+    return f"{kind} of {len(x)} {what}: {open_}{preview}, ...{close}"
+
+
+def _dtype(x: torch.Tensor | np.ndarray) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _describe(x: Any, depth: int = 0) -> str:
+    """Short, deterministic description of a value (for the 'call' line of feedback).
+
+    Tensors by shape and dtype (``tensor (2, 5, 8) float32``; a few integers by value), state
+    dicts by their number of tensors, modules by class and parameter count, long lists by
+    length and first items; nothing longer than ``_DESCRIBE_LIMIT`` characters.
+    """
     if isinstance(x, torch.Tensor):
-        return f"Tensor{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+        if x.dtype in (torch.int64, torch.int32, torch.bool) and 0 < x.numel() <= 8 and x.dim():
+            return f"tensor({x.tolist()}) {_dtype(x)}"
+        return f"tensor {_shape(x.shape)} {_dtype(x)}"
     if isinstance(x, np.ndarray):
-        return f"ndarray{tuple(x.shape)} {x.dtype}"
-    if isinstance(x, (list, tuple)) and len(x) > 6:
-        return f"{type(x).__name__} of {len(x)} items"
-    if isinstance(x, str) and len(x) > 40:
+        return f"array {_shape(x.shape)} {_dtype(x)}"
+    if isinstance(x, torch.nn.Module):
+        count = sum(p.numel() for p in x.parameters())
+        return f"{type(x).__name__} ({count:,} parameters)"
+    if isinstance(x, dict):
+        if x and all(isinstance(v, torch.Tensor) for v in x.values()):
+            return f"state dict, {len(x)} tensors"
+        text = "{" + ", ".join(f"{k!r}: {_describe(v, depth + 1)}" for k, v in x.items()) + "}"
+        if len(text) <= _DESCRIBE_LIMIT and depth == 0 or len(text) <= 60:
+            return text
+        return f"dict of {len(x)} items (keys {', '.join(map(repr, list(x)[:3]))}, ...)"
+    if isinstance(x, (list, tuple)):
+        text = _describe_sequence(x, depth)
+    elif isinstance(x, str) and len(x) > 40:
         return repr(x[:37] + "...")
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return repr(x)
+    elif isinstance(x, (float, np.floating)):
+        return repr(float(x)) if len(repr(float(x))) <= 8 else _number(float(x))
+    else:
+        text = repr(x)
+    if len(text) > _DESCRIBE_LIMIT:
+        return text[: _DESCRIBE_LIMIT - 4] + " ..."
+    return text
 
 
-def _fmt(v: float) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    v = float(v)
+def _number(v: float, digits: int = 4) -> str:
+    """``v`` with ``digits`` significant digits, in plain notation from 1e-4 to 1e16."""
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return f"{v:.4f}"
+    if v == 0.0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(v))) + 1  # digits before the point
+    if 1e-4 <= abs(v) < 1e16:
+        digits = max(digits, magnitude)
+    return f"{v:#.{digits}g}".rstrip(".")  # trailing zeros kept: 2.420 against 2.475
 
 
-def _number_difference(expected: float, got: float, atol: float, rtol: float) -> str:
-    """``expected 0.000698771, got 0.000698072 (relative difference 1.0e-03, allowed 1e-05)``:
-    enough digits to tell the two numbers apart, and the difference against the tolerance."""
-    want, have = _fmt(expected), _fmt(got)
-    if want == have:  # four decimals hide the difference
-        want, have = f"{expected:.9g}", f"{got:.9g}"
+def _error(v: float) -> str:
+    """An error in two significant digits: ``7.0e-2``, ``0.30``, ``12``."""
+    if v == 0.0 or not math.isfinite(v):
+        return f"{v:g}"
+    if 0.1 <= v < 100:
+        return f"{v:#.2g}".rstrip(".")  # 0.30, 1.0, 12
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _tolerance(v: float) -> str:
+    """A tolerance as it was written: ``1e-5``, ``5e-4``, ``2.5e-3``."""
+    if v == 0.0 or not math.isfinite(v):
+        return f"{v:g}"
+    for digits in range(6):
+        mantissa, exponent = f"{v:.{digits}e}".split("e")
+        if float(f"{mantissa}e{exponent}") == v:
+            return f"{mantissa}e{int(exponent)}"
+    return _error(v)
+
+
+def _pair(expected: float, got: float) -> tuple[str, str]:
+    """The two numbers with as few significant digits (4 at least) as tell them apart, and
+    the same number of decimals: ``2.420`` and ``2.475``, ``0.000213`` and ``0.000198``."""
+    for digits in range(4, 18):
+        want, have = _number(expected, digits), _number(got, digits)
+        if want != have:
+            break
+    if "e" in want + have or "." not in want or "." not in have:
+        return want, have
+    while want.endswith("0") and have.endswith("0"):  # zeros both have say nothing
+        want, have = want[:-1], have[:-1]
+    return want.rstrip("."), have.rstrip(".")
+
+
+def _is_integer(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _number_difference(
+    expected: float, got: float, atol: float, rtol: float, integers: bool = False
+) -> str:
+    """``expected 0.000213, got 0.000198 (relative error 7.0e-2, allowed 1e-5)``: counts as
+    integers, other numbers with enough digits to tell them apart, and the difference against
+    the tolerance that decides."""
+    if integers:
+        gap = int(got) - int(expected)
+        more = "more" if gap > 0 else "less"
+        return f"expected {int(expected)}, got {int(got)} ({abs(gap)} {more})"
+    want, have = _pair(expected, got)
     text = f"expected {want}, got {have}"
     if not math.isfinite(expected) or not math.isfinite(got):
         return text
     if expected != 0.0 and rtol * abs(expected) >= atol:
         rel = abs(got - expected) / abs(expected)
-        return text + f" (relative difference {rel:.1e}, allowed {rtol:g})"
-    return text + f" (difference {abs(got - expected):.1e}, allowed {atol:g})"
+        return text + f" (relative error {_error(rel)}, allowed {_tolerance(rtol)})"
+    return text + f" (difference {_error(abs(got - expected))}, allowed {_tolerance(atol)})"
 
 
 def _as_float64(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -96,19 +210,30 @@ def _compare_arrays(
     g = _as_float64(got)
     if e.size == 0:
         return None
-    if np.isnan(g).any() and not np.isnan(e).any():
-        idx = tuple(int(i) for i in np.argwhere(np.isnan(g))[0])
-        return f"{where}: contains NaN (first at index {idx}); the reference has none"
+    for name, bad in (("NaN", np.isnan), ("inf", np.isinf)):
+        if bad(g).any() and not bad(e).any():
+            idx = tuple(int(i) for i in np.argwhere(bad(g))[0])
+            return f"{where}: contains {name} (first at index {idx}); the reference has none"
     close = np.isclose(g, e, atol=atol, rtol=rtol, equal_nan=True)
     if close.all():
         return None
     diff = np.where(close, 0.0, np.abs(np.nan_to_num(g - e, nan=np.inf, posinf=np.inf)))
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
     n_bad = int((~close).sum())
-    return (
+    integers = not (_is_floating(expected) or _is_floating(got))
+    text = (
         f"{where}: values differ in {n_bad} of {e.size} entries; largest difference at "
-        f"index {idx}: expected {_fmt(e[idx])}, got {_fmt(g[idx])}"
+        f"index {idx}: {_number_difference(e[idx], g[idx], atol, rtol, integers)}"
     )
+    if _is_floating(expected) and _is_floating(got) and got.dtype != expected.dtype:
+        text += f"; your answer is {_dtype(got)}, the expected output {_dtype(expected)}"
+    return text
+
+
+def _is_floating(x: torch.Tensor | np.ndarray) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.dtype.is_floating_point or x.dtype.is_complex
+    return np.issubdtype(x.dtype, np.inexact)
 
 
 def compare(
@@ -171,7 +296,9 @@ def compare(
         if not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool):
             return f"{where}: expected a number, got {type(got).__name__}"
         if not math.isclose(float(got), float(expected), abs_tol=atol, rel_tol=rtol):
-            return f"{where}: {_number_difference(float(expected), float(got), atol, rtol)}"
+            integers = _is_integer(expected) and _is_integer(got)
+            difference = _number_difference(float(expected), float(got), atol, rtol, integers)
+            return f"{where}: {difference}"
         return None
     if got != expected:
         return f"{where}: expected {_describe(expected)}, got {_describe(got)}"

@@ -47,13 +47,18 @@ a chapter's set of questions, and re-exports the rest:
 
 from __future__ import annotations
 
+import functools
 import html
 import inspect
+import itertools
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from tfbook.exercises._advice import RETURNED_NONE, crash_advice, property_advice
 from tfbook.exercises._compare import (
     _describe,
     adopt_weights,
@@ -63,11 +68,12 @@ from tfbook.exercises._compare import (
 )
 from tfbook.exercises._display import _STATUS_COLOURS, _env_flag, _show, _Table
 from tfbook.exercises._drivers import DRIVERS, drive_training_step
-from tfbook.exercises._run import OUTCOME_KINDS, Case, Frozen, Outcome, _call, run_answer
+from tfbook.exercises._run import OUTCOME_KINDS, Case, Frozen, Outcome, _call, _clone, run_answer
 from tfbook.exercises._watch import OPERATIONS, _OneThread, describe_operation
 from tfbook.exercises._watch import _run_with_timeout as _run_with_timeout  # for the sandbox
 
 __all__ = [
+    "Bugs",
     "Case",
     "Frozen",
     "Mistake",
@@ -83,6 +89,7 @@ __all__ = [
     "run_answer",
     "drive_training_step",
     "STATUSES",
+    "hint_text",
     "OUTCOME_KINDS",
     "DRIVERS",
     "LOOP_OVER_POSITIONS",
@@ -106,11 +113,72 @@ class Mistake:
         name: what the mistake is, in a few words (``"no 1/sqrt(d_k) scaling"``).
         fn: the wrong implementation, same signature as the reference.
         fix: one or two sentences telling the student what to change.
+        heading: how the feedback introduces ``name``: ``"Likely mistake"`` for a mistake
+            recognised by its output, ``"Your output shows"`` for a property of the output
+            alone (rows that do not sum to 1, a constant factor).
     """
 
     name: str
     fn: Callable[..., Any]
     fix: str
+    heading: str = "Likely mistake"
+
+
+@dataclass
+class Bugs:
+    """The bugs of a debug question's given code, so that a partial fix can be named.
+
+    Args:
+        fn: the given code with a switch per bug: ``fn(*case.args, **case.kwargs, **switches)``
+            where ``switches`` maps every name of ``bugs`` to ``True`` (the bug is there) or
+            ``False`` (it is fixed); all ``False`` is the reference.
+        bugs: ``name -> (what is still wrong, how to fix it)``, in the order the task lists
+            them (``"zero_grad": ("the gradients are never reset", "call ...")``).
+
+    When an answer matches none of the question's mistakes, the engine tries every mix of
+    fixed and remaining bugs and, on a match, says how many are fixed and which remain.
+    """
+
+    fn: Callable[..., Any]
+    bugs: dict[str, tuple[str, str]]
+
+    def __post_init__(self) -> None:
+        if not self.bugs:
+            raise ValueError("bugs must name at least one bug, got none")
+        for name, pair in self.bugs.items():
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError(
+                    f"bugs[{name!r}] must be a (what is still wrong, how to fix it) pair, "
+                    f"got {pair!r}"
+                )
+
+    def remaining(self) -> list[tuple[str, ...]]:
+        """Every non-empty set of bugs still present, fewest first (one left before two)."""
+        names = list(self.bugs)
+        found = []
+        for size in range(1, len(names) + 1):
+            found += list(itertools.combinations(names, size))
+        return found
+
+    def mistake(self, left: Sequence[str]) -> Mistake:
+        """The diagnosis of an answer in which exactly the bugs ``left`` remain."""
+        n, k = len(self.bugs), len(self.bugs) - len(left)
+        whats = "; ".join(self.bugs[name][0] for name in left)
+        fixes = " ".join(self.bugs[name][1] for name in left)
+        if k == 0:
+            name = f"none of the {_count(n)} bugs fixed yet: {whats}"
+        else:
+            fixed = "is" if k == 1 else "are"
+            name = f"{_count(k)} of the {_count(n)} bugs {fixed} fixed, but still: {whats}"
+        return Mistake(name, functools.partial(self.fn, **self.switches(left)), fixes)
+
+    def switches(self, left: Sequence[str]) -> dict[str, bool]:
+        return {name: name in left for name in self.bugs}
+
+
+def _count(n: int) -> str:
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[n] if 0 <= n < len(words) else str(n)
 
 
 @dataclass
@@ -139,7 +207,7 @@ class Result:
         lines = [head + self.status.upper() + (f' on case "{self.case}"' if self.case else "")]
         lines += ["  " + line for line in self.detail.splitlines()]
         if self.mistake is not None:
-            lines.append(f"  Likely mistake: {self.mistake.name}.")
+            lines.append(f"  {self.mistake.heading}: {self.mistake.name}.")
             lines.append(f"  How to fix it: {self.mistake.fix}")
         return "\n".join(lines)
 
@@ -183,6 +251,44 @@ def _call_text(
     return f"{name}({', '.join(parts)})"
 
 
+def hint_text(qid: str, hints: Sequence[str], n: int, solutions: bool = True) -> str:
+    """Hint ``n`` (from 1) of ``hints``, and how many remain (``solutions``: whether
+    ``solution()`` shows one, so the last hint can point to it)."""
+    left = len(hints) - n
+    qn = qid.rsplit(".", 1)[-1]
+    if left:
+        more = f"{left} more: call ex.{qn}.hint() again"
+    elif solutions and not _env_flag("TFBOOK_COURSE_MODE"):
+        more = f"that was the last; ex.{qn}.solution() shows a solution"
+    else:
+        more = "that was the last"
+    return f"[{qid}] Hint {n} of {len(hints)}: {hints[n - 1]} ({more})"
+
+
+def _float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in ``value`` and, one level down, in its items."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, dict):
+        items = list(value.values())
+    return [t for t in items if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
+
+
+def _dtype_lost(case: Case, expected: Any, got: Any) -> Mistake | None:
+    """An answer in a smaller float dtype than its input's, which the output needs."""
+    inputs = {t.dtype for a in [*case.args, *case.kwargs.values()] for t in _float_tensors(a)}
+    pairs = zip(_float_tensors(expected), _float_tensors(got), strict=False)
+    for e, g in pairs:
+        if e.dtype != g.dtype and inputs == {e.dtype}:
+            mine, theirs = str(g.dtype).replace("torch.", ""), str(e.dtype).replace("torch.", "")
+            return Mistake(
+                f"your answer is {mine}, the input was {theirs}",
+                None,
+                f"Stay in the input's dtype: no .float() or .to({mine}), and new tensors made "
+                f"with dtype=x.dtype; the check compares more digits than {mine} keeps.",
+            )
+    return None
+
+
 class Question:
     """One graded exercise.
 
@@ -215,6 +321,8 @@ class Question:
         driver: the name of a ``DRIVERS`` entry when the answer is not a plain function of
             the cases' inputs (a training step): the reference, the answer, the mistakes and
             ``library`` are then all called through it.
+        bugs: for a debug question whose given code has several bugs, :class:`Bugs`: an
+            answer that fixed some of them is told which remain.
     """
 
     def __init__(
@@ -238,6 +346,7 @@ class Question:
         forbidden: Sequence[str] = (),
         loop_probe: Callable[[int], Case] | None = None,
         driver: str | None = None,
+        bugs: Bugs | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"{qid}: kind must be one of {KINDS}, got {kind!r}")
@@ -250,6 +359,8 @@ class Question:
                 describe_operation(name)  # a ValueError for an operator PyTorch does not have
         if driver is not None and driver not in DRIVERS:
             raise ValueError(f"driver must be one of {sorted(DRIVERS)}, got {driver!r}")
+        if bugs is not None and not isinstance(bugs, Bugs):
+            raise TypeError(f"{qid}: bugs must be a Bugs or None, got {type(bugs).__name__}")
         self.qid = qid
         self.title = title
         self._reference = reference
@@ -267,8 +378,10 @@ class Question:
         self.driver = driver
         self.loop_probe = loop_probe
         self.probe_lengths: tuple[int, int] = (4, 32)
+        self.bugs = bugs
         self.state = "not checked"
         self._hints_shown = 0
+        self._last_case: Case | None = None
         try:
             self._params = list(inspect.signature(reference).parameters)
         except (TypeError, ValueError):
@@ -313,15 +426,52 @@ class Question:
             return []
         return [self.loop_probe(n) for n in self.probe_lengths]
 
-    def _diagnose(self, case: Case, got: Any) -> Mistake | None:
-        for mistake in self.mistakes:
+    def _diagnose(self, case: Case, expected: Any, got: Any) -> Mistake | None:
+        """The known mistake that gives ``got`` on ``case``; else the mix of fixed and
+        remaining bugs that does (``bugs``); else what the output shows by itself."""
+        partial = [self.bugs.mistake(left) for left in self.bugs.remaining()] if self.bugs else []
+        for mistake in [*self.mistakes, *partial]:
             try:
                 wrong = self.call(mistake.fn, case)
             except Exception:  # noqa: BLE001 - a mistake that cannot run on this case
                 continue
             if self.compare(wrong, got) is None:
                 return mistake
+        dtype = _dtype_lost(case, expected, got)
+        if dtype is not None:
+            return dtype
+        shown = property_advice(expected, got)
+        if shown == RETURNED_NONE:
+            return Mistake(shown[0], None, shown[1])
+        if shown is not None:
+            return Mistake(shown[0], None, shown[1], "Your output shows")
         return None
+
+    def last_case(self) -> Case:
+        """The inputs of the last case this question's check failed on (a fresh copy):
+        ``case = ex.q1.last_case()``, then ``my_function(*case.args, **case.kwargs)``."""
+        if self._last_case is None:
+            raise LookupError(
+                f"[{self.qid}] no failed case yet: last_case() returns the inputs of the case "
+                "a check failed on, after a check that did not pass"
+            )
+        case = self._last_case
+        args = tuple(_clone(a) for a in case.args)
+        return Case(case.name, args, {k: _clone(v) for k, v in case.kwargs.items()}, case.seed)
+
+    def _rerun_text(self, name: str, case: Case) -> str:
+        """How to rebuild ``case`` in the notebook: one line."""
+        qn = self.qid.rsplit(".", 1)[-1]
+        if self.driver is not None:
+            return (
+                f"to look at this case: case = ex.{qn}.last_case() (case.args[0] describes "
+                "the model, the optimizer and the batches)"
+            )
+        fn = name if name.isidentifier() and name != "answer" else "your_function"
+        call = f"{fn}(*case.args" + (", **case.kwargs)" if case.kwargs else ")")
+        seeded = f" after torch.manual_seed({case.seed})" if case.seed is not None else ""
+        what = "build this case's module" if inspect.isclass(self._reference) else "rerun this case"
+        return f"to {what}: case = ex.{qn}.last_case(), then {call}{seeded}"
 
     # -- the check itself
     def evaluate(self, answer: Any) -> Result:
@@ -331,6 +481,14 @@ class Question:
                 "error",
                 f"expected a function to check, got {type(answer).__name__}: "
                 f"pass the function itself, e.g. check(my_function), not its result",
+            )
+        if inspect.isclass(self._reference) and isinstance(answer, torch.nn.Module):
+            return self._result(
+                "error",
+                f"expected a class to check, got an instance of {type(answer).__name__}: "
+                f"pass the class itself, check({type(answer).__name__}), not "
+                f"{type(answer).__name__}(...); the check makes its own instances with each "
+                "case's arguments",
             )
         name = getattr(answer, "__name__", "answer")
         cases, probes = self.make_cases(), self.probe_cases()
@@ -370,14 +528,22 @@ class Question:
             outcome = outcomes[index]
             if outcome.kind == "not attempted":
                 return self._result("not attempted")
+            if outcome.kind in ("timeout", "raised", "returned", "counted"):
+                self._last_case = case
             if outcome.kind == "timeout":
                 return self._result(
                     "timeout",
-                    f"call: {call}\ndid not return within {self.timeout:g} s (an endless loop?)",
+                    f"call: {call}\ndid not return within {self.timeout:g} s (an endless loop?)\n"
+                    + self._rerun_text(name, case),
                     case.name,
                 )
             if outcome.kind == "raised":
-                return self._result("error", f"call: {call}\nraised {outcome.detail}", case.name)
+                return self._result(
+                    "error",
+                    f"call: {call}\nraised {outcome.detail}\n{self._rerun_text(name, case)}",
+                    case.name,
+                    self._crash_advice(name, outcome.detail),
+                )
             if outcome.kind == "forbidden":
                 return self._result(
                     "failed",
@@ -402,15 +568,28 @@ class Question:
             if diff is not None:
                 return self._result(
                     "failed",
-                    f"call: {call}\n{diff}",
+                    f"call: {call}\n{diff}\n{self._rerun_text(name, case)}",
                     case.name,
-                    self._diagnose(case, outcome.value),
+                    self._diagnose(case, expected, outcome.value),
                 )
         if probes:
             loop = self._judge_work(name, outcomes[len(cases) :])
             if loop is not None:
                 return loop
         return self._result("passed", f"{len(cases)} cases")
+
+    def _crash_advice(self, name: str, detail: str) -> Mistake | None:
+        """Advice for an exception whose message misleads (``CRASHES``), and for a module
+        instance passed where the check wants its class."""
+        if inspect.isclass(self._reference) and name == "answer":
+            return Mistake(
+                "an instance passed where the check wants the class",
+                None,
+                "Pass the class itself, check(MyClass), not MyClass(...): the check makes its "
+                "own instances with each case's arguments.",
+            )
+        known = crash_advice(detail)
+        return Mistake(known[0], None, known[1]) if known is not None else None
 
     def _judge_work(self, name: str, outcomes: Sequence[Outcome]) -> Result | None:
         """Fail an answer whose work grows with the number of positions (a loop over them)."""
@@ -449,8 +628,7 @@ class Question:
             print(f"[{self.qid}] No more hints: all {len(self.hints)} shown. Try solution().")
             return
         self._hints_shown += 1
-        n = self._hints_shown
-        print(f"[{self.qid}] Hint {n}/{len(self.hints)}: {self.hints[n - 1]}")
+        print(hint_text(self.qid, self.hints, self._hints_shown))
 
     def solution(self) -> None:
         """Show the reference solution (unless ``TFBOOK_COURSE_MODE=1``)."""

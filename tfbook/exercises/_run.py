@@ -9,6 +9,9 @@ grader runs this half in a sandbox). It never sees the reference.
 from __future__ import annotations
 
 import copy
+import linecache
+import os
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +89,55 @@ def _call(fn: Callable[..., Any], case: Case, driver: str | None = None) -> Any:
     kwargs = {k: _clone(v) for k, v in case.kwargs.items()}
     _seed(case.seed)
     return _driven(fn, driver)(*args, **kwargs)
+
+
+#: Where the code that a check runs but the student did not write lives: the engine, the
+#: library, PyTorch, NumPy and the standard library (a traceback frame elsewhere is the
+#: student's: a notebook cell, or a module of their own).
+def _not_students() -> tuple[str, ...]:
+    import sysconfig
+
+    import tfbook
+
+    roots = {os.path.dirname(os.path.realpath(tfbook.__file__))}
+    for module in (torch, np, os):
+        roots.add(os.path.dirname(os.path.realpath(module.__file__)))
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(os.path.realpath(path))
+    return tuple(sorted(root + os.sep for root in roots))
+
+
+def _students_line(tb: Any) -> str:
+    """``line 3 of my_attention: y = x @ x``: the last frame of a traceback in the student's
+    code (not the engine's, the library's or PyTorch's), or ``""`` when there is none."""
+    skip = _not_students()
+    found = ""
+    for frame, lineno in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if filename.startswith("<frozen") or os.path.realpath(filename).startswith(skip):
+            continue
+        line = linecache.getline(filename, lineno).strip()
+        if len(line) > 100:
+            line = line[:96] + " ..."
+        found = f"line {lineno} of {frame.f_code.co_name}" + (f": {line}" if line else "")
+    return found
+
+
+#: The longest exception message a feedback line repeats.
+_MESSAGE_LIMIT = 300
+
+
+def _raised(exc: BaseException) -> str:
+    """``"ValueError: first line of the message"`` and, on the next line, where in the
+    student's code it was raised."""
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else ""
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[: _MESSAGE_LIMIT - 4] + " ..."
+    where = _students_line(exc.__traceback__)
+    return f"{type(exc).__name__}: {message}" + (f"\nin your code, {where}" if where else "")
 
 
 #: What an answer can do on one case (see :class:`Outcome`).
@@ -173,8 +225,7 @@ def _run_answer(
             outcomes.append(Outcome("timeout"))
             break
         except Exception as exc:  # noqa: BLE001 - the student's bug, reported
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            outcomes.append(Outcome("raised", detail=f"{type(exc).__name__}: {message}"))
+            outcomes.append(Outcome("raised", detail=_raised(exc)))
             break
         if watch is not None and watch.seen:
             outcomes.append(Outcome("forbidden", detail=watch.seen))

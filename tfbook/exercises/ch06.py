@@ -25,6 +25,7 @@ from torch import nn
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
 from tfbook.embedding import TokenEmbedding
 from tfbook.exercises._engine import (
+    Bugs,
     Case,
     ExerciseSet,
     Frozen,
@@ -265,6 +266,24 @@ def _decoder_post_ln(x, memory, parts):
     return parts.norm3(x + parts.ffn(x))
 
 
+def _decoder_with_bugs(x, memory, parts, *, self_attn, cross_attn, ffn):
+    """The listing with each sub-layer's residual bug there (True: the residual is added to
+    the normalised stream) or fixed (False)."""
+    mask = causal_mask(x.shape[1])
+    sublayers = (
+        (self_attn, parts.norm1, lambda h: parts.self_attn(h, mask)),
+        (cross_attn, parts.norm2, lambda h: parts.cross_attn(h, memory)),
+        (ffn, parts.norm3, parts.ffn),
+    )
+    for bug, norm, sublayer in sublayers:
+        if bug:
+            x = norm(x)  # the stream itself overwritten by its normalised copy
+            x = x + sublayer(x)
+        else:
+            x = x + sublayer(norm(x))
+    return x
+
+
 def _debug_cases():
     cases = []
     # the first case has as many target as source positions, so a layer that swaps the
@@ -345,6 +364,21 @@ q2 = Question(
         "from the residual: keep the causal mask, and keep memory as the second argument "
         "of cross_attn.",
     ],
+    bugs=Bugs(
+        _decoder_with_bugs,
+        {
+            name: (
+                f"the {what} residual is added to the normalised stream",
+                f"Add the {what} branch's output to the raw stream; only the branch's input "
+                "is normalised.",
+            )
+            for name, what in (
+                ("self_attn", "self-attention"),
+                ("cross_attn", "cross-attention"),
+                ("ffn", "feed-forward"),
+            )
+        },
+    ),
     kind="debug",
     library=_library_fixed_decoder_layer,
 )

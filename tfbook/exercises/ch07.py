@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tfbook.exercises._engine import (
+    Bugs,
     Case,
     ExerciseSet,
     Frozen,
@@ -375,6 +376,20 @@ def _train_as_given(config, weights, batches, lr, pad_id=0):
     )
 
 
+def _train_with_bugs(config, weights, batches, lr, pad_id=0, *, shift, padding, zero_grad):
+    """The given loop with each of its three bugs there (True) or fixed (False)."""
+    return _train_variant(
+        config,
+        weights,
+        batches,
+        lr,
+        pad_id,
+        shift="none" if shift else "right",
+        ignore_pad=not padding,
+        zero_grad=not zero_grad,
+    )
+
+
 def _train_cases():
     cases = []
     for seed, (n_steps, batch, length, lr) in enumerate([(3, 4, 8, 0.5), (4, 3, 6, 1.0)]):
@@ -447,6 +462,24 @@ q3 = Question(
         "Run two steps and think about what .backward() does to a .grad that already holds "
         "the previous step's gradient.",
     ],
+    bugs=Bugs(
+        _train_with_bugs,
+        {
+            "shift": (
+                "the targets are the inputs themselves (not shifted)",
+                "Score the output at position t against token t + 1: the inputs are "
+                "ids[:, :-1], the targets ids[:, 1:].",
+            ),
+            "padding": (
+                "the padding counts in the loss",
+                "Pass ignore_index=pad_id to F.cross_entropy.",
+            ),
+            "zero_grad": (
+                "the gradients are never reset",
+                "Call optimizer.zero_grad() once per step, before loss.backward().",
+            ),
+        },
+    ),
     timeout=30.0,
     kind="debug",
     library=_library_train,

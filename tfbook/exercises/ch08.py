@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from tfbook.data import Seq2SeqData, collate_pairs, number_pairs, reverse_task, split_pairs
 from tfbook.exercises._engine import (
+    Bugs,
     Case,
     ExerciseSet,
     Frozen,
@@ -371,6 +372,13 @@ def _accumulate_whole_batch(config, weights, ids, lr, n_micro):
     return _accumulate_variant(config, weights, ids, lr, n_micro, **flags)
 
 
+def _accumulate_with_bugs(config, weights, ids, lr, n_micro, *, zero, same_slice, step):
+    """The given code with each of its three bugs there (True) or fixed (False)."""
+    rows = "first" if same_slice else "own"
+    flags = dict(zero_inside=zero, rows=rows, divide=True, step_inside=step)
+    return _accumulate_variant(config, weights, ids, lr, n_micro, **flags)
+
+
 def _accumulate_cases():
     cases = []
     for seed, (batch, length, lr, n_micro) in enumerate(
@@ -450,6 +458,23 @@ q3 = Question(
         "With equal micro-batches, the mean over the batch is the mean of the micro-batch "
         "means; gradients add up over backward() calls.",
     ],
+    bugs=Bugs(
+        _accumulate_with_bugs,
+        {
+            "zero": (
+                "the gradients are reset for every micro-batch",
+                "Zero the gradients once, before the first micro-batch.",
+            ),
+            "same_slice": (
+                "every micro-batch is the same slice",
+                "Micro-batch i is rows i * size to (i + 1) * size.",
+            ),
+            "step": (
+                "the optimizer steps after every micro-batch",
+                "Call optimizer.step() once, after the loop.",
+            ),
+        },
+    ),
     timeout=30.0,
     kind="debug",
     library=_library_full_batch_update,
@@ -756,7 +781,7 @@ def _compare_training(expected, got):
         params = got.get("parameters") if isinstance(got, dict) else None
         if problem is None or "['parameters']" not in problem or not isinstance(params, dict):
             return problem
-        gap = max(  # the engine prints 4 decimals: say how far apart the updates really are
+        gap = max(  # one entry is shown: say how far apart the updates are over all of them
             (
                 (e - g).abs().max().item()
                 for key, e in expected["parameters"].items()
