@@ -46,7 +46,7 @@ MAX_CALLS = 20_000
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.<>\[\]-]")
 
 # The check engine's own modules: none of their objects is handed to a submission.
-_ENGINE_PARTS = ("_engine", "_run", "_compare", "_watch", "_drivers", "_display")
+_ENGINE_PARTS = ("_engine", "_run", "_compare", "_watch", "_drivers", "_display", "_advice")
 _ENGINE_MODULES = frozenset(f"tfbook.exercises.{m}" for m in _ENGINE_PARTS)
 
 

@@ -1,4 +1,9 @@
-"""Advice when no known mistake matches (the exercise engine, chapter 0).
+"""Diagnoses: what the feedback says is wrong with an answer (the exercise engine, chapter 0).
+
+- :class:`Mistake`: a question's known wrong implementation and the advice that fixes it,
+  recognised because the answer's output equals the mistake's;
+- :class:`Bugs`: the bugs of a debug question's given code, so a partial fix can be named;
+- :func:`dtype_lost`: an answer that computed in a smaller float dtype than its input's.
 
 Two generic diagnoses, used after a question's own mistakes:
 
@@ -13,13 +18,139 @@ Both return a ``(name, fix)`` pair or ``None``; the engine shows it under "Likel
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["CRASHES", "RETURNED_NONE", "crash_advice", "property_advice"]
+from tfbook.exercises._run import Case
+
+__all__ = [
+    "Mistake",
+    "Bugs",
+    "LOOP_OVER_POSITIONS",
+    "CRASHES",
+    "RETURNED_NONE",
+    "crash_advice",
+    "property_advice",
+    "dtype_lost",
+]
+
+
+@dataclass
+class Mistake:
+    """A realistic wrong implementation and the advice that fixes it.
+
+    Args:
+        name: what the mistake is, in a few words (``"no 1/sqrt(d_k) scaling"``).
+        fn: the wrong implementation, same signature as the reference.
+        fix: one or two sentences telling the student what to change.
+        heading: how the feedback introduces ``name``: ``"Likely mistake"`` for a mistake
+            recognised by its output, ``"Your output shows"`` for a property of the output
+            alone (rows that do not sum to 1, a constant factor).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    fix: str
+    heading: str = "Likely mistake"
+
+
+@dataclass
+class Bugs:
+    """The bugs of a debug question's given code, so that a partial fix can be named.
+
+    Args:
+        fn: the given code with a switch per bug: ``fn(*case.args, **case.kwargs, **switches)``
+            where ``switches`` maps every name of ``bugs`` to ``True`` (the bug is there) or
+            ``False`` (it is fixed); all ``False`` is the reference.
+        bugs: ``name -> (what is still wrong, how to fix it)``, in the order the task lists
+            them (``"zero_grad": ("the gradients are never reset", "call ...")``).
+
+    When an answer matches none of the question's mistakes, the engine tries every mix of
+    fixed and remaining bugs and, on a match, says how many are fixed and which remain.
+    """
+
+    fn: Callable[..., Any]
+    bugs: dict[str, tuple[str, str]]
+
+    def __post_init__(self) -> None:
+        if not self.bugs:
+            raise ValueError("bugs must name at least one bug, got none")
+        for name, pair in self.bugs.items():
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise TypeError(
+                    f"bugs[{name!r}] must be a (what is still wrong, how to fix it) pair, "
+                    f"got {pair!r}"
+                )
+
+    def remaining(self) -> list[tuple[str, ...]]:
+        """Every non-empty set of bugs still present, fewest first (one left before two)."""
+        names = list(self.bugs)
+        found = []
+        for size in range(1, len(names) + 1):
+            found += list(itertools.combinations(names, size))
+        return found
+
+    def mistake(self, left: Sequence[str]) -> Mistake:
+        """The diagnosis of an answer in which exactly the bugs ``left`` remain."""
+        n, k = len(self.bugs), len(self.bugs) - len(left)
+        whats = "; ".join(self.bugs[name][0] for name in left)
+        fixes = " ".join(self.bugs[name][1] for name in left)
+        if k == 0:
+            name = f"none of the {count_word(n)} bugs fixed yet: {whats}"
+        else:
+            fixed = "is" if k == 1 else "are"
+            name = f"{count_word(k)} of the {count_word(n)} bugs {fixed} fixed, but still: {whats}"
+        return Mistake(name, functools.partial(self.fn, **self.switches(left)), fixes)
+
+    def switches(self, left: Sequence[str]) -> dict[str, bool]:
+        return {name: name in left for name in self.bugs}
+
+
+def count_word(n: int) -> str:
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
+#: The diagnosis of an answer whose work grows with the number of positions.
+LOOP_OVER_POSITIONS = Mistake(
+    "a loop over positions",
+    None,  # recognised by counting the answer's work, not by comparing outputs
+    "Work on whole tensors: a matrix product of the (B, T, ...) tensors computes every "
+    "position at once, and softmax and arithmetic act on all rows together. Remove the Python "
+    "loop, the list comprehension or the torch.stack of per-position results.",
+)
+
+
+def float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in ``value`` and, one level down, in its items."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, dict):
+        items = list(value.values())
+    return [t for t in items if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
+
+
+def dtype_lost(case: Case, expected: Any, got: Any) -> Mistake | None:
+    """An answer in a smaller float dtype than its input's, which the output needs."""
+    inputs = {t.dtype for a in [*case.args, *case.kwargs.values()] for t in float_tensors(a)}
+    pairs = zip(float_tensors(expected), float_tensors(got), strict=False)
+    for e, g in pairs:
+        if e.dtype != g.dtype and inputs == {e.dtype}:
+            mine, theirs = str(g.dtype).replace("torch.", ""), str(e.dtype).replace("torch.", "")
+            return Mistake(
+                f"your answer is {mine}, the input was {theirs}",
+                None,
+                f"Stay in the input's dtype: no .float() or .to({mine}), and new tensors made "
+                f"with dtype=x.dtype; the check compares more digits than {mine} keeps.",
+            )
+    return None
+
 
 #: Exceptions whose message does not say what to change: ``(pattern, name, fix)``, the
 #: pattern searched in ``"ExceptionType: message"``.

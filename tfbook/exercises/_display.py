@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from tfbook.exercises._advice import Mistake
+from tfbook.exercises._compare import _describe
+from tfbook.exercises._drivers import DRIVERS
+from tfbook.exercises._run import Case
 
 _STATUS_COLOURS = {
     "passed": ("#1b5e20", "#e8f5e9"),
@@ -59,3 +66,80 @@ class _Table:
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
         return "".join(out)
+
+
+STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
+
+
+@dataclass
+class Result:
+    """The outcome of checking one answer (plain text via ``str``, HTML in notebooks)."""
+
+    qid: str
+    title: str
+    status: str
+    points: float
+    max_points: float
+    detail: str = ""
+    case: str = ""
+    mistake: Mistake | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def text(self) -> str:
+        head = f"[{self.qid}] {self.title}: "
+        if self.status == "passed":
+            return head + f"passed ({self.detail})"
+        if self.status == "not attempted":
+            return head + "not attempted (the function still raises NotImplementedError)"
+        lines = [head + self.status.upper() + (f' on case "{self.case}"' if self.case else "")]
+        lines += ["  " + line for line in self.detail.splitlines()]
+        if self.mistake is not None:
+            lines.append(f"  {self.mistake.heading}: {self.mistake.name}.")
+            lines.append(f"  How to fix it: {self.mistake.fix}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        fg, bg = _STATUS_COLOURS[self.status]
+        body = html.escape(self.text())
+        return (
+            f'<div class="tfbook-check tfbook-{self.status.replace(" ", "-")}" '
+            f'style="border-left:4px solid {fg};background:{bg};color:{fg};'
+            f'padding:6px 10px;margin:4px 0;font-family:monospace;white-space:pre-wrap">'
+            f"{body}</div>"
+        )
+
+
+def call_text(
+    name: str, case: Case, params: Sequence[str] | None, driver: str | None = None
+) -> str:
+    if driver is not None:  # the inputs are the driver's, not the answer's
+        return f"{name}({', '.join(params or [])}), {DRIVERS[driver][1]}: {case.name}"
+    parts = []
+    for i, a in enumerate(case.args):
+        label = params[i] + "=" if params and i < len(params) else ""
+        parts.append(label + _describe(a))
+    parts += [f"{k}={_describe(v)}" for k, v in case.kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def hint_text(qid: str, hints: Sequence[str], n: int, solutions: bool = True) -> str:
+    """Hint ``n`` (from 1) of ``hints``, and how many remain (``solutions``: whether
+    ``solution()`` shows one, so the last hint can point to it)."""
+    left = len(hints) - n
+    qn = qid.rsplit(".", 1)[-1]
+    if left:
+        more = f"{left} more: call ex.{qn}.hint() again"
+    elif solutions and not _env_flag("TFBOOK_COURSE_MODE"):
+        more = f"that was the last; ex.{qn}.solution() shows a solution"
+    else:
+        more = "that was the last"
+    return f"[{qid}] Hint {n} of {len(hints)}: {hints[n - 1]} ({more})"

@@ -34,39 +34,52 @@ A question whose answer is not a plain function of its inputs (a training step t
 model and an optimizer) names a ``driver`` in ``DRIVERS``: the driver builds those
 objects from plain data wherever the answer runs, calls the answer and returns plain data.
 
-The engine is split by concern; this module holds the question, its mistakes, its result and
-a chapter's set of questions, and re-exports the rest:
+The engine is split by concern; this module holds the question and a chapter's set of
+questions, and re-exports the rest:
 
 - ``_compare``: comparing an output with the reference's (:func:`compare`);
 - ``_run``: running the answer on the cases (:class:`Case`, :class:`Frozen`,
   :func:`run_answer`, :class:`Outcome`);
 - ``_watch``: what is watched meanwhile (time, forbidden calls, the work done);
 - ``_drivers``: answers called through a training loop (``DRIVERS``);
-- ``_display``: plain-text and HTML feedback.
+- ``_advice``: diagnoses (:class:`Mistake`, :class:`Bugs`, a lost dtype, misleading
+  crashes, properties of a wrong output);
+- ``_display``: plain-text and HTML feedback (:class:`Result`, hints).
 """
 
 from __future__ import annotations
 
-import functools
-import html
 import inspect
-import itertools
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from tfbook.exercises._advice import RETURNED_NONE, crash_advice, property_advice
+from tfbook.exercises._advice import (
+    LOOP_OVER_POSITIONS,
+    RETURNED_NONE,
+    Bugs,
+    Mistake,
+    crash_advice,
+    dtype_lost,
+    property_advice,
+)
 from tfbook.exercises._compare import (
-    _describe,
     adopt_weights,
     compare,
     compare_modules,
     run_module,
 )
-from tfbook.exercises._display import _STATUS_COLOURS, _env_flag, _show, _Table
+from tfbook.exercises._display import (
+    STATUSES,
+    Result,
+    _env_flag,
+    _show,
+    _Table,
+    call_text,
+    hint_text,
+)
 from tfbook.exercises._drivers import DRIVERS, drive_training_step
 from tfbook.exercises._run import OUTCOME_KINDS, Case, Frozen, Outcome, _call, _clone, run_answer
 from tfbook.exercises._watch import OPERATIONS, _OneThread, describe_operation
@@ -97,196 +110,10 @@ __all__ = [
 ]
 
 #: Every status a check can end in.
-STATUSES = ("passed", "failed", "not attempted", "error", "timeout")
-
 #: The kinds of question (``Question(kind=...)``): write a function the chapter describes,
 #: commit to a number or a choice before the cell that reveals it, fix a realistic bug, work a
 #: number out on paper, make something new from library parts.
 KINDS = ("implement", "predict", "debug", "derive", "build")
-
-
-@dataclass
-class Mistake:
-    """A realistic wrong implementation and the advice that fixes it.
-
-    Args:
-        name: what the mistake is, in a few words (``"no 1/sqrt(d_k) scaling"``).
-        fn: the wrong implementation, same signature as the reference.
-        fix: one or two sentences telling the student what to change.
-        heading: how the feedback introduces ``name``: ``"Likely mistake"`` for a mistake
-            recognised by its output, ``"Your output shows"`` for a property of the output
-            alone (rows that do not sum to 1, a constant factor).
-    """
-
-    name: str
-    fn: Callable[..., Any]
-    fix: str
-    heading: str = "Likely mistake"
-
-
-@dataclass
-class Bugs:
-    """The bugs of a debug question's given code, so that a partial fix can be named.
-
-    Args:
-        fn: the given code with a switch per bug: ``fn(*case.args, **case.kwargs, **switches)``
-            where ``switches`` maps every name of ``bugs`` to ``True`` (the bug is there) or
-            ``False`` (it is fixed); all ``False`` is the reference.
-        bugs: ``name -> (what is still wrong, how to fix it)``, in the order the task lists
-            them (``"zero_grad": ("the gradients are never reset", "call ...")``).
-
-    When an answer matches none of the question's mistakes, the engine tries every mix of
-    fixed and remaining bugs and, on a match, says how many are fixed and which remain.
-    """
-
-    fn: Callable[..., Any]
-    bugs: dict[str, tuple[str, str]]
-
-    def __post_init__(self) -> None:
-        if not self.bugs:
-            raise ValueError("bugs must name at least one bug, got none")
-        for name, pair in self.bugs.items():
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise TypeError(
-                    f"bugs[{name!r}] must be a (what is still wrong, how to fix it) pair, "
-                    f"got {pair!r}"
-                )
-
-    def remaining(self) -> list[tuple[str, ...]]:
-        """Every non-empty set of bugs still present, fewest first (one left before two)."""
-        names = list(self.bugs)
-        found = []
-        for size in range(1, len(names) + 1):
-            found += list(itertools.combinations(names, size))
-        return found
-
-    def mistake(self, left: Sequence[str]) -> Mistake:
-        """The diagnosis of an answer in which exactly the bugs ``left`` remain."""
-        n, k = len(self.bugs), len(self.bugs) - len(left)
-        whats = "; ".join(self.bugs[name][0] for name in left)
-        fixes = " ".join(self.bugs[name][1] for name in left)
-        if k == 0:
-            name = f"none of the {_count(n)} bugs fixed yet: {whats}"
-        else:
-            fixed = "is" if k == 1 else "are"
-            name = f"{_count(k)} of the {_count(n)} bugs {fixed} fixed, but still: {whats}"
-        return Mistake(name, functools.partial(self.fn, **self.switches(left)), fixes)
-
-    def switches(self, left: Sequence[str]) -> dict[str, bool]:
-        return {name: name in left for name in self.bugs}
-
-
-def _count(n: int) -> str:
-    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-    return words[n] if 0 <= n < len(words) else str(n)
-
-
-@dataclass
-class Result:
-    """The outcome of checking one answer (plain text via ``str``, HTML in notebooks)."""
-
-    qid: str
-    title: str
-    status: str
-    points: float
-    max_points: float
-    detail: str = ""
-    case: str = ""
-    mistake: Mistake | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def text(self) -> str:
-        head = f"[{self.qid}] {self.title}: "
-        if self.status == "passed":
-            return head + f"passed ({self.detail})"
-        if self.status == "not attempted":
-            return head + "not attempted (the function still raises NotImplementedError)"
-        lines = [head + self.status.upper() + (f' on case "{self.case}"' if self.case else "")]
-        lines += ["  " + line for line in self.detail.splitlines()]
-        if self.mistake is not None:
-            lines.append(f"  {self.mistake.heading}: {self.mistake.name}.")
-            lines.append(f"  How to fix it: {self.mistake.fix}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.text()
-
-    def __repr__(self) -> str:
-        return self.text()
-
-    def _repr_html_(self) -> str:
-        fg, bg = _STATUS_COLOURS[self.status]
-        body = html.escape(self.text())
-        return (
-            f'<div class="tfbook-check tfbook-{self.status.replace(" ", "-")}" '
-            f'style="border-left:4px solid {fg};background:{bg};color:{fg};'
-            f'padding:6px 10px;margin:4px 0;font-family:monospace;white-space:pre-wrap">'
-            f"{body}</div>"
-        )
-
-
-#: The diagnosis of an answer whose work grows with the number of positions.
-LOOP_OVER_POSITIONS = Mistake(
-    "a loop over positions",
-    None,  # recognised by counting the answer's work, not by comparing outputs
-    "Work on whole tensors: a matrix product of the (B, T, ...) tensors computes every "
-    "position at once, and softmax and arithmetic act on all rows together. Remove the Python "
-    "loop, the list comprehension or the torch.stack of per-position results.",
-)
-
-
-def _call_text(
-    name: str, case: Case, params: Sequence[str] | None, driver: str | None = None
-) -> str:
-    if driver is not None:  # the inputs are the driver's, not the answer's
-        return f"{name}({', '.join(params or [])}), {DRIVERS[driver][1]}: {case.name}"
-    parts = []
-    for i, a in enumerate(case.args):
-        label = params[i] + "=" if params and i < len(params) else ""
-        parts.append(label + _describe(a))
-    parts += [f"{k}={_describe(v)}" for k, v in case.kwargs.items()]
-    return f"{name}({', '.join(parts)})"
-
-
-def hint_text(qid: str, hints: Sequence[str], n: int, solutions: bool = True) -> str:
-    """Hint ``n`` (from 1) of ``hints``, and how many remain (``solutions``: whether
-    ``solution()`` shows one, so the last hint can point to it)."""
-    left = len(hints) - n
-    qn = qid.rsplit(".", 1)[-1]
-    if left:
-        more = f"{left} more: call ex.{qn}.hint() again"
-    elif solutions and not _env_flag("TFBOOK_COURSE_MODE"):
-        more = f"that was the last; ex.{qn}.solution() shows a solution"
-    else:
-        more = "that was the last"
-    return f"[{qid}] Hint {n} of {len(hints)}: {hints[n - 1]} ({more})"
-
-
-def _float_tensors(value: Any) -> list[torch.Tensor]:
-    """The floating-point tensors in ``value`` and, one level down, in its items."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if isinstance(value, dict):
-        items = list(value.values())
-    return [t for t in items if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
-
-
-def _dtype_lost(case: Case, expected: Any, got: Any) -> Mistake | None:
-    """An answer in a smaller float dtype than its input's, which the output needs."""
-    inputs = {t.dtype for a in [*case.args, *case.kwargs.values()] for t in _float_tensors(a)}
-    pairs = zip(_float_tensors(expected), _float_tensors(got), strict=False)
-    for e, g in pairs:
-        if e.dtype != g.dtype and inputs == {e.dtype}:
-            mine, theirs = str(g.dtype).replace("torch.", ""), str(e.dtype).replace("torch.", "")
-            return Mistake(
-                f"your answer is {mine}, the input was {theirs}",
-                None,
-                f"Stay in the input's dtype: no .float() or .to({mine}), and new tensors made "
-                f"with dtype=x.dtype; the check compares more digits than {mine} keeps.",
-            )
-    return None
 
 
 class Question:
@@ -437,7 +264,7 @@ class Question:
                 continue
             if self.compare(wrong, got) is None:
                 return mistake
-        dtype = _dtype_lost(case, expected, got)
+        dtype = dtype_lost(case, expected, got)
         if dtype is not None:
             return dtype
         shown = property_advice(expected, got)
@@ -520,7 +347,7 @@ class Question:
         for index, case in enumerate([*cases, *probes]):
             probe = index >= len(cases)
             expected = self.call(self._reference, case)
-            call = _call_text(name, case, self._params, self.driver)
+            call = call_text(name, case, self._params, self.driver)
             if index >= len(outcomes):
                 return self._result(
                     "error", f"call: {call}\nno outcome was reported for this case", case.name
