@@ -39,12 +39,6 @@ def _causal_int(seq_len):
     return torch.tril(torch.ones(seq_len, seq_len, dtype=torch.long))
 
 
-def _decoder_mask_float(ids, pad_id):
-    t = ids.shape[1]
-    causal = torch.tril(torch.ones(t, t))
-    return causal * (ids != pad_id)[:, None, :].float()
-
-
 def _masked_zero(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
     weights = torch.softmax(scores, dim=-1)
@@ -293,7 +287,6 @@ WRONG = {
     "ch03.q1": [_sinusoid_two_i_twice],
     "ch04.q2": [_masked_zero],
     "ch04.q3": [_causal_float, _causal_int],
-    "ch04.q4": [_decoder_mask_float],
     "ch04.q6": [_mha_no_transpose_back],
     "ch05.q3": [_layer_norm_sequence_stats],
     "ch01.q6": [_counts_without_first_input_product],

@@ -1,7 +1,7 @@
 """Chapter 3 exercises: positional encoding.
 
 Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
-(a derivation), adding learned positions to token embeddings, the dot product as a function of
+(a derivation), ALiBi's distance penalty for a causal decoder, the dot product as a function of
 distance, and rotary embeddings; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
@@ -263,86 +263,162 @@ q2 = Question(
     library_note="none: the shift matrix is derived in the chapter, tfbook needs only the table",
 )
 
-# --------------------------------------------------------------------------- q3
+# --------------------------------------------------------------------------- q3: ALiBi
 
 
-def embed_with_positions(ids, token_table, pos_table):
-    """Token vectors plus learned position vectors: token_table[ids] + pos_table[0:T]."""
-    seq_len = ids.shape[1]
-    positions = torch.arange(seq_len)  # 0, 1, ..., T-1: the same for every sequence
-    return token_table[ids] + pos_table[positions][None, :, :]  # (B, T, d) + (1, T, d)
+def alibi_bias(n_heads, t_q, t_k):
+    """ALiBi's bias for a causal decoder, added to the (n_heads, t_q, t_k) scores.
+
+    The queries are the last t_q of t_k positions. Head h (h = 1 .. n_heads) has the slope
+    m_h = 2^(-8 h / n_heads); a key j at or before the query's position i gets -m_h (i - j),
+    a key after it -inf (the causal mask).
+    """
+    slopes = 2.0 ** (-8.0 * torch.arange(1, n_heads + 1, dtype=torch.float64) / n_heads)
+    i = torch.arange(t_k - t_q, t_k, dtype=torch.float64)[:, None]  # (t_q, 1): query positions
+    j = torch.arange(t_k, dtype=torch.float64)[None, :]  # (1, t_k): key positions
+    distance = i - j  # (t_q, t_k), negative for keys in the future
+    bias = -slopes[:, None, None] * distance  # (n_heads, t_q, t_k)
+    bias = bias.masked_fill(distance < 0, float("-inf"))
+    return bias.to(torch.float32)
 
 
-def _q3_from_one(ids, token_table, pos_table):
-    positions = torch.arange(1, ids.shape[1] + 1)
-    return token_table[ids] + pos_table[positions][None, :, :]
+def _alibi_variant(
+    n_heads,
+    t_q,
+    t_k,
+    *,
+    first=1,
+    slopes=None,
+    sign=-1.0,
+    start=None,
+    future=float("-inf"),
+    symmetric=False,
+):
+    h = torch.arange(first, first + n_heads, dtype=torch.float64)
+    m = 2.0 ** (-8.0 * h / n_heads) if slopes is None else slopes(h)
+    i0 = t_k - t_q if start is None else start
+    i = torch.arange(i0, i0 + t_q, dtype=torch.float64)[:, None]
+    j = torch.arange(t_k, dtype=torch.float64)[None, :]
+    distance = (i - j).abs() if symmetric else i - j
+    bias = sign * m[:, None, None] * distance
+    if not symmetric:
+        bias = bias.masked_fill(i - j < 0, future)
+    return bias.to(torch.float32)
 
 
-def _q3_by_token_id(ids, token_table, pos_table):
-    return token_table[ids] + pos_table[ids]
+def _alibi_slopes_from_zero(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, first=0)
 
 
-def _q3_no_positions(ids, token_table, pos_table):
-    return token_table[ids]
+def _alibi_slopes_for_eight(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, slopes=lambda h: 2.0**-h)
 
 
-def _q3_case(name, seed, batch, seq_len, vocab=10, max_len=12, d=6):
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-    token_table = torch.randn(vocab, d, generator=gen)
-    pos_table = torch.randn(max_len, d, generator=gen)
-    return Case(name, (ids, token_table, pos_table))
+def _alibi_reward(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, sign=1.0)
 
 
-def _q3_cases():
+def _alibi_queries_first(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, start=0)
+
+
+def _alibi_no_mask(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, symmetric=True)
+
+
+def _alibi_future_zero(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, future=0.0)
+
+
+def _alibi_mask_from_zero(n_heads, t_q, t_k):
+    bias = _alibi_variant(n_heads, t_q, t_k, future=0.0)
+    allowed = torch.ones(t_q, t_k, dtype=torch.bool).tril()
+    return bias.masked_fill(~allowed, float("-inf"))
+
+
+def _alibi_diagonal_masked(n_heads, t_q, t_k):
+    bias = _alibi_variant(n_heads, t_q, t_k)
+    i = torch.arange(t_k - t_q, t_k)[:, None]
+    return bias.masked_fill(i == torch.arange(t_k)[None, :], float("-inf"))
+
+
+def _alibi_cases() -> list[Case]:
     return [
-        _q3_case("random, seed 11", 11, batch=2, seq_len=5),
-        _q3_case("random, seed 12", 12, batch=3, seq_len=9),
-        _q3_case("sequence as long as the table (T = max_len = 12)", 13, batch=2, seq_len=12),
-        _q3_case("one token", 14, batch=1, seq_len=1),
+        Case("8 heads, T_q = T_k = 5", (8, 5, 5)),
+        Case("4 heads, the last 3 queries of 7 positions", (4, 3, 7)),
+        Case("one head, T = 4: slope 2^-8", (1, 4, 4)),
+        Case("3 heads (not a power of two), T = 4", (3, 4, 4)),
+        Case("16 heads, the last 2 queries of 6", (16, 2, 6)),
+        Case("2 heads, one query after 3000 keys (longer than any table)", (2, 1, 3000)),
+        Case("one head, one position", (1, 1, 1)),
     ]
-
-
-def _library_embed_with_positions(ids, token_table, pos_table):
-    positions = LearnedPositionalEmbedding(pos_table.shape[0], pos_table.shape[1])
-    positions = positions.to(pos_table.dtype)
-    with torch.no_grad():
-        positions.table.weight.copy_(pos_table)
-    return positions(token_table[ids])
 
 
 q3 = Question(
     "ch03.q3",
-    "Adding learned positions to token embeddings",
-    reference=embed_with_positions,
-    cases=_q3_cases,
+    "ALiBi: a distance penalty instead of position vectors",
+    reference=alibi_bias,
+    cases=_alibi_cases,
     mistakes=[
         Mistake(
-            "positions counted from 1",
-            _q3_from_one,
-            "The first token is at position 0: look up rows 0 .. T-1 of the position table.",
+            "slopes counted from h = 0: the first head's slope is 1",
+            _alibi_slopes_from_zero,
+            "Heads are numbered h = 1 .. n_heads, so the first slope is 2^(-8 / n_heads) and "
+            "the last one 2^-8.",
         ),
         Mistake(
-            "position table indexed with the token ids",
-            _q3_by_token_id,
-            "The position table is indexed by where a token is (0, 1, ..., T-1), not by which "
-            "token it is; build the positions with torch.arange(T).",
+            "slopes 2^-h, right for 8 heads only",
+            _alibi_slopes_for_eight,
+            "The exponent is -8 h / n_heads: the slopes always run from 2^(-8 / n_heads) down "
+            "to 2^-8, whatever the number of heads.",
         ),
         Mistake(
-            "position vectors not added",
-            _q3_no_positions,
-            "Without the position vectors the model cannot tell word order; add "
-            "pos_table[0:T] to every sequence of the batch.",
+            "penalty added with the wrong sign",
+            _alibi_reward,
+            "Distant keys must lose score: the bias is -m_h (i - j), zero on the diagonal and "
+            "more negative the further back the key is.",
+        ),
+        Mistake(
+            "queries placed at positions 0 .. T_q - 1",
+            _alibi_queries_first,
+            "The queries are the newest T_q tokens: query a sits at position T_k - T_q + a "
+            "(as in exercise 3.7), so its distance to key j is T_k - T_q + a - j.",
+        ),
+        Mistake(
+            "no causal mask: -m |i - j| for future keys as well",
+            _alibi_no_mask,
+            "In a decoder a query may not read later keys: put -inf where j > i.",
+        ),
+        Mistake(
+            "causal mask placed as if the queries were positions 0 .. T_q - 1",
+            _alibi_mask_from_zero,
+            "tril() of a (T_q, T_k) matrix lets query a read keys 0 .. a only. The queries are "
+            "the last T_q positions, so query a may read keys 0 .. T_k - T_q + a: mask where "
+            "the distance i - j is negative.",
+        ),
+        Mistake(
+            "the diagonal masked: a query cannot read its own key",
+            _alibi_diagonal_masked,
+            "The key at the query's own position has distance 0 and bias 0: only keys with "
+            "j > i get -inf.",
+        ),
+        Mistake(
+            "future keys given 0 instead of -inf",
+            _alibi_future_zero,
+            "A bias of 0 leaves a future key's score as it is, the best a key can get here; "
+            "-inf removes it from the softmax.",
         ),
     ],
     hints=[
-        "token_table[ids] already has shape (B, T, d). The position vectors you need have "
-        "shape (T, d) and are the same for every sequence in the batch.",
-        "positions = torch.arange(ids.shape[1]); pos_table[positions] has shape (T, d) and "
-        "broadcasts when you add it to a (B, T, d) tensor.",
+        "Build the query positions (the last T_q of 0 .. T_k - 1) as a column and the key "
+        "positions as a row: their difference is a (T_q, T_k) table of distances.",
+        "The slopes are a (n_heads,) tensor; give it two new axes so that it multiplies the "
+        "distance table into (n_heads, T_q, T_k). Where the distance is negative, the key is in "
+        "the future.",
     ],
+    check_dtype=True,
     kind="implement",
-    library=_library_embed_with_positions,
+    library_note="none: tfbook uses sinusoidal, learned and rotary positions, not ALiBi",
 )
 
 

@@ -3,7 +3,8 @@
 1. scaled dot-product attention;
 2. attention with a mask (True = may attend), fully masked rows giving zeros;
 3. the causal mask;
-4. the self-attention mask of a padded decoder batch (causal and padding together);
+4. the mask of a prefix language model for a padded batch (a prefix read both ways, then
+   causal, padding hidden);
 5. splitting the model width into heads;
 6. multi-head self-attention from its four weight matrices;
 7. predict, then run: the shapes of a ``MultiHeadAttention`` call and its parameter count;
@@ -323,81 +324,158 @@ q3 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q4
+# --------------------------------------------------------------------------- q4: prefix LM
 
 
-def _decoder_mask(ids, pad_id):
-    """(B, T, T) mask for decoder self-attention: causal AND the key is not padding."""
+def prefix_lm_mask(ids, prefix_len, pad_id):
+    """(B, T, T) mask of a prefix language model (True = may attend).
+
+    Row b's first prefix_len[b] positions are a prefix read in both directions; after it the
+    model writes causally. Query t may attend key s when key s is not padding and s lies in
+    the prefix or not in the future: s < prefix_len[b] or s <= t.
+    """
     t = ids.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T)
-    keys_real = (ids != pad_id)[:, None, :]  # (B, 1, T): hide padding *keys*
-    return causal & keys_real  # (B, T, T)
+    s = torch.arange(t)
+    causal = s[None, :] <= s[:, None]  # (T, T): key s not after query t
+    in_prefix = s[None, :] < prefix_len[:, None]  # (B, T): key s inside row b's prefix
+    keys_real = ids != pad_id  # (B, T)
+    return (causal[None, :, :] | in_prefix[:, None, :]) & keys_real[:, None, :]  # (B, T, T)
 
 
-def _decoder_or(ids, pad_id):
-    t = ids.shape[1]
-    return torch.ones(t, t, dtype=torch.bool).tril() | (ids != pad_id)[:, None, :]
+def _prefix_inclusive(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] | (s[None, :] <= prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
 
 
-def _decoder_pad_queries(ids, pad_id):
-    t = ids.shape[1]
-    return torch.ones(t, t, dtype=torch.bool).tril() & (ids != pad_id)[:, :, None]
+def _prefix_causal_only(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    return (s[None, :] <= s[:, None])[None] & (ids != pad_id)[:, None, :]
 
 
-def _decoder_padding_only(ids, pad_id):
-    t = ids.shape[1]
-    return (ids != pad_id)[:, None, :].expand(-1, t, -1)
+def _prefix_first_row_length(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None]) | (s[None, :] < prefix_len[0])
+    return visible[None] & (ids != pad_id)[:, None, :]
 
 
-def _decoder_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(4000)
-    cases = []
-    for i, (lengths, t) in enumerate([([5, 3, 2], 5), ([4, 1], 6)]):
-        ids = torch.randint(1, 20, (len(lengths), t), generator=g)
+def _prefix_upper(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] >= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
+
+
+def _prefix_and(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] & (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
+
+
+def _prefix_no_padding(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    return (s[None, :] <= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+
+
+def _prefix_padding_rows(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, :, None]
+
+
+def _prefix_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(4100)
+
+    def batch(lengths, t, pad_id=0):
+        ids = torch.randint(1, 30, (len(lengths), t), generator=g)
         for b, n in enumerate(lengths):
-            ids[b, n:] = 0
-        cases.append(Case(f"random {i + 1}: lengths {lengths}, T={t}", (ids, 0)))
-    cases.append(Case("no padding", (torch.tensor([[3, 4, 5, 6]]), 0)))
-    left = torch.tensor([[9, 9, 2, 3], [1, 2, 3, 4]])
-    cases.append(Case("left padding, pad_id=9 (query 0 sees nothing)", (left, 9)))
-    return cases
+            ids[b, n:] = pad_id
+        return ids
+
+    return [
+        Case(
+            "prefixes of 2 and 3, lengths [6, 5], T = 6",
+            (batch([6, 5], 6), torch.tensor([2, 3]), 0),
+        ),
+        Case(
+            "three rows, prefixes [1, 4, 2], lengths [5, 7, 3], T = 7",
+            (batch([5, 7, 3], 7), torch.tensor([1, 4, 2]), 0),
+        ),
+        Case("prefix 0: a plain decoder", (batch([4], 4), torch.tensor([0]), 0)),
+        Case(
+            "the whole row is the prefix: an encoder", (batch([5, 3], 5), torch.tensor([5, 3]), 0)
+        ),
+        Case(
+            "T = 40, prefixes [13, 27], pad_id = 3",
+            (batch([40, 31], 40, pad_id=3), torch.tensor([13, 27]), 3),
+        ),
+    ]
 
 
-def _library_decoder_mask(ids, pad_id):
-    return padding_mask(ids, pad_id) & causal_mask(ids.shape[1])
+def _library_prefix_lm_mask(ids, prefix_len, pad_id):
+    t = ids.shape[1]
+    in_prefix = torch.arange(t)[None, :] < prefix_len[:, None]  # (B, T)
+    return (causal_mask(t) | in_prefix[:, None, :]) & padding_mask(ids, pad_id)
 
 
 q4 = Question(
     "ch04.q4",
-    "Decoder mask for a padded batch",
-    reference=_decoder_mask,
-    cases=_decoder_cases,
+    "The mask of a prefix language model",
+    reference=prefix_lm_mask,
+    cases=_prefix_cases,
     mistakes=[
         Mistake(
-            "masks combined with OR",
-            _decoder_or,
-            "A key is visible only if it is in the past AND not padding: combine with &.",
+            "prefix taken one position too long (s <= prefix_len)",
+            _prefix_inclusive,
+            "A prefix of length P holds positions 0 .. P - 1: the key s is in the prefix when "
+            "s < P. Position P is the first one the model writes, and earlier queries must not "
+            "see it.",
+        ),
+        Mistake(
+            "the prefix ignored: an ordinary causal mask",
+            _prefix_causal_only,
+            "Inside the prefix every position may read every other prefix position, the later "
+            "ones too: allow key s whenever s < prefix_len[b], in addition to the causal "
+            "keys.",
+        ),
+        Mistake(
+            "causal part as the upper triangle: each query sees the future",
+            _prefix_upper,
+            "Row t is the query, column s the key; outside the prefix a query may read keys "
+            "0 .. t, on and below the diagonal (s <= t), not above it.",
+        ),
+        Mistake(
+            "causal and prefix combined with AND",
+            _prefix_and,
+            "A key is visible when it is causal OR in the prefix; AND would hide every key "
+            "after the prefix, even the query's own.",
+        ),
+        Mistake(
+            "the first row's prefix length used for every row",
+            _prefix_first_row_length,
+            "prefix_len has one length per row: compare the key positions with "
+            "prefix_len[:, None], a (B, 1) column, so each row gets its own prefix.",
+        ),
+        Mistake(
+            "the padding ignored",
+            _prefix_no_padding,
+            "Padding keys must stay hidden whatever the prefix says: AND the result with "
+            "ids != pad_id over the keys (B, 1, T).",
         ),
         Mistake(
             "padding applied to the queries (rows) instead of the keys (columns)",
-            _decoder_pad_queries,
-            "Padding must not be *looked at*: it masks keys, the last axis. Use "
+            _prefix_padding_rows,
+            "Padding must not be looked at: it masks keys, the last axis. Use "
             "(ids != pad_id)[:, None, :] of shape (B, 1, T).",
-        ),
-        Mistake(
-            "causal part forgotten",
-            _decoder_padding_only,
-            "A decoder must not see later positions: combine the padding mask with "
-            "torch.ones(T, T, dtype=torch.bool).tril().",
         ),
     ],
     hints=[
-        "Build two masks that broadcast to (B, T, T): the causal mask (T, T) and a "
-        "padding mask over the keys (B, 1, T).",
-        "A key is allowed when both say so: causal & keys_real.",
+        "Build three pieces that broadcast to (B, T, T): the causal mask over (query, key), a "
+        "(B, 1, T) mask of the keys inside each row's prefix, and a (B, 1, T) mask of the keys "
+        "that are not padding.",
+        "A key is visible when (it is causal OR it is in the prefix) AND it is not padding.",
     ],
     kind="implement",
-    library=_library_decoder_mask,
+    library=_library_prefix_lm_mask,
 )
 
 
