@@ -293,6 +293,47 @@ def _prefix_pad_id_zero(ids, prefix_len, pad_id):
     return visible & (ids != 0)[:, None, :]  # pad_id assumed to be 0
 
 
+# --------------------------------------------------------------------------- 5.6 SwiGLU width
+
+
+def _width_two_thirds_rule(d_model, d_ff, multiple_of=1):
+    h = int(2 * d_ff / 3)  # the "2/3 of 4 d" rule of thumb, biases forgotten
+    return multiple_of * ((h + multiple_of - 1) // multiple_of)  # LLaMA rounds up
+
+
+def _width_float_division(d_model, d_ff, multiple_of=1):
+    h = (2 * d_model * d_ff + d_ff + d_model) / (3 * d_model)
+    return h // multiple_of * multiple_of  # a float: 1367.0
+
+
+def _width_ceil_then_floor(d_model, d_ff, multiple_of=1):
+    h = math.ceil((2 * d_model * d_ff + d_ff + d_model) / (3 * d_model))  # may exceed
+    return h // multiple_of * multiple_of
+
+
+def _width_strictly_fewer(d_model, d_ff, multiple_of=1):
+    budget = 2 * d_model * d_ff + d_ff + d_model
+    h = 0
+    while 3 * d_model * (h + multiple_of) < budget:  # "fewer", where equal is allowed
+        h += multiple_of
+    return h
+
+
+def _width_only_one_bias(d_model, d_ff, multiple_of=1):
+    budget = 2 * d_model * d_ff + d_ff  # b2 forgotten
+    return budget // (3 * d_model) // multiple_of * multiple_of
+
+
+def _width_relu_without_matrix_count(d_model, d_ff, multiple_of=1):
+    budget = d_model * d_ff + d_ff + d_model  # one matrix for the ReLU network
+    return budget // (3 * d_model) // multiple_of * multiple_of
+
+
+def _width_at_least_one_multiple(d_model, d_ff, multiple_of=1):
+    h = (2 * d_model * d_ff + d_ff + d_model) // (3 * d_model) // multiple_of * multiple_of
+    return max(h, multiple_of)  # "a width of 0 makes no sense"
+
+
 # --------------------------------------------------------------------------- the test
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
@@ -340,6 +381,15 @@ WRONG = {
         (_prefix_and_instead_of_or, "combined with AND"),
         (_prefix_loop_in_place, "expected False, got True (2 of 72 entries differ)"),
         (_prefix_pad_id_zero, "the padding ignored"),
+    ],
+    "ch05.q6": [
+        (_width_two_thirds_rule, "biases not counted"),
+        (_width_float_division, "expected an int, got float 1367.0"),
+        (_width_ceil_then_floor, "expected width 7, got 8"),
+        (_width_strictly_fewer, "expected width 1367, got 1366"),
+        (_width_only_one_bias, "expected width 1367, got 1366"),
+        (_width_relu_without_matrix_count, "expected width 1367, got 684"),
+        (_width_at_least_one_multiple, "expected width 0, got 64"),
     ],
 }
 PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]

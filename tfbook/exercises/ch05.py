@@ -2,11 +2,11 @@
 dropout (chapter 5).
 
 1. the position-wise feed-forward network; 2. exact GELU; 3. layer normalisation;
-4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the
-parameters of a feed-forward sub-layer; 7. predict, then run: the mean, std and norm of a
-LayerNorm output (``tfbook.norm.LayerNorm`` reveals them); 8. build with the library: an
-encoder layer from ``SelfAttention``, ``PositionwiseFeedForward`` and ``ResidualSublayer``
-(``tfbook.model.EncoderLayer`` in chapter 6).
+4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the widest
+SwiGLU feed-forward network with no more parameters than the ReLU one; 7. predict, then run:
+the mean, std and norm of a LayerNorm output (``tfbook.norm.LayerNorm`` reveals them);
+8. build with the library: an encoder layer from ``SelfAttention``,
+``PositionwiseFeedForward`` and ``ResidualSublayer`` (``tfbook.model.EncoderLayer`` in chapter 6).
 
 Usage in the notebook::
 
@@ -527,78 +527,126 @@ q5 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q6: parameters
+# --------------------------------------------------------------------------- q6: SwiGLU width
 
 
-def _reference_param_count(d_model, d_ff, norm=True):
-    ffn = d_model * d_ff + d_ff + d_ff * d_model + d_model  # W1, b1, W2, b2
-    return ffn + (2 * d_model if norm else 0)  # LayerNorm's gamma and beta
+def swiglu_width(d_model, d_ff, multiple_of=1):
+    """The widest SwiGLU hidden layer (a multiple of ``multiple_of``) with no more parameters
+    than the ReLU feed-forward network of width ``d_ff``, biases included."""
+    relu_ffn = 2 * d_model * d_ff + d_ff + d_model  # W1, W2, b1, b2
+    widest = relu_ffn // (3 * d_model)  # three bias-free matrices of d_model x width
+    return widest // multiple_of * multiple_of  # round down: rounding up would exceed
 
 
-def _params_no_biases(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + (2 * d_model if norm else 0)
+def _width_no_relu_biases(d_model, d_ff, multiple_of=1):
+    return (2 * d_model * d_ff) // (3 * d_model) // multiple_of * multiple_of
 
 
-def _params_one_bias(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + d_ff + (2 * d_model if norm else 0)
+def _width_rounded_up(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) // (3 * d_model)
+    return -(-widest // multiple_of) * multiple_of
 
 
-def _params_no_norm(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + d_ff + d_model
+def _width_rounded_nearest(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) / (3 * d_model)
+    return round(widest / multiple_of) * multiple_of
 
 
-def _params_ignores_d_ff(d_model, d_ff, norm=True):
-    return _reference_param_count(d_model, 4 * d_model, norm)
+def _width_two_matrices(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) // (2 * d_model)
+    return widest // multiple_of * multiple_of
 
 
-def _param_cases():
+def _width_swiglu_biases(d_model, d_ff, multiple_of=1):
+    # three matrices with biases: 3 d_model h + 2 h + d_model
+    widest = (2 * d_model * d_ff + d_ff) // (3 * d_model + 2)
+    return widest // multiple_of * multiple_of
+
+
+def _width_multiple_ignored(d_model, d_ff, multiple_of=1):
+    return (2 * d_model * d_ff + d_ff + d_model) // (3 * d_model)
+
+
+def _width_cases():
     return [
-        Case("the paper's sizes, d_model=512, d_ff=2048", (512, 2048)),
-        Case("source 001's size, d_model=16, d_ff=64", (16, 64)),
-        Case("d_ff not 4 x d_model", (8, 24)),
-        Case("without the LayerNorm", (16, 64), {"norm": False}),
+        Case("the paper's sizes, d_model = 512, d_ff = 2048", (512, 2048)),
+        Case("d_ff not 4 x d_model: d_model = 6, d_ff = 10", (6, 10)),
+        Case("d_model = 8, d_ff = 32", (8, 32)),
+        Case("d_model = 4096, d_ff = 16384, multiples of 256", (4096, 16384, 256)),
+        Case("d_model = 768, d_ff = 3072, multiples of 64", (768, 3072, 64)),
+        Case("a multiple larger than the budget allows: 0", (4, 4, 64)),
     ]
 
 
-def _library_param_count(d_model, d_ff, norm=True):
-    ffn = PositionwiseFeedForward(d_model, d_ff)
-    module = ResidualSublayer(d_model, ffn) if norm else ffn
-    return sum(p.numel() for p in module.parameters())
+def _library_swiglu_width(d_model, d_ff, multiple_of=1):
+    """Count with real modules: the ReLU FFN's parameters, and a SwiGLU's per hidden unit."""
+    budget = sum(p.numel() for p in PositionwiseFeedForward(d_model, d_ff).parameters())
+
+    def swiglu_params(width):  # three bias-free linear maps, counted on modules
+        maps = [nn.Linear(d_model, width, bias=False, device="meta") for _ in range(2)]
+        maps.append(nn.Linear(width, d_model, bias=False, device="meta"))
+        return sum(p.numel() for m in maps for p in m.parameters())
+
+    per_unit = swiglu_params(1)  # the count grows by this much per hidden unit
+    assert swiglu_params(7) == 7 * per_unit
+    return budget // per_unit // multiple_of * multiple_of
 
 
 q6 = Question(
     "ch05.q6",
-    "Parameters of a feed-forward sub-layer",
-    reference=_reference_param_count,
-    cases=_param_cases,
+    "The width of a SwiGLU feed-forward network",
+    reference=swiglu_width,
+    cases=_width_cases,
     mistakes=[
         Mistake(
-            "biases not counted",
-            _params_no_biases,
-            "Each nn.Linear has a bias: b1 has d_ff entries and b2 has d_model entries.",
+            "the ReLU network's biases not counted (2 d_ff / 3)",
+            _width_no_relu_biases,
+            "The budget is the whole ReLU network: 2 d_model d_ff weights plus the biases, d_ff "
+            "in b1 and d_model in b2.",
         ),
         Mistake(
-            "only one bias counted",
-            _params_one_bias,
-            "There are two biases, b1 (d_ff entries) and b2 (d_model entries).",
+            "rounded up to the multiple",
+            _width_rounded_up,
+            "Rounding up gives a network with more parameters than the budget; the task asks "
+            "for the widest one that does not exceed it: round down.",
         ),
         Mistake(
-            "LayerNorm's gamma and beta not counted",
-            _params_no_norm,
-            "With norm=True the sub-layer also owns a LayerNorm with 2 * d_model parameters.",
+            "rounded to the nearest multiple",
+            _width_rounded_nearest,
+            "A width above the budget is no answer: round down to the multiple, never to the "
+            "nearest one.",
         ),
         Mistake(
-            "d_ff assumed to be 4 * d_model",
-            _params_ignores_d_ff,
-            "Use the d_ff you are given; 4 * d_model is only the paper's choice.",
+            "SwiGLU counted with two matrices",
+            _width_two_matrices,
+            "SwiGLU has three matrices: the gate W and the value V (both d_model x width) and "
+            "the output W2 (width x d_model).",
+        ),
+        Mistake(
+            "SwiGLU given biases",
+            _width_swiglu_biases,
+            "The SwiGLU network of the task has no biases: 3 d_model width parameters.",
+        ),
+        Mistake(
+            "multiple_of ignored",
+            _width_multiple_ignored,
+            "The width must be a multiple of multiple_of (hardware prefers such sizes): round "
+            "down to one.",
         ),
     ],
     hints=[
-        "W1 is d_model x d_ff, W2 is d_ff x d_model; each linear map has a bias.",
-        "A LayerNorm has a gain and a bias of d_model entries each.",
+        "Write both counts: the ReLU network has 2 d_model d_ff + d_ff + d_model parameters, "
+        "the SwiGLU network 3 d_model h for a hidden width h.",
+        "The largest integer h with 3 d_model h <= budget is an integer division; then go down "
+        "to a multiple of multiple_of.",
     ],
+    compare_fn=lambda expected, got: (
+        f"output: expected an int, got {type(got).__name__} {got!r}"
+        if isinstance(got, bool) or not isinstance(got, int)
+        else (None if got == expected else f"output: expected width {expected}, got {got}")
+    ),
     kind="derive",
-    library=_library_param_count,
+    library=_library_swiglu_width,
 )
 
 
