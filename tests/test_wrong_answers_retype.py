@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _wrong_answers import question
 
 # --------------------------------------------------------------------------- 1.1 additive
@@ -334,6 +335,44 @@ def _width_at_least_one_multiple(d_model, d_ff, multiple_of=1):
     return max(h, multiple_of)  # "a width of 0 makes no sense"
 
 
+# --------------------------------------------------------------------------- 5.1 SwiGLU
+
+
+def _swiglu_beta_default_zero(x, w_gate, w_up, w_down, beta=0.0):  # the default is 1
+    z = x @ w_gate
+    return (z * torch.sigmoid(beta * z) * (x @ w_up)) @ w_down
+
+
+def _swiglu_beta_required(x, w_gate, w_up, w_down, beta):
+    z = x @ w_gate
+    return (z * torch.sigmoid(beta * z) * (x @ w_up)) @ w_down
+
+
+def _swiglu_exp_formula(x, w_gate, w_up, w_down, beta=1.0):
+    z = x @ w_gate
+    swish = z * torch.exp(beta * z) / (1 + torch.exp(beta * z))  # inf / inf for large z
+    return (swish * (x @ w_up)) @ w_down
+
+
+def _swiglu_nn_linear_layout(x, w_gate, w_up, w_down, beta=1.0):
+    z = x @ w_gate.T  # nn.Linear's layout, W stored as (d_ff, d_model)
+    return (z * torch.sigmoid(beta * z) * (x @ w_up.T)) @ w_down.T
+
+
+def _swiglu_silu_only(x, w_gate, w_up, w_down, beta=1.0):
+    return (F.silu(x @ w_gate) * (x @ w_up)) @ w_down  # SiLU whatever beta says
+
+
+def _swiglu_divide_by_beta(x, w_gate, w_up, w_down, beta=1.0):
+    z = x @ w_gate
+    return (z * torch.sigmoid(z / beta) * (x @ w_up)) @ w_down
+
+
+def _swiglu_added_branches(x, w_gate, w_up, w_down, beta=1.0):
+    z = x @ w_gate
+    return (z * torch.sigmoid(beta * z) + (x @ w_up)) @ w_down  # + instead of *
+
+
 # --------------------------------------------------------------------------- the test
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
@@ -390,6 +429,15 @@ WRONG = {
         (_width_only_one_bias, "expected width 1367, got 1366"),
         (_width_relu_without_matrix_count, "expected width 1367, got 684"),
         (_width_at_least_one_multiple, "expected width 0, got 64"),
+    ],
+    "ch05.q1": [
+        (_swiglu_beta_default_zero, "beta not given (its default is 1)"),
+        (_swiglu_beta_required, "missing 1 required positional argument: 'beta'"),
+        (_swiglu_exp_formula, "contains NaN"),
+        (_swiglu_nn_linear_layout, "mat1 and mat2 shapes cannot be multiplied"),
+        (_swiglu_silu_only, "beta ignored (always 1)"),
+        (_swiglu_divide_by_beta, "output"),
+        (_swiglu_added_branches, "output"),
     ],
 }
 PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]
