@@ -373,6 +373,71 @@ def _swiglu_added_branches(x, w_gate, w_up, w_down, beta=1.0):
     return (z * torch.sigmoid(beta * z) + (x @ w_up)) @ w_down  # + instead of *
 
 
+# --------------------------------------------------------------------------- 4.6 GQA
+
+
+def _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads):
+    b, t, d = x.shape
+    kv, dh = n_kv_heads or n_heads, d // n_heads
+    q = (x @ w_q).view(b, t, n_heads, dh).transpose(1, 2)
+    k = (x @ w_k).view(b, t, kv, dh).transpose(1, 2)
+    v = (x @ w_v).view(b, t, kv, dh).transpose(1, 2)
+    return q, k, v, n_heads // kv, dh
+
+
+def _gqa_unshifted(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    q, k, v, g, dh = _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads)
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    e = (q @ k.transpose(-2, -1) / math.sqrt(dh)).exp()  # no max subtracted
+    out = (e / e.sum(dim=-1, keepdim=True)) @ v
+    return out.transpose(1, 2).reshape(x.shape) @ w_o
+
+
+def _gqa_expand_view(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    q, k, v, g, dh = _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads)
+    b, kv, t, _ = k.shape
+    # expand along a new axis after the heads, then flatten: heads (0, 1, 0, 1, ...)
+    k = k[:, None].expand(b, g, kv, t, dh).reshape(b, g * kv, t, dh)
+    v = v[:, None].expand(b, g, kv, t, dh).reshape(b, g * kv, t, dh)
+    out = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
+    return out.transpose(1, 2).reshape(x.shape) @ w_o
+
+
+def _gqa_default_mqa(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=1):  # the default is n_heads
+    q, k, v, g, dh = _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads)
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    out = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
+    return out.transpose(1, 2).reshape(x.shape) @ w_o
+
+
+def _gqa_strided_kv_heads(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    b, t, d = x.shape
+    kv = n_kv_heads or n_heads
+    dh = d // n_heads
+    q = (x @ w_q).view(b, t, n_heads, dh).transpose(1, 2)
+    k = (x @ w_k).view(b, t, dh, kv).permute(0, 3, 1, 2)  # head j = features j, j + kv, ...
+    v = (x @ w_v).view(b, t, dh, kv).permute(0, 3, 1, 2)
+    k, v = k.repeat_interleave(n_heads // kv, dim=1), v.repeat_interleave(n_heads // kv, dim=1)
+    out = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
+    return out.transpose(1, 2).reshape(b, t, d) @ w_o
+
+
+def _gqa_mean_of_queries(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    q, k, v, g, dh = _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads)
+    b, h, t, _ = q.shape
+    q_group = q.view(b, h // g, g, t, dh).mean(dim=2)  # one query per group: too few heads
+    out = torch.softmax(q_group @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
+    out = out.repeat_interleave(g, dim=1)
+    return out.transpose(1, 2).reshape(x.shape) @ w_o
+
+
+def _gqa_no_transpose_back(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    q, k, v, g, dh = _gqa_parts(x, w_q, w_k, w_v, n_heads, n_kv_heads)
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    out = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
+    return out.reshape(x.shape) @ w_o  # (B, h, T, d_head) read as (B, T, h, d_head)
+
+
 # --------------------------------------------------------------------------- the test
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
@@ -438,6 +503,14 @@ WRONG = {
         (_swiglu_silu_only, "beta ignored (always 1)"),
         (_swiglu_divide_by_beta, "output"),
         (_swiglu_added_branches, "output"),
+    ],
+    "ch04.q6": [
+        (_gqa_unshifted, "contains NaN"),
+        (_gqa_expand_view, "key/value heads tiled"),
+        (_gqa_default_mqa, "n_kv_heads not given: multi-head"),
+        (_gqa_strided_kv_heads, "output"),
+        (_gqa_mean_of_queries, "values differ in 80 of 80 entries"),
+        (_gqa_no_transpose_back, "heads merged without moving the head axis back"),
     ],
 }
 PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]
