@@ -11,7 +11,7 @@ the mean, std and norm of a LayerNorm output (``tfbook.norm.LayerNorm`` reveals 
 Usage in the notebook::
 
     from tfbook.exercises import ch05 as ex
-    ex.q1.check(my_ffn)
+    ex.q1.check(swiglu_ffn)
 """
 
 from __future__ import annotations
