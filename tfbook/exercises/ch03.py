@@ -277,7 +277,7 @@ def alibi_bias(n_heads, t_q, t_k):
     i = torch.arange(t_k - t_q, t_k, dtype=torch.float64)[:, None]  # (t_q, 1): query positions
     j = torch.arange(t_k, dtype=torch.float64)[None, :]  # (1, t_k): key positions
     distance = i - j  # (t_q, t_k), negative for keys in the future
-    bias = -slopes[:, None, None] * distance  # (n_heads, t_q, t_k)
+    bias = slopes[:, None, None] * (j - i)  # -m_h (i - j): (n_heads, t_q, t_k), +0 on the diagonal
     bias = bias.masked_fill(distance < 0, float("-inf"))
     return bias.to(torch.float32)
 
