@@ -176,15 +176,6 @@ def _shift_matrix_exponent_over_half(delta, d_model):
     return m
 
 
-def _dot_every_column_a_frequency(max_delta, d_model):
-    delta = torch.arange(max_delta + 1, dtype=torch.float64)[:, None]
-    omega = 10000.0 ** (-torch.arange(d_model, dtype=torch.float64) / d_model)  # d, not d/2
-    return torch.cos(delta * omega).sum(dim=1)
-
-
-# --------------------------------------------------------------------------- chapter 4
-
-
 def _attention_scaled_by_d_v(q, k, v):
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(v.shape[-1]), dim=-1)
     return weights @ v, weights  # sqrt(d_v): the cases keep d_v != d_k
@@ -216,7 +207,6 @@ WRONG = {
     "ch02.q7": [_encode_drop_empty_strings, _encode_regex_spaces],  # passed before
     "ch02.q9": [_nearest_drop_first_column, _nearest_argsort_skip_first],  # passed before
     "ch03.q2": [_shift_matrix_exponent_over_half],  # kept
-    "ch03.q4": [_dot_every_column_a_frequency],  # kept
     "ch03.q5": [_rope_returns_float64, _rope_always_float32],  # passed before
     "ch04.q1": [_attention_scaled_by_d_v, _attention_scaled_by_t_k],  # kept
     "ch04.q5": [_split_heads_batch_and_time_swapped],  # kept

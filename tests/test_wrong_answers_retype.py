@@ -438,6 +438,59 @@ def _gqa_no_transpose_back(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
     return out.reshape(x.shape) @ w_o  # (B, h, T, d_head) read as (B, T, h, d_head)
 
 
+# --------------------------------------------------------------------------- 3.4 interpolation
+
+
+def _theta(d, dtype=torch.float64):
+    return 10000.0 ** (-torch.arange(0, d, 2, dtype=dtype) / d)
+
+
+def _pi_default_float32(seq_len, d, train_len):
+    m = torch.arange(seq_len).float()  # float32 positions and frequencies
+    if seq_len > train_len:
+        m = m * train_len / seq_len
+    return torch.outer(m, _theta(d, torch.float32)).double()  # cast at the end: too late
+
+
+def _pi_integer_division(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64)
+    if seq_len > train_len:
+        m = m * (train_len // seq_len)  # integer division: 0
+    return torch.outer(m, _theta(d))
+
+
+def _pi_floor_positions(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64)
+    if seq_len > train_len:
+        m = torch.floor(m * train_len / seq_len)  # whole positions only
+    return torch.outer(m, _theta(d))
+
+
+def _pi_greater_equal(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64)
+    if seq_len >= train_len:
+        m = m * (train_len - 1) / (seq_len - 1)  # the last position onto the last trained one
+    return torch.outer(m, _theta(d))
+
+
+def _pi_positions_over_length(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64) / seq_len * train_len  # also when T <= L
+    return torch.outer(m, _theta(d))
+
+
+def _pi_clamped(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64).clamp(max=train_len - 1)  # clipping
+    return torch.outer(m, _theta(d))
+
+
+def _pi_interleaved_columns(seq_len, d, train_len):
+    m = torch.arange(seq_len, dtype=torch.float64)
+    if seq_len > train_len:
+        m = m * train_len / seq_len
+    angles = torch.outer(m, _theta(d))
+    return angles.repeat_interleave(2, dim=1)  # one column per feature, not per pair
+
+
 # --------------------------------------------------------------------------- the test
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
@@ -511,6 +564,15 @@ WRONG = {
         (_gqa_strided_kv_heads, "output"),
         (_gqa_mean_of_queries, "values differ in 80 of 80 entries"),
         (_gqa_no_transpose_back, "heads merged without moving the head axis back"),
+    ],
+    "ch03.q4": [
+        (_pi_default_float32, "angles computed in float32"),
+        (_pi_integer_division, "output"),
+        (_pi_floor_positions, "output"),
+        (_pi_greater_equal, "output"),
+        (_pi_positions_over_length, "positions scaled even when the sequence fits"),
+        (_pi_clamped, "output"),
+        (_pi_interleaved_columns, "wrong shape"),
     ],
 }
 PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]

@@ -1,8 +1,8 @@
 """Chapter 3 exercises: positional encoding.
 
 Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
-(a derivation), ALiBi's distance penalty for a causal decoder, the dot product as a function of
-distance, and rotary embeddings; then
+(a derivation), ALiBi's distance penalty for a causal decoder, RoPE's angles with position
+interpolation for sequences longer than the trained ones, and rotary embeddings; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
 7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
@@ -422,78 +422,134 @@ q3 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q4
+# --------------------------------------------------------------------------- q4: interpolation
 
 
-def pe_dot_by_distance(max_delta, d_model):
-    """PE[k] . PE[k + delta] for delta = 0 .. max_delta (the same for every k)."""
-    delta = torch.arange(max_delta + 1, dtype=torch.float64)[:, None]  # (max_delta + 1, 1)
-    omega = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
-    # sin(a) sin(b) + cos(a) cos(b) = cos(a - b): each pair contributes cos(delta * w_i)
-    return torch.cos(delta * omega[None, :]).sum(dim=1)
+def interpolated_angles(seq_len, d, train_len):
+    """RoPE's (seq_len, d/2) angle table with position interpolation, in float64.
+
+    Position m rotates pair i by m' theta_i, theta_i = 10000^(-2i/d); m' = m when the sequence
+    fits the trained length, and m' = m * train_len / seq_len when it is longer, so every
+    position lands inside the trained range [0, train_len).
+    """
+    m = torch.arange(seq_len, dtype=torch.float64)  # (T,)
+    if seq_len > train_len:
+        m = m * (train_len / seq_len)  # squeeze T positions into [0, train_len)
+    theta = _BASE ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    return m[:, None] * theta[None, :]  # (T, d/2)
 
 
-def _q4_no_frequency(max_delta, d_model):
-    delta = torch.arange(max_delta + 1, dtype=torch.float64)
-    return (d_model // 2) * torch.cos(delta)
+def _pi_variant(seq_len, d, train_len, *, scale=None, exponent=2.0, start=0, dtype=None):
+    m = torch.arange(start, start + seq_len, dtype=torch.float64)
+    if scale is not None:
+        m = m * scale(seq_len, train_len)
+    theta = _BASE ** (-exponent * torch.arange(0, d // 2, dtype=torch.float64) / d)
+    angles = m[:, None] * theta[None, :]
+    if dtype is not None:
+        angles = (
+            torch.arange(start, start + seq_len, dtype=dtype)[:, None]
+            * (scale(seq_len, train_len) if scale else 1.0)
+            * theta.to(dtype)[None, :]
+        ).to(torch.float64)
+    return angles
 
 
-def _q4_cosine_similarity(max_delta, d_model):
-    return pe_dot_by_distance(max_delta, d_model) / (d_model / 2)
+def _pi_inverted(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len, scale=lambda t, n: max(1.0, t / n))
 
 
-def _q4_from_one(max_delta, d_model):
-    return pe_dot_by_distance(max_delta, d_model)[1:]
+def _pi_always(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len, scale=lambda t, n: n / t)
 
 
-def _q4_cases():
-    gen = torch.Generator().manual_seed(7)
-    cases = []
-    for n in range(3):
-        max_delta = int(torch.randint(5, 60, (1,), generator=gen))
-        d_model = 2 * int(torch.randint(2, 33, (1,), generator=gen))
-        cases.append(Case(f"random, seed 7 #{n}", (max_delta, d_model)))
-    cases += [Case("only delta = 0", (0, 8)), Case("far apart, d_model=128", (500, 128))]
-    return cases
+def _pi_extrapolated(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len)
 
 
-def _library_dot_by_distance(max_delta, d_model):
-    pe = sinusoidal_encoding(max_delta + 1, d_model, dtype=torch.float64)  # (max_delta + 1, d)
-    return pe @ pe[0]
+def _pi_last_aligned(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: (n - 1) / (t - 1) if t > n else 1.0
+    )
+
+
+def _pi_exponent_without_two(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: n / t if t > n else 1.0, exponent=1.0
+    )
+
+
+def _pi_float32(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: n / t if t > n else 1.0, dtype=torch.float32
+    )
+
+
+def _pi_cases():
+    return [
+        Case("T = 64 beyond the trained 16, d = 8", (64, 8, 16)),
+        Case("T = 10 within the trained 16: no change, d = 6", (10, 6, 16)),
+        Case("T = 17, one beyond the trained 16, d = 4", (17, 4, 16)),
+        Case("T = 16, exactly the trained length, d = 4", (16, 4, 16)),
+        Case("T = 24 beyond the trained 16, d = 2", (24, 2, 16)),
+        Case("T = 8192 beyond the trained 2048, d = 8", (8192, 8, 2048)),
+    ]
 
 
 q4 = Question(
     "ch03.q4",
-    "The dot product depends only on the distance",
-    reference=pe_dot_by_distance,
-    cases=_q4_cases,
+    "Position interpolation: long sequences in the trained range",
+    reference=interpolated_angles,
+    cases=_pi_cases,
     mistakes=[
         Mistake(
-            "frequencies left out (cos(delta) for every pair)",
-            _q4_no_frequency,
-            "Pair i contributes cos(delta * w_i) with its own w_i = 10000 ** (-2i/d_model).",
+            "positions stretched instead of squeezed (m T / L)",
+            _pi_inverted,
+            "Interpolation brings the positions back into the trained range: multiply by "
+            "train_len / seq_len, a factor below 1.",
         ),
         Mistake(
-            "cosine similarity instead of the dot product",
-            _q4_cosine_similarity,
-            "Do not divide by the norms: the question asks for the plain dot product, which "
-            "equals d_model/2 at delta = 0.",
+            "positions scaled even when the sequence fits",
+            _pi_always,
+            "A sequence no longer than train_len keeps its positions: scale only when "
+            "seq_len > train_len.",
         ),
         Mistake(
-            "distances start at 1",
-            _q4_from_one,
-            "Include delta = 0: the result has max_delta + 1 entries, for delta = 0 .. max_delta.",
+            "no interpolation: plain RoPE angles",
+            _pi_extrapolated,
+            "Beyond train_len the positions must be squeezed: m' = m * train_len / seq_len.",
+        ),
+        Mistake(
+            "scaled by (L - 1) / (T - 1)",
+            _pi_last_aligned,
+            "The factor is train_len / seq_len, as the task states, not (train_len - 1) / "
+            "(seq_len - 1).",
+        ),
+        Mistake(
+            "frequencies 10000^(-i/d): the 2 left out",
+            _pi_exponent_without_two,
+            "Pair i (columns 2i and 2i + 1) has theta_i = 10000 ** (-2i / d); with i running "
+            "over 0 .. d/2 - 1 the exponent is -2i/d.",
+        ),
+        Mistake(
+            "angles computed in float32",
+            _pi_float32,
+            "An angle of 8000 radians has a float32 spacing of about 5e-4: compute positions "
+            "and frequencies in float64 (torch.arange(..., dtype=torch.float64)).",
         ),
     ],
     hints=[
-        "You may compute it numerically (PE[0] @ PE[delta] for each delta, with your table "
-        "from exercise 1) or in closed form; both give the same numbers.",
-        "Closed form: sin(a) sin(b) + cos(a) cos(b) = cos(a - b), so pair i contributes "
-        "cos(delta * w_i) whatever the position k.",
-        "At delta = 0 every pair contributes cos(0) = 1, so the first entry is d_model / 2.",
+        "Positions 0 .. T - 1 as a float64 column, the d/2 frequencies as a row: their product "
+        "is the (T, d/2) angle table of plain RoPE.",
+        "Only when seq_len > train_len, multiply the positions by train_len / seq_len first.",
     ],
+    atol=1e-9,
+    rtol=1e-9,
+    check_dtype=True,
     kind="implement",
-    library=_library_dot_by_distance,
+    library_note=(
+        "none: tfbook's positional encodings do not interpolate; the chapter cites position "
+        "interpolation (Chen et al. 2023) as a remedy for long sequences"
+    ),
 )
 
 
