@@ -533,7 +533,7 @@ q4 = Question(
         Mistake(
             "angles computed in float32",
             _pi_float32,
-            "An angle of 8000 radians has a float32 spacing of about 5e-4: compute positions "
+            "An angle of 2000 radians has a float32 spacing of about 1e-4: compute positions "
             "and frequencies in float64 (torch.arange(..., dtype=torch.float64)).",
         ),
     ],
