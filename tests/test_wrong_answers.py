@@ -39,28 +39,10 @@ def _causal_int(seq_len):
     return torch.tril(torch.ones(seq_len, seq_len, dtype=torch.long))
 
 
-def _decoder_mask_float(ids, pad_id):
-    t = ids.shape[1]
-    causal = torch.tril(torch.ones(t, t))
-    return causal * (ids != pad_id)[:, None, :].float()
-
-
 def _masked_zero(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
     weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
-
-
-def _mha_no_transpose_back(x, w_q, w_k, w_v, w_o, n_heads):
-    b, t, d = x.shape
-    dh = d // n_heads
-
-    def split(y):
-        return y.view(b, t, n_heads, dh).transpose(1, 2)
-
-    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
-    heads = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1) @ v
-    return heads.reshape(b, t, d) @ w_o
 
 
 def _layer_norm_sequence_stats(x, gamma, beta, eps=1e-5):
@@ -293,8 +275,6 @@ WRONG = {
     "ch03.q1": [_sinusoid_two_i_twice],
     "ch04.q2": [_masked_zero],
     "ch04.q3": [_causal_float, _causal_int],
-    "ch04.q4": [_decoder_mask_float],
-    "ch04.q6": [_mha_no_transpose_back],
     "ch05.q3": [_layer_norm_sequence_stats],
     "ch01.q6": [_counts_without_first_input_product],
     "ch01.q7": [_final_state_clamped],

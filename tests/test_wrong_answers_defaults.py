@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _wrong_answers import question
 
 from tfbook.attention import CrossAttention, MultiHeadAttention, SelfAttention, causal_mask
@@ -60,19 +59,6 @@ class _PoolingCausalByDefault(_PoolingMaskRequired):
         if mask is None:  # a "safe" default that hides all keys but the first from the query
             mask = causal_mask(x.shape[1])[:1]
         return super().forward(x, mask)
-
-
-# --------------------------------------------------------------------------- 5.1
-
-
-def _ffn_gelu_by_default(x, w1, b1, w2, b2, activation="gelu"):  # the default is 'relu'
-    h = x @ w1 + b1
-    h = torch.relu(h) if activation == "relu" else F.gelu(h)
-    return h @ w2 + b2
-
-
-def _ffn_no_default(x, w1, b1, w2, b2, activation):
-    return _ffn_gelu_by_default(x, w1, b1, w2, b2, activation)
 
 
 # --------------------------------------------------------------------------- 5.8
@@ -131,7 +117,6 @@ def _distribution_k_required(logits, temperature, k):
 WRONG_DEFAULTS = {
     "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
     "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
-    "ch05.q1": [(_ffn_gelu_by_default, "'relu'"), (_ffn_no_default, "'relu'")],
     "ch05.q8": [(_EncoderMaskRequired, "default is None")],
     "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],
     "ch07.q6": [(_distribution_k_5_by_default, "None"), (_distribution_k_required, "None")],

@@ -217,7 +217,8 @@ def _compare_arrays(
     close = np.isclose(g, e, atol=atol, rtol=rtol, equal_nan=True)
     if close.all():
         return None
-    diff = np.where(close, 0.0, np.abs(np.nan_to_num(g - e, nan=np.inf, posinf=np.inf)))
+    with np.errstate(invalid="ignore"):  # -inf - -inf where both hold -inf: NaN, made inf
+        diff = np.where(close, 0.0, np.abs(np.nan_to_num(g - e, nan=np.inf, posinf=np.inf)))
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
     n_bad = int((~close).sum())
     integers = not (_is_floating(expected) or _is_floating(got))

@@ -226,8 +226,10 @@ q3 = Question(
         ),
     ],
     hints=[
-        "Build a (B, T) mask: `torch.arange(T)[None, :] < lengths[:, None]`.",
-        "Sum `x * mask[:, :, None]` over dim 1, then divide by the lengths.",
+        "Build a (B, T) table that is 1 at the real positions and 0 at the padding: compare "
+        "a row of positions 0 .. T - 1 with a column of lengths, and broadcasting does the rest.",
+        "Zero the padding with the table, sum over the time axis, and divide each sequence's "
+        "sum by its own length.",
     ],
     kind="implement",
     library_note="none: a warm-up on masks; chapter 4 builds masks in tfbook.attention",

@@ -1,11 +1,11 @@
 """Graded exercises of chapter 1: From RNNs to Transformers.
 
-1. ``q1``: one step of a tanh recurrent cell.
+1. ``q1``: additive (Bahdanau) attention, the attention that first read an RNN's states.
 2. ``q2``: the recurrent loop over a batch-first sequence.
 3. ``q3``: the Jacobian of a late state with respect to an early one (why gradients vanish
    or explode).
 4. ``q4``: self-attention without learned weights, in one matrix product.
-5. ``q5``: memory of the attention weights against the states an RNN keeps for training.
+5. ``q5`` (derive): the longest context whose explicit attention weights fit a memory budget.
 6. ``q6`` (predict, then run): Table 1's sequential operations and path length for stacks of
    RNN and attention layers (``tfbook.rnn.matmul_depth`` and ``matmul_path_length`` reveal them).
 7. ``q7`` (debugging): the final state of a padded batch is not the state after the last step.
@@ -36,88 +36,151 @@ def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.
     return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-# --------------------------------------------------------------------------- q1: one step
+# --------------------------------------------------------------------------- q1: additive attention
 
 
-def rnn_step(x_t, h_prev, W_ih, W_hh, b):
-    """h_t = tanh(x_t W_ih^T + h_prev W_hh^T + b); x_t (B, D), h_prev (B, H) -> (B, H)."""
-    return torch.tanh(x_t @ W_ih.T + h_prev @ W_hh.T + b)
+def additive_attention(q, k, v, W_q, W_k, w):
+    """Bahdanau's additive attention: e_ij = w . tanh(W_q q_i + W_k k_j), softmax over j.
+
+    q (B, T_q, d_q), k (B, T_k, d_k), v (B, T_k, d_v), W_q (d_a, d_q), W_k (d_a, d_k),
+    w (d_a,) -> (B, T_q, d_v).
+    """
+    q_part = (q @ W_q.T)[:, :, None, :]  # (B, T_q, 1, d_a)
+    k_part = (k @ W_k.T)[:, None, :, :]  # (B, 1, T_k, d_a)
+    scores = torch.tanh(q_part + k_part) @ w  # (B, T_q, T_k): every query with every key
+    return torch.softmax(scores, dim=-1) @ v  # each query's weights sum to 1 over the keys
 
 
-def _step_no_tanh(x_t, h_prev, W_ih, W_hh, b):
-    return x_t @ W_ih.T + h_prev @ W_hh.T + b
+def _additive_over_queries(q, k, v, W_q, W_k, w):
+    scores = torch.tanh((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    return torch.softmax(scores, dim=-2) @ v
 
 
-def _step_not_transposed(x_t, h_prev, W_ih, W_hh, b):
-    return torch.tanh(x_t @ W_ih + h_prev @ W_hh + b)
+def _additive_tanh_outside(q, k, v, W_q, W_k, w):
+    scores = torch.tanh(((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w)
+    return torch.softmax(scores, dim=-1) @ v
 
 
-def _step_ignores_state(x_t, h_prev, W_ih, W_hh, b):
-    return torch.tanh(x_t @ W_ih.T + b)
+def _additive_no_tanh(q, k, v, W_q, W_k, w):
+    scores = ((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    return torch.softmax(scores, dim=-1) @ v
 
 
-def _step_bias_outside(x_t, h_prev, W_ih, W_hh, b):
-    return torch.tanh(x_t @ W_ih.T + h_prev @ W_hh.T) + b
+def _additive_scaled(q, k, v, W_q, W_k, w):
+    scores = torch.tanh((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    return torch.softmax(scores / math.sqrt(w.shape[0]), dim=-1) @ v
 
 
-def _step_cases() -> list[Case]:
-    def case(name: str, batch: int, d: int, h: int, seed: int, zero_state: bool = False) -> Case:
-        x = _randn(batch, d, seed=seed)
-        h_prev = torch.zeros(batch, h) if zero_state else _randn(batch, h, seed=seed + 1)
-        w_ih = _randn(h, d, seed=seed + 2) / math.sqrt(d)
-        w_hh = _randn(h, h, seed=seed + 3) / math.sqrt(h)
-        return Case(name, (x, h_prev, w_ih, w_hh, _randn(h, seed=seed + 4)))
+def _additive_dot_product(q, k, v, W_q, W_k, w):
+    scores = (q @ W_q.T) @ (k @ W_k.T).transpose(-2, -1)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _additive_weights_keys(q, k, v, W_q, W_k, w):
+    scores = torch.tanh((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    return torch.softmax(scores, dim=-1) @ k
+
+
+def _additive_unshifted(q, k, v, W_q, W_k, w):
+    scores = torch.tanh((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    e = scores.exp()
+    return e / e.sum(dim=-1, keepdim=True) @ v
+
+
+def _additive_cases() -> list[Case]:
+    def case(name, b, t_q, t_k, d_q, d_k, d_v, d_a, seed, w_scale=1.0):
+        return Case(
+            name,
+            (
+                _randn(b, t_q, d_q, seed=seed),
+                _randn(b, t_k, d_k, seed=seed + 1),
+                _randn(b, t_k, d_v, seed=seed + 2),
+                _randn(d_a, d_q, seed=seed + 3) / math.sqrt(d_q),
+                _randn(d_a, d_k, seed=seed + 4) / math.sqrt(d_k),
+                w_scale * _randn(d_a, seed=seed + 5),
+            ),
+        )
 
     return [
-        case("random, D = H = 4", 2, 4, 4, seed=10),
-        case("random, D = 3, H = 5", 3, 3, 5, seed=20),
-        case("first step: h_prev is zero", 1, 2, 3, seed=30, zero_state=True),
+        case("random, T_q = T_k = 4, d_q = d_k = d_v = d_a = 6", 2, 4, 4, 6, 6, 6, 6, seed=10),
+        case(
+            "random, T_q = 3, T_k = 5, d_q = 4, d_k = 6, d_v = 2, d_a = 7",
+            2,
+            3,
+            5,
+            4,
+            6,
+            2,
+            7,
+            seed=20,
+        ),
+        case("one decoder query over 9 encoder states", 3, 1, 9, 5, 3, 4, 8, seed=30),
+        case("one key: every weight is 1", 2, 3, 1, 2, 2, 3, 4, seed=40),
+        case("w scaled by 60: scores in the hundreds", 2, 4, 6, 3, 3, 3, 16, seed=50, w_scale=60.0),
     ]
-
-
-def _library_cell(x_t, h_prev, W_ih, W_hh, b):
-    cell = RNNCell(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
-    with torch.no_grad():
-        cell.weight_ih.copy_(W_ih)
-        cell.weight_hh.copy_(W_hh)
-        cell.bias_ih.copy_(b)
-        cell.bias_hh.zero_()
-    return cell(x_t, h_prev)
 
 
 q1 = Question(
     "ch01.q1",
-    "One step of a tanh RNN cell",
-    reference=rnn_step,
-    cases=_step_cases,
+    "Additive (Bahdanau) attention",
+    reference=additive_attention,
+    cases=_additive_cases,
     mistakes=[
         Mistake(
-            "no tanh",
-            _step_no_tanh,
-            "Squash the pre-activation with torch.tanh; without it the cell is linear.",
+            "softmax over the queries instead of the keys",
+            _additive_over_queries,
+            "Each query distributes its attention over the T_k keys: normalise along the keys' "
+            "axis, the last axis of the (B, T_q, T_k) scores.",
         ),
         Mistake(
-            "weight matrices not transposed",
-            _step_not_transposed,
-            "W_ih has shape (H, D): multiply the row vectors by W_ih.T (and h_prev by W_hh.T).",
+            "tanh applied after the product with w",
+            _additive_tanh_outside,
+            "The tanh is the hidden layer of a small network: apply it to W_q q_i + W_k k_j, "
+            "then take the dot product with w.",
         ),
         Mistake(
-            "previous state ignored",
-            _step_ignores_state,
-            "Add h_prev @ W_hh.T: the recurrent term is what carries memory between steps.",
+            "tanh left out",
+            _additive_no_tanh,
+            "Without the tanh the score is w . W_q q_i + w . W_k k_j: the query's part is the "
+            "same for every key and cancels in the softmax, so every query gets the same "
+            "weights. Apply torch.tanh to the sum before the product with w.",
         ),
         Mistake(
-            "bias added after tanh",
-            _step_bias_outside,
-            "Add b inside the tanh, with the two matrix products.",
+            "scores divided by sqrt(d_a)",
+            _additive_scaled,
+            "The 1/sqrt(d) scale belongs to dot-product attention; additive scores are "
+            "w . tanh(...) as they are.",
+        ),
+        Mistake(
+            "dot-product scores (W_q q_i) . (W_k k_j)",
+            _additive_dot_product,
+            "Additive attention adds the two projections, squashes the sum with tanh and "
+            "reads it with w; it never multiplies a query with a key.",
+        ),
+        Mistake(
+            "keys averaged instead of values",
+            _additive_weights_keys,
+            "The weights average the values v (shape (B, T_k, d_v)), not the keys.",
+        ),
+        Mistake(
+            "softmax without subtracting the maximum: exp overflows",
+            _additive_unshifted,
+            "exp of a score above about 88 is inf in float32, and inf / inf is nan. Subtract "
+            "each row's maximum before exp (what torch.softmax does), or call torch.softmax.",
         ),
     ],
     hints=[
-        "Shapes: x_t is (B, D) and W_ih is (H, D), so x_t @ W_ih.T is (B, H).",
-        "Sum x_t @ W_ih.T, h_prev @ W_hh.T and b, then apply torch.tanh to the sum.",
+        "Project first: q @ W_q.T is (B, T_q, d_a) and k @ W_k.T is (B, T_k, d_a). To add "
+        "every query to every key, give the first a new axis 2 and the second a new axis 1; "
+        "broadcasting then makes (B, T_q, T_k, d_a).",
+        "Apply tanh to that sum, multiply by w over the last axis to get (B, T_q, T_k) scores, "
+        "normalise each query's row over the keys and average v with the weights.",
     ],
     kind="implement",
-    library=_library_cell,
+    library_note=(
+        "none: tfbook implements dot-product attention only (chapter 4); additive attention "
+        "is the variant the Transformer replaced"
+    ),
 )
 
 
@@ -226,8 +289,8 @@ q2 = Question(
     ],
     hints=[
         "Keep a variable h, start it at h0, and loop t over range(x.shape[1]).",
-        "Inside the loop reuse the one-step formula of Exercise 1.1 with x[:, t] and h; "
-        "collect every new h and torch.stack the list with dim=1.",
+        "Inside the loop apply the cell's formula to x[:, t] and h (W_ih is (H, D): "
+        "multiply by its transpose); collect every new h and torch.stack the list with dim=1.",
     ],
     kind="implement",
     library=_library_rnn,
@@ -417,63 +480,115 @@ q4 = Question(
 # --------------------------------------------------------------------------- q5: memory
 
 
-def memory_bytes(batch, n_heads, seq_len, d_model, bytes_per_value=4):
-    """(attention-weight bytes of one layer, RNN hidden-state bytes kept for training)."""
-    attention = batch * n_heads * seq_len * seq_len * bytes_per_value  # (B, h, T, T)
-    rnn_states = batch * seq_len * d_model * bytes_per_value  # (B, T, H) with H = d_model
-    return attention, rnn_states
+def longest_context(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    """The largest T whose explicit attention weights, kept by every layer for the backward
+    pass, fit in ``budget_bytes``: batch * n_heads * n_layers * T * T * bytes_per_value."""
+    per_square = batch * n_heads * n_layers * bytes_per_value  # bytes per unit of T^2
+    return math.isqrt(budget_bytes // per_square)  # floor(sqrt(.)), exact for every int
 
 
-def _memory_no_heads(batch, n_heads, seq_len, d_model, bytes_per_value=4):
-    return batch * seq_len * seq_len * bytes_per_value, batch * seq_len * d_model * bytes_per_value
+def _context_rounded(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    return round(math.sqrt(budget_bytes / (batch * n_heads * n_layers * bytes_per_value)))
 
 
-def _memory_attention_as_output(batch, n_heads, seq_len, d_model, bytes_per_value=4):
-    return batch * seq_len * d_model * bytes_per_value, batch * seq_len * d_model * bytes_per_value
+def _context_ceiling(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    return math.ceil(math.sqrt(budget_bytes / (batch * n_heads * n_layers * bytes_per_value)))
 
 
-def _memory_rnn_last_state_only(batch, n_heads, seq_len, d_model, bytes_per_value=4):
-    attention = batch * n_heads * seq_len * seq_len * bytes_per_value
-    return attention, batch * d_model * bytes_per_value
+def _context_one_layer(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    return math.isqrt(budget_bytes // (batch * n_heads * bytes_per_value))
 
 
-def _memory_cases() -> list[Case]:
+def _context_one_head(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    return math.isqrt(budget_bytes // (batch * n_layers * bytes_per_value))
+
+
+def _context_causal_half(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    # only the T (T + 1) / 2 weights on and below the diagonal counted
+    per_weight = batch * n_heads * n_layers * bytes_per_value
+    t = 0
+    while per_weight * (t + 1) * (t + 2) // 2 <= budget_bytes:
+        t += 1
+    return t
+
+
+def _context_first_too_long(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    t = 0
+    while batch * n_heads * n_layers * t * t * bytes_per_value <= budget_bytes:
+        t += 1
+    return t  # the first length that does not fit
+
+
+def _context_cases() -> list[Case]:
+    gib = 2**30
     return [
-        Case("B = 2, h = 8, T = 512, d_model = 64, float32", (2, 8, 512, 64)),
-        Case("B = 1, h = 12, T = 1024, d_model = 768, float16", (1, 12, 1024, 768, 2)),
-        Case("B = 4, h = 1, T = 100, d_model = 32, float64", (4, 1, 100, 32, 8)),
-        Case("a single token", (1, 1, 1, 16)),
+        Case(
+            "exactly T = 1000 fits: 2 x 4 x 3 x 1000^2 x 4 bytes",
+            (2 * 4 * 3 * 1000**2 * 4, 2, 4, 3),
+        ),
+        Case("1 GiB, batch 1, 8 heads, 6 layers, float16", (gib, 1, 8, 6, 2)),
+        Case("80 GiB, batch 8, GPT-2 small (12 heads, 12 layers), float32", (80 * gib, 8, 12, 12)),
+        Case("one byte short of T = 1000", (2 * 4 * 3 * 1000**2 * 4 - 1, 2, 4, 3)),
+        Case("T = 999.5 on paper", (2 * 4 * 3 * 999_000 * 4 + 2 * 4 * 3, 2, 4, 3)),
+        Case("not even T = 1 fits", (95, 2, 4, 3)),
+        Case("1 PiB, batch 1, one head, one layer, float64", (2**50, 1, 1, 1, 8)),
     ]
+
+
+def _compare_context(expected, got) -> str | None:
+    if isinstance(got, bool) or not isinstance(got, int):
+        return f"output: expected an int, got {type(got).__name__} {got!r}"
+    if got != expected:
+        return f"output: expected T = {expected}, got T = {got}"
+    return None
 
 
 q5 = Question(
     "ch01.q5",
-    "Memory: attention weights against RNN states",
-    reference=memory_bytes,
-    cases=_memory_cases,
+    "The longest context that fits in memory",
+    reference=longest_context,
+    cases=_context_cases,
     mistakes=[
         Mistake(
-            "attention heads forgotten",
-            _memory_no_heads,
-            "Every head stores its own T x T weight matrix: multiply by n_heads.",
+            "square root rounded to the nearest integer",
+            _context_rounded,
+            "A length that does not fit is no answer: round down (floor), never to the nearest "
+            "integer; when not even T = 1 fits, the answer is 0.",
         ),
         Mistake(
-            "attention counted as T x d_model",
-            _memory_attention_as_output,
-            "The attention weights are T x T per head (every query against every key), not "
-            "T x d_model like the output.",
+            "square root rounded up",
+            _context_ceiling,
+            "The ceiling is the first length that may not fit: round down (floor).",
         ),
         Mistake(
-            "only the last RNN state counted",
-            _memory_rnn_last_state_only,
-            "Backpropagation through time needs every state h_1 .. h_T, so training keeps "
-            "B x T x d_model values; only inference can keep just the last one.",
+            "one layer counted",
+            _context_one_layer,
+            "For the backward pass every layer keeps its own weights: multiply by n_layers.",
+        ),
+        Mistake(
+            "one head counted",
+            _context_one_head,
+            "Every head has its own T x T weights: multiply by n_heads.",
+        ),
+        Mistake(
+            "only the causal half, T (T + 1) / 2 weights, counted",
+            _context_causal_half,
+            "Explicit attention stores the whole T x T matrix, zeros above the diagonal included.",
+        ),
+        Mistake(
+            "the first length that does not fit",
+            _context_first_too_long,
+            "Your loop stops one step too late: return the last T that fits, one less.",
         ),
     ],
     hints=[
-        "Attention: one weight per (query, key) pair, per head, per sequence in the batch.",
-        "RNN: training keeps the state after every step, one vector of d_model values each.",
+        "Write the bytes as a function of T: a constant (batch, heads, layers, bytes per "
+        "value) times T squared. The answer is the largest integer T with that at most the "
+        "budget.",
+        "Divide the budget by the constant and take the square root: a length that does not "
+        "fit is no answer, so which way do you round?",
     ],
+    compare_fn=_compare_context,
     kind="derive",
     library_note="none: arithmetic on tensor shapes",
 )

@@ -1,8 +1,8 @@
 """Graded exercises of chapter 2: Tokens and embeddings.
 
 Five implementation questions: a whitespace vocabulary with special tokens, the pair counts
-and the merge step of byte-pair encoding, the scaled embedding look-up and the cosine
-similarity matrix; then four of other kinds:
+and the merge step of byte-pair encoding, encoding a word by replaying the learnt merges, and
+the cosine similarity matrix; then four of other kinds:
 
 6. predict, then run: what BPE learns from "aaabdaaabac" (``tfbook.tokenizers.BPETokenizer``
    reveals it);
@@ -22,7 +22,7 @@ from collections import Counter
 
 import torch
 
-from tfbook.embedding import TokenEmbedding, cosine_similarity_matrix
+from tfbook.embedding import cosine_similarity_matrix
 from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
 from tfbook.tokenizers import BPETokenizer, WhitespaceTokenizer
 
@@ -118,7 +118,7 @@ q1 = Question(
         Mistake(
             "words kept in first-seen order",
             _vocab_first_seen_order,
-            "Sort the kept words by decreasing count, breaking ties alphabetically "
+            "Sort the kept words by decreasing count, breaking ties in Python's string order "
             "(key=lambda w: (-count[w], w)).",
         ),
     ],
@@ -126,8 +126,8 @@ q1 = Question(
         "collections.Counter counts the words of all texts: Counter(w for t in texts "
         "for w in t.split()).",
         "The five special tokens come first, in the order <pad>, <unk>, <bos>, <eos>, <mask>.",
-        "Then add the words with count >= min_freq, most frequent first, ties in "
-        "alphabetical order, each with the next free id.",
+        "Then add the words with count >= min_freq, most frequent first, ties in the order "
+        "sorted() puts them in, each with the next free id.",
     ],
     kind="implement",
     library=_library_vocab,
@@ -326,89 +326,197 @@ q3 = Question(
     library=_library_merge,
 )
 
-# --------------------------------------------------------------------- q4: scaled embedding
+# --------------------------------------------------------------------- q4: encode with merges
 
 
-def _reference_embed(ids, weight):
-    d_model = weight.shape[1]
-    return weight[ids] * math.sqrt(d_model)
+def _reference_segment(chunk, merges):
+    """The symbols BPE gives ``chunk`` (a word, maybe with one space in front): start from its
+    characters and replay the learnt ``merges`` in the order they were learnt, each one
+    everywhere, scanning from left to right."""
+    symbols = list(chunk)
+    for a, b in merges:  # merge 1 everywhere, then merge 2 everywhere, ...
+        out, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+                out.append(a + b)
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return symbols
 
 
-def _embed_no_scale(ids, weight):
-    return weight[ids]
+def _merge_everywhere(symbols, a, b, *, first_only=False):
+    out, i, done = [], 0, False
+    while i < len(symbols):
+        if not done and i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == (a, b):
+            out.append(a + b)
+            i += 2
+            done = first_only
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
 
 
-def _embed_sqrt_vocab(ids, weight):
-    return weight[ids] * math.sqrt(weight.shape[0])
+def _right_merge(symbols, a, b):
+    out, i = [], len(symbols) - 1
+    while i >= 0:
+        if i >= 1 and (symbols[i - 1], symbols[i]) == (a, b):
+            out.append(a + b)
+            i -= 2
+        else:
+            out.append(symbols[i])
+            i -= 1
+    return out[::-1]
 
 
-def _embed_divide(ids, weight):
-    return weight[ids] / math.sqrt(weight.shape[1])
+def _segment_greedy_longest(chunk, merges):
+    vocab = set(chunk) | {a + b for a, b in merges}
+    out, i = [], 0
+    while i < len(chunk):
+        j = max(j for j in range(i + 1, len(chunk) + 1) if chunk[i:j] in vocab or j == i + 1)
+        out.append(chunk[i:j])
+        i = j
+    return out
 
 
-def _embed_no_sqrt(ids, weight):
-    return weight[ids] * weight.shape[1]
+def _segment_newest_first(chunk, merges):
+    symbols = list(chunk)
+    for a, b in reversed(merges):
+        symbols = _merge_everywhere(symbols, a, b)
+    return symbols
 
 
-def _embed_cases():
-    cases = []
-    # d_model = 10 is not a perfect square: math.isqrt or int(d ** 0.5) rounds the factor
-    shapes = [(10, 16, 2, 5), (7, 9, 1, 4), (12, 4, 3, 2), (6, 10, 2, 3)]
-    for seed, (v, d, b, t) in enumerate(shapes):
-        g = torch.Generator().manual_seed(30 + seed)
-        weight = torch.randn(v, d, generator=g)
-        ids = torch.randint(0, v, (b, t), generator=g)
-        cases.append(Case(f"random, V={v}, d_model={d}", (ids, weight)))
-    g = torch.Generator().manual_seed(40)
-    cases.append(
-        Case("one token, repeated id", (torch.tensor([[3, 3]]), torch.randn(5, 25, generator=g)))
-    )
-    return cases
+def _segment_first_occurrence(chunk, merges):
+    symbols = list(chunk)
+    for a, b in merges:
+        symbols = _merge_everywhere(symbols, a, b, first_only=True)
+    return symbols
 
 
-def _library_embed(ids, weight):
-    emb = TokenEmbedding(weight.shape[0], weight.shape[1], scale=True).to(weight.dtype)
-    with torch.no_grad():
-        emb.weight.copy_(weight)
-    return emb(ids)
+def _segment_one_pass(chunk, merges):
+    known = {tuple(m) for m in merges}
+    out, i = [], 0
+    while i < len(chunk):  # one scan of the characters: any known pair is merged at once
+        if i + 1 < len(chunk) and (chunk[i], chunk[i + 1]) in known:
+            out.append(chunk[i] + chunk[i + 1])
+            i += 2
+        else:
+            out.append(chunk[i])
+            i += 1
+    return out
+
+
+def _segment_from_the_right(chunk, merges):
+    symbols = list(chunk)
+    for a, b in merges:
+        symbols = _right_merge(symbols, a, b)
+    return symbols
+
+
+def _segment_stops_at_missing(chunk, merges):
+    symbols = list(chunk)
+    for a, b in merges:
+        if (a, b) not in zip(symbols, symbols[1:], strict=False):
+            break  # a merge that does not apply ends the replay
+        symbols = _merge_everywhere(symbols, a, b)
+    return symbols
+
+
+def _segment_cases() -> list[Case]:
+    low = [("l", "o"), ("lo", "w"), ("e", "r"), ("low", "er")]
+    # ("b", "c") was learnt first: "abc" is a + bc although the vocabulary also holds "abc"
+    conflict = [("b", "c"), ("a", "b"), ("ab", "c")]
+    corpus = [
+        "나는 최근 파리 여행을 다녀왔다",
+        "나는 파리 여행이 좋았다",
+        "친구는 최근 제주 여행을 다녀왔다",
+        "여행을 좋아하는 친구",
+    ]
+    learnt = BPETokenizer.train(corpus, 12, min_pair_freq=2).merges
+    return [
+        Case("two merges compete for the 'b' of 'abc'", ("abc", [("a", "b"), ("b", "c")])),
+        Case("'lower' with 4 merges", ("lower", low)),
+        Case("a merge learnt first wins: 'abc'", ("abc", conflict)),
+        Case("'abab' with one merge", ("abab", [("a", "b")])),
+        Case("'aaa' with ('a', 'a')", ("aaa", [("a", "a")])),
+        Case("a merge that does not apply, then one that does", ("ab", [("x", "y"), ("a", "b")])),
+        Case("' 여행을' with 12 merges learnt from 4 sentences", (" 여행을", learnt)),
+        Case("'여행이다' (never seen) with the same merges", ("여행이다", learnt)),
+        Case("no merges: the characters", ("파리", [])),
+        Case("one character", ("a", [("a", "b")])),
+        Case(
+            "a word longer than any merge: 'lowerlower'",
+            ("lowerlower", low),
+        ),
+    ]
+
+
+def _library_segment(chunk, merges):
+    alphabet = sorted(set(chunk) | {ch for a, b in merges for ch in a + b})
+    return BPETokenizer(merges, alphabet).tokenize(chunk)
 
 
 q4 = Question(
     "ch02.q4",
-    "Scaled embedding look-up",
-    reference=_reference_embed,
-    cases=_embed_cases,
+    "BPE: encode a word with the learnt merges",
+    reference=_reference_segment,
+    cases=_segment_cases,
     mistakes=[
         Mistake(
-            "no sqrt(d_model) scaling",
-            _embed_no_scale,
-            "Multiply the looked-up rows by sqrt(d_model), as the paper does (section 3.4).",
+            "merged as far as the vocabulary allows, not in the order the merges were learnt",
+            _segment_greedy_longest,
+            "BPE neither looks for the longest token it knows nor merges the first known pair "
+            "it meets in the word: it replays the merges in the order they were learnt, so a "
+            "merge learnt earlier can split a word that also exists as one token.",
         ),
         Mistake(
-            "scaled by sqrt(vocab_size)",
-            _embed_sqrt_vocab,
-            "d_model is the number of columns of weight (weight.shape[1]), not the number "
-            "of rows (the vocabulary size).",
+            "one scan of the characters, merging any known pair",
+            _segment_one_pass,
+            "Merged symbols must be merged again ('lo' + 'w'), and which pair goes first is "
+            "decided by the order the merges were learnt, not by the position in the word: "
+            "go through the merges, not through the characters.",
         ),
         Mistake(
-            "divided by sqrt(d_model)",
-            _embed_divide,
-            "The embeddings are multiplied by sqrt(d_model); dividing is what attention "
-            "does to its scores (chapter 4).",
+            "merges replayed newest first",
+            _segment_newest_first,
+            "Later merges are built from the symbols of earlier ones (('lo', 'w') needs 'lo'): "
+            "replay them in the order they were learnt, first merge first.",
         ),
         Mistake(
-            "scaled by d_model without the square root",
-            _embed_no_sqrt,
-            "The factor is math.sqrt(d_model), not d_model.",
+            "each merge applied to its first occurrence only",
+            _segment_first_occurrence,
+            "A merge replaces every occurrence of its pair in the word, as in exercise 2.3.",
+        ),
+        Mistake(
+            "pairs merged scanning from the right",
+            _segment_from_the_right,
+            "Scan from left to right, so 'aaa' with ('a', 'a') gives ['aa', 'a'].",
+        ),
+        Mistake(
+            "replay stopped at the first merge that does not apply",
+            _segment_stops_at_missing,
+            "A merge that does not occur in this word is skipped, not the end: later merges "
+            "may still apply.",
         ),
     ],
     hints=[
-        "weight has shape (vocab_size, d_model); indexing weight[ids] looks up one row per id.",
-        "The result has shape (B, T, d_model); then multiply by math.sqrt(d_model).",
+        "Start with list(chunk), one symbol per character, the space included.",
+        "Go through merges in their order; each one rewrites the whole current list of symbols "
+        "before the next merge is tried (your merge_pair of exercise 2.3 does one such step).",
     ],
     kind="implement",
-    library=_library_embed,
+    library=_library_segment,
+    forbidden=(
+        "tfbook.tokenizers.BPETokenizer.tokenize",
+        "tfbook.tokenizers.BPETokenizer.encode",
+        "tfbook.tokenizers.BPETokenizer._segment",
+        "tfbook.tokenizers._merge_symbols",
+    ),
 )
+
 
 # --------------------------------------------------------------------- q5: cosine matrix
 

@@ -1,8 +1,8 @@
 """Chapter 3 exercises: positional encoding.
 
 Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
-(a derivation), adding learned positions to token embeddings, the dot product as a function of
-distance, and rotary embeddings; then
+(a derivation), ALiBi's distance penalty for a causal decoder, RoPE's angles with position
+interpolation for sequences longer than the trained ones, and rotary embeddings; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
 7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
@@ -263,161 +263,293 @@ q2 = Question(
     library_note="none: the shift matrix is derived in the chapter, tfbook needs only the table",
 )
 
-# --------------------------------------------------------------------------- q3
+# --------------------------------------------------------------------------- q3: ALiBi
 
 
-def embed_with_positions(ids, token_table, pos_table):
-    """Token vectors plus learned position vectors: token_table[ids] + pos_table[0:T]."""
-    seq_len = ids.shape[1]
-    positions = torch.arange(seq_len)  # 0, 1, ..., T-1: the same for every sequence
-    return token_table[ids] + pos_table[positions][None, :, :]  # (B, T, d) + (1, T, d)
+def alibi_bias(n_heads, t_q, t_k):
+    """ALiBi's bias for a causal decoder, added to the (n_heads, t_q, t_k) scores.
+
+    The queries are the last t_q of t_k positions. Head h (h = 1 .. n_heads) has the slope
+    m_h = 2^(-8 h / n_heads); a key j at or before the query's position i gets -m_h (i - j),
+    a key after it -inf (the causal mask).
+    """
+    slopes = 2.0 ** (-8.0 * torch.arange(1, n_heads + 1, dtype=torch.float64) / n_heads)
+    i = torch.arange(t_k - t_q, t_k, dtype=torch.float64)[:, None]  # (t_q, 1): query positions
+    j = torch.arange(t_k, dtype=torch.float64)[None, :]  # (1, t_k): key positions
+    distance = i - j  # (t_q, t_k), negative for keys in the future
+    bias = slopes[:, None, None] * (j - i)  # -m_h (i - j): (n_heads, t_q, t_k), +0 on the diagonal
+    bias = bias.masked_fill(distance < 0, float("-inf"))
+    return bias.to(torch.float32)
 
 
-def _q3_from_one(ids, token_table, pos_table):
-    positions = torch.arange(1, ids.shape[1] + 1)
-    return token_table[ids] + pos_table[positions][None, :, :]
+def _alibi_variant(
+    n_heads,
+    t_q,
+    t_k,
+    *,
+    first=1,
+    slopes=None,
+    sign=-1.0,
+    start=None,
+    future=float("-inf"),
+    symmetric=False,
+):
+    h = torch.arange(first, first + n_heads, dtype=torch.float64)
+    m = 2.0 ** (-8.0 * h / n_heads) if slopes is None else slopes(h)
+    i0 = t_k - t_q if start is None else start
+    i = torch.arange(i0, i0 + t_q, dtype=torch.float64)[:, None]
+    j = torch.arange(t_k, dtype=torch.float64)[None, :]
+    distance = (i - j).abs() if symmetric else i - j
+    bias = sign * m[:, None, None] * distance
+    if not symmetric:
+        bias = bias.masked_fill(i - j < 0, future)
+    return bias.to(torch.float32)
 
 
-def _q3_by_token_id(ids, token_table, pos_table):
-    return token_table[ids] + pos_table[ids]
+def _alibi_slopes_from_zero(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, first=0)
 
 
-def _q3_no_positions(ids, token_table, pos_table):
-    return token_table[ids]
+def _alibi_slopes_for_eight(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, slopes=lambda h: 2.0**-h)
 
 
-def _q3_case(name, seed, batch, seq_len, vocab=10, max_len=12, d=6):
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-    token_table = torch.randn(vocab, d, generator=gen)
-    pos_table = torch.randn(max_len, d, generator=gen)
-    return Case(name, (ids, token_table, pos_table))
+def _alibi_reward(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, sign=1.0)
 
 
-def _q3_cases():
+def _alibi_queries_first(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, start=0)
+
+
+def _alibi_no_mask(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, symmetric=True)
+
+
+def _alibi_future_zero(n_heads, t_q, t_k):
+    return _alibi_variant(n_heads, t_q, t_k, future=0.0)
+
+
+def _alibi_mask_from_zero(n_heads, t_q, t_k):
+    bias = _alibi_variant(n_heads, t_q, t_k, future=0.0)
+    allowed = torch.ones(t_q, t_k, dtype=torch.bool).tril()
+    return bias.masked_fill(~allowed, float("-inf"))
+
+
+def _alibi_diagonal_masked(n_heads, t_q, t_k):
+    bias = _alibi_variant(n_heads, t_q, t_k)
+    i = torch.arange(t_k - t_q, t_k)[:, None]
+    return bias.masked_fill(i == torch.arange(t_k)[None, :], float("-inf"))
+
+
+def _alibi_cases() -> list[Case]:
     return [
-        _q3_case("random, seed 11", 11, batch=2, seq_len=5),
-        _q3_case("random, seed 12", 12, batch=3, seq_len=9),
-        _q3_case("sequence as long as the table (T = max_len = 12)", 13, batch=2, seq_len=12),
-        _q3_case("one token", 14, batch=1, seq_len=1),
+        Case("8 heads, T_q = T_k = 5", (8, 5, 5)),
+        Case("4 heads, the last 3 queries of 7 positions", (4, 3, 7)),
+        Case("one head, T = 4: slope 2^-8", (1, 4, 4)),
+        Case("3 heads (not a power of two), T = 4", (3, 4, 4)),
+        Case("16 heads, the last 2 queries of 6", (16, 2, 6)),
+        Case("2 heads, one query after 3000 keys (longer than any table)", (2, 1, 3000)),
+        Case("one head, one position", (1, 1, 1)),
     ]
-
-
-def _library_embed_with_positions(ids, token_table, pos_table):
-    positions = LearnedPositionalEmbedding(pos_table.shape[0], pos_table.shape[1])
-    positions = positions.to(pos_table.dtype)
-    with torch.no_grad():
-        positions.table.weight.copy_(pos_table)
-    return positions(token_table[ids])
 
 
 q3 = Question(
     "ch03.q3",
-    "Adding learned positions to token embeddings",
-    reference=embed_with_positions,
-    cases=_q3_cases,
+    "ALiBi: a distance penalty instead of position vectors",
+    reference=alibi_bias,
+    cases=_alibi_cases,
     mistakes=[
         Mistake(
-            "positions counted from 1",
-            _q3_from_one,
-            "The first token is at position 0: look up rows 0 .. T-1 of the position table.",
+            "slopes counted from h = 0: the first head's slope is 1",
+            _alibi_slopes_from_zero,
+            "Heads are numbered h = 1 .. n_heads, so the first slope is 2^(-8 / n_heads) and "
+            "the last one 2^-8.",
         ),
         Mistake(
-            "position table indexed with the token ids",
-            _q3_by_token_id,
-            "The position table is indexed by where a token is (0, 1, ..., T-1), not by which "
-            "token it is; build the positions with torch.arange(T).",
+            "slopes 2^-h, right for 8 heads only",
+            _alibi_slopes_for_eight,
+            "The exponent is -8 h / n_heads: the slopes always run from 2^(-8 / n_heads) down "
+            "to 2^-8, whatever the number of heads.",
         ),
         Mistake(
-            "position vectors not added",
-            _q3_no_positions,
-            "Without the position vectors the model cannot tell word order; add "
-            "pos_table[0:T] to every sequence of the batch.",
+            "penalty added with the wrong sign",
+            _alibi_reward,
+            "Distant keys must lose score: the bias is -m_h (i - j), zero on the diagonal and "
+            "more negative the further back the key is.",
+        ),
+        Mistake(
+            "queries placed at positions 0 .. T_q - 1",
+            _alibi_queries_first,
+            "The queries are the newest T_q tokens: query a sits at position T_k - T_q + a "
+            "(as in exercise 3.7), so its distance to key j is T_k - T_q + a - j.",
+        ),
+        Mistake(
+            "no causal mask: -m |i - j| for future keys as well",
+            _alibi_no_mask,
+            "In a decoder a query may not read later keys: put -inf where j > i.",
+        ),
+        Mistake(
+            "causal mask placed as if the queries were positions 0 .. T_q - 1",
+            _alibi_mask_from_zero,
+            "tril() of a (T_q, T_k) matrix lets query a read keys 0 .. a only. The queries are "
+            "the last T_q positions, so query a may read keys 0 .. T_k - T_q + a: mask where "
+            "the distance i - j is negative.",
+        ),
+        Mistake(
+            "the diagonal masked: a query cannot read its own key",
+            _alibi_diagonal_masked,
+            "The key at the query's own position has distance 0 and bias 0: only keys with "
+            "j > i get -inf.",
+        ),
+        Mistake(
+            "future keys given 0 instead of -inf",
+            _alibi_future_zero,
+            "A bias of 0 leaves a future key's score as it is, the best a key can get here; "
+            "-inf removes it from the softmax.",
         ),
     ],
     hints=[
-        "token_table[ids] already has shape (B, T, d). The position vectors you need have "
-        "shape (T, d) and are the same for every sequence in the batch.",
-        "positions = torch.arange(ids.shape[1]); pos_table[positions] has shape (T, d) and "
-        "broadcasts when you add it to a (B, T, d) tensor.",
+        "Build the query positions (the last T_q of 0 .. T_k - 1) as a column and the key "
+        "positions as a row: their difference is a (T_q, T_k) table of distances.",
+        "The slopes are a (n_heads,) tensor; give it two new axes so that it multiplies the "
+        "distance table into (n_heads, T_q, T_k). Where the distance is negative, the key is in "
+        "the future.",
     ],
+    check_dtype=True,
     kind="implement",
-    library=_library_embed_with_positions,
+    library_note="none: tfbook uses sinusoidal, learned and rotary positions, not ALiBi",
 )
 
 
-# --------------------------------------------------------------------------- q4
+# --------------------------------------------------------------------------- q4: interpolation
 
 
-def pe_dot_by_distance(max_delta, d_model):
-    """PE[k] . PE[k + delta] for delta = 0 .. max_delta (the same for every k)."""
-    delta = torch.arange(max_delta + 1, dtype=torch.float64)[:, None]  # (max_delta + 1, 1)
-    omega = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
-    # sin(a) sin(b) + cos(a) cos(b) = cos(a - b): each pair contributes cos(delta * w_i)
-    return torch.cos(delta * omega[None, :]).sum(dim=1)
+def interpolated_angles(seq_len, d, train_len):
+    """RoPE's (seq_len, d/2) angle table with position interpolation, in float64.
+
+    Position m rotates pair i by m' theta_i, theta_i = 10000^(-2i/d); m' = m when the sequence
+    fits the trained length, and m' = m * train_len / seq_len when it is longer, so every
+    position lands inside the trained range [0, train_len).
+    """
+    m = torch.arange(seq_len, dtype=torch.float64)  # (T,)
+    if seq_len > train_len:
+        m = m * (train_len / seq_len)  # squeeze T positions into [0, train_len)
+    theta = _BASE ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    return m[:, None] * theta[None, :]  # (T, d/2)
 
 
-def _q4_no_frequency(max_delta, d_model):
-    delta = torch.arange(max_delta + 1, dtype=torch.float64)
-    return (d_model // 2) * torch.cos(delta)
+def _pi_variant(seq_len, d, train_len, *, scale=None, exponent=2.0, start=0, dtype=None):
+    m = torch.arange(start, start + seq_len, dtype=torch.float64)
+    if scale is not None:
+        m = m * scale(seq_len, train_len)
+    theta = _BASE ** (-exponent * torch.arange(0, d // 2, dtype=torch.float64) / d)
+    angles = m[:, None] * theta[None, :]
+    if dtype is not None:
+        angles = (
+            torch.arange(start, start + seq_len, dtype=dtype)[:, None]
+            * (scale(seq_len, train_len) if scale else 1.0)
+            * theta.to(dtype)[None, :]
+        ).to(torch.float64)
+    return angles
 
 
-def _q4_cosine_similarity(max_delta, d_model):
-    return pe_dot_by_distance(max_delta, d_model) / (d_model / 2)
+def _pi_inverted(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len, scale=lambda t, n: max(1.0, t / n))
 
 
-def _q4_from_one(max_delta, d_model):
-    return pe_dot_by_distance(max_delta, d_model)[1:]
+def _pi_always(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len, scale=lambda t, n: n / t)
 
 
-def _q4_cases():
-    gen = torch.Generator().manual_seed(7)
-    cases = []
-    for n in range(3):
-        max_delta = int(torch.randint(5, 60, (1,), generator=gen))
-        d_model = 2 * int(torch.randint(2, 33, (1,), generator=gen))
-        cases.append(Case(f"random, seed 7 #{n}", (max_delta, d_model)))
-    cases += [Case("only delta = 0", (0, 8)), Case("far apart, d_model=128", (500, 128))]
-    return cases
+def _pi_extrapolated(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len)
 
 
-def _library_dot_by_distance(max_delta, d_model):
-    pe = sinusoidal_encoding(max_delta + 1, d_model, dtype=torch.float64)  # (max_delta + 1, d)
-    return pe @ pe[0]
+def _pi_last_aligned(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: (n - 1) / (t - 1) if t > n else 1.0
+    )
+
+
+def _pi_exponent_without_two(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: n / t if t > n else 1.0, exponent=1.0
+    )
+
+
+def _pi_float32(seq_len, d, train_len):
+    return _pi_variant(
+        seq_len, d, train_len, scale=lambda t, n: n / t if t > n else 1.0, dtype=torch.float32
+    )
+
+
+def _pi_cases():
+    return [
+        Case("T = 64 beyond the trained 16, d = 8", (64, 8, 16)),
+        Case("T = 10 within the trained 16: no change, d = 6", (10, 6, 16)),
+        Case("T = 17, one beyond the trained 16, d = 4", (17, 4, 16)),
+        Case("T = 16, exactly the trained length, d = 4", (16, 4, 16)),
+        Case("T = 24 beyond the trained 16, d = 2", (24, 2, 16)),
+        Case("T = 8192 beyond the trained 2048, d = 8", (8192, 8, 2048)),
+    ]
 
 
 q4 = Question(
     "ch03.q4",
-    "The dot product depends only on the distance",
-    reference=pe_dot_by_distance,
-    cases=_q4_cases,
+    "Position interpolation: long sequences in the trained range",
+    reference=interpolated_angles,
+    cases=_pi_cases,
     mistakes=[
         Mistake(
-            "frequencies left out (cos(delta) for every pair)",
-            _q4_no_frequency,
-            "Pair i contributes cos(delta * w_i) with its own w_i = 10000 ** (-2i/d_model).",
+            "positions stretched instead of squeezed (m T / L)",
+            _pi_inverted,
+            "Interpolation brings the positions back into the trained range: multiply by "
+            "train_len / seq_len, a factor below 1.",
         ),
         Mistake(
-            "cosine similarity instead of the dot product",
-            _q4_cosine_similarity,
-            "Do not divide by the norms: the question asks for the plain dot product, which "
-            "equals d_model/2 at delta = 0.",
+            "positions scaled even when the sequence fits",
+            _pi_always,
+            "A sequence no longer than train_len keeps its positions: scale only when "
+            "seq_len > train_len.",
         ),
         Mistake(
-            "distances start at 1",
-            _q4_from_one,
-            "Include delta = 0: the result has max_delta + 1 entries, for delta = 0 .. max_delta.",
+            "no interpolation: plain RoPE angles",
+            _pi_extrapolated,
+            "Beyond train_len the positions must be squeezed: m' = m * train_len / seq_len.",
+        ),
+        Mistake(
+            "scaled by (L - 1) / (T - 1)",
+            _pi_last_aligned,
+            "The factor is train_len / seq_len, as the task states, not (train_len - 1) / "
+            "(seq_len - 1).",
+        ),
+        Mistake(
+            "frequencies 10000^(-i/d): the 2 left out",
+            _pi_exponent_without_two,
+            "Pair i (columns 2i and 2i + 1) has theta_i = 10000 ** (-2i / d); with i running "
+            "over 0 .. d/2 - 1 the exponent is -2i/d.",
+        ),
+        Mistake(
+            "angles computed in float32",
+            _pi_float32,
+            "An angle of 2000 radians has a float32 spacing of about 1e-4: compute positions "
+            "and frequencies in float64 (torch.arange(..., dtype=torch.float64)).",
         ),
     ],
     hints=[
-        "You may compute it numerically (PE[0] @ PE[delta] for each delta, with your table "
-        "from exercise 1) or in closed form; both give the same numbers.",
-        "Closed form: sin(a) sin(b) + cos(a) cos(b) = cos(a - b), so pair i contributes "
-        "cos(delta * w_i) whatever the position k.",
-        "At delta = 0 every pair contributes cos(0) = 1, so the first entry is d_model / 2.",
+        "Positions 0 .. T - 1 as a float64 column, the d/2 frequencies as a row: their product "
+        "is the (T, d/2) angle table of plain RoPE.",
+        "Only when seq_len > train_len, multiply the positions by train_len / seq_len first.",
     ],
+    atol=1e-9,
+    rtol=1e-9,
+    check_dtype=True,
     kind="implement",
-    library=_library_dot_by_distance,
+    library_note=(
+        "none: tfbook's positional encodings do not interpolate; the chapter cites position "
+        "interpolation (Chen et al. 2023) as a remedy for long sequences"
+    ),
 )
 
 

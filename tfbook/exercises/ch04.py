@@ -3,9 +3,10 @@
 1. scaled dot-product attention;
 2. attention with a mask (True = may attend), fully masked rows giving zeros;
 3. the causal mask;
-4. the self-attention mask of a padded decoder batch (causal and padding together);
+4. the mask of a prefix language model for a padded batch (a prefix read both ways, then
+   causal, padding hidden);
 5. splitting the model width into heads;
-6. multi-head self-attention from its four weight matrices;
+6. grouped-query attention: query heads sharing fewer key/value heads;
 7. predict, then run: the shapes of a ``MultiHeadAttention`` call and its parameter count;
 8. debugging: an attention written for (B, T, d) without masks, used with heads and masks;
 9. derivation: the Jacobian of the attention weights with respect to the raw scores;
@@ -323,81 +324,158 @@ q3 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q4
+# --------------------------------------------------------------------------- q4: prefix LM
 
 
-def _decoder_mask(ids, pad_id):
-    """(B, T, T) mask for decoder self-attention: causal AND the key is not padding."""
+def prefix_lm_mask(ids, prefix_len, pad_id):
+    """(B, T, T) mask of a prefix language model (True = may attend).
+
+    Row b's first prefix_len[b] positions are a prefix read in both directions; after it the
+    model writes causally. Query t may attend key s when key s is not padding and s lies in
+    the prefix or not in the future: s < prefix_len[b] or s <= t.
+    """
     t = ids.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T)
-    keys_real = (ids != pad_id)[:, None, :]  # (B, 1, T): hide padding *keys*
-    return causal & keys_real  # (B, T, T)
+    s = torch.arange(t)
+    causal = s[None, :] <= s[:, None]  # (T, T): key s not after query t
+    in_prefix = s[None, :] < prefix_len[:, None]  # (B, T): key s inside row b's prefix
+    keys_real = ids != pad_id  # (B, T)
+    return (causal[None, :, :] | in_prefix[:, None, :]) & keys_real[:, None, :]  # (B, T, T)
 
 
-def _decoder_or(ids, pad_id):
-    t = ids.shape[1]
-    return torch.ones(t, t, dtype=torch.bool).tril() | (ids != pad_id)[:, None, :]
+def _prefix_inclusive(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] | (s[None, :] <= prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
 
 
-def _decoder_pad_queries(ids, pad_id):
-    t = ids.shape[1]
-    return torch.ones(t, t, dtype=torch.bool).tril() & (ids != pad_id)[:, :, None]
+def _prefix_causal_only(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    return (s[None, :] <= s[:, None])[None] & (ids != pad_id)[:, None, :]
 
 
-def _decoder_padding_only(ids, pad_id):
-    t = ids.shape[1]
-    return (ids != pad_id)[:, None, :].expand(-1, t, -1)
+def _prefix_first_row_length(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None]) | (s[None, :] < prefix_len[0])
+    return visible[None] & (ids != pad_id)[:, None, :]
 
 
-def _decoder_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(4000)
-    cases = []
-    for i, (lengths, t) in enumerate([([5, 3, 2], 5), ([4, 1], 6)]):
-        ids = torch.randint(1, 20, (len(lengths), t), generator=g)
+def _prefix_upper(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] >= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
+
+
+def _prefix_and(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] & (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
+
+
+def _prefix_no_padding(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    return (s[None, :] <= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+
+
+def _prefix_padding_rows(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] <= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, :, None]
+
+
+def _prefix_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(4100)
+
+    def batch(lengths, t, pad_id=0):
+        ids = torch.randint(1, 30, (len(lengths), t), generator=g)
         for b, n in enumerate(lengths):
-            ids[b, n:] = 0
-        cases.append(Case(f"random {i + 1}: lengths {lengths}, T={t}", (ids, 0)))
-    cases.append(Case("no padding", (torch.tensor([[3, 4, 5, 6]]), 0)))
-    left = torch.tensor([[9, 9, 2, 3], [1, 2, 3, 4]])
-    cases.append(Case("left padding, pad_id=9 (query 0 sees nothing)", (left, 9)))
-    return cases
+            ids[b, n:] = pad_id
+        return ids
+
+    return [
+        Case(
+            "prefixes of 2 and 3, lengths [6, 5], T = 6",
+            (batch([6, 5], 6), torch.tensor([2, 3]), 0),
+        ),
+        Case(
+            "three rows, prefixes [1, 4, 2], lengths [5, 7, 3], T = 7",
+            (batch([5, 7, 3], 7), torch.tensor([1, 4, 2]), 0),
+        ),
+        Case("prefix 0: a plain decoder", (batch([4], 4), torch.tensor([0]), 0)),
+        Case(
+            "the whole row is the prefix: an encoder", (batch([5, 3], 5), torch.tensor([5, 3]), 0)
+        ),
+        Case(
+            "T = 40, prefixes [13, 27], pad_id = 3",
+            (batch([40, 31], 40, pad_id=3), torch.tensor([13, 27]), 3),
+        ),
+    ]
 
 
-def _library_decoder_mask(ids, pad_id):
-    return padding_mask(ids, pad_id) & causal_mask(ids.shape[1])
+def _library_prefix_lm_mask(ids, prefix_len, pad_id):
+    t = ids.shape[1]
+    in_prefix = torch.arange(t)[None, :] < prefix_len[:, None]  # (B, T)
+    return (causal_mask(t) | in_prefix[:, None, :]) & padding_mask(ids, pad_id)
 
 
 q4 = Question(
     "ch04.q4",
-    "Decoder mask for a padded batch",
-    reference=_decoder_mask,
-    cases=_decoder_cases,
+    "The mask of a prefix language model",
+    reference=prefix_lm_mask,
+    cases=_prefix_cases,
     mistakes=[
         Mistake(
-            "masks combined with OR",
-            _decoder_or,
-            "A key is visible only if it is in the past AND not padding: combine with &.",
+            "prefix taken one position too long (s <= prefix_len)",
+            _prefix_inclusive,
+            "A prefix of length P holds positions 0 .. P - 1: the key s is in the prefix when "
+            "s < P. Position P is the first one the model writes, and earlier queries must not "
+            "see it.",
+        ),
+        Mistake(
+            "the prefix ignored: an ordinary causal mask",
+            _prefix_causal_only,
+            "Inside the prefix every position may read every other prefix position, the later "
+            "ones too: allow key s whenever s < prefix_len[b], in addition to the causal "
+            "keys.",
+        ),
+        Mistake(
+            "causal part as the upper triangle: each query sees the future",
+            _prefix_upper,
+            "Row t is the query, column s the key; outside the prefix a query may read keys "
+            "0 .. t, on and below the diagonal (s <= t), not above it.",
+        ),
+        Mistake(
+            "causal and prefix combined with AND",
+            _prefix_and,
+            "A key is visible when it is causal OR in the prefix; AND would hide every key "
+            "after the prefix, even the query's own.",
+        ),
+        Mistake(
+            "the first row's prefix length used for every row",
+            _prefix_first_row_length,
+            "prefix_len has one length per row: compare the key positions with "
+            "prefix_len[:, None], a (B, 1) column, so each row gets its own prefix.",
+        ),
+        Mistake(
+            "the padding ignored",
+            _prefix_no_padding,
+            "Padding keys must stay hidden whatever the prefix says: AND the result with "
+            "ids != pad_id over the keys (B, 1, T).",
         ),
         Mistake(
             "padding applied to the queries (rows) instead of the keys (columns)",
-            _decoder_pad_queries,
-            "Padding must not be *looked at*: it masks keys, the last axis. Use "
+            _prefix_padding_rows,
+            "Padding must not be looked at: it masks keys, the last axis. Use "
             "(ids != pad_id)[:, None, :] of shape (B, 1, T).",
-        ),
-        Mistake(
-            "causal part forgotten",
-            _decoder_padding_only,
-            "A decoder must not see later positions: combine the padding mask with "
-            "torch.ones(T, T, dtype=torch.bool).tril().",
         ),
     ],
     hints=[
-        "Build two masks that broadcast to (B, T, T): the causal mask (T, T) and a "
-        "padding mask over the keys (B, 1, T).",
-        "A key is allowed when both say so: causal & keys_real.",
+        "Build three pieces that broadcast to (B, T, T): the causal mask over (query, key), a "
+        "(B, 1, T) mask of the keys inside each row's prefix, and a (B, 1, T) mask of the keys "
+        "that are not padding.",
+        "A key is visible when (it is causal OR it is in the prefix) AND it is not padding.",
     ],
     kind="implement",
-    library=_library_decoder_mask,
+    library=_library_prefix_lm_mask,
 )
 
 
@@ -472,99 +550,119 @@ q5 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q6
+# --------------------------------------------------------------------------- q6: GQA
 
 
-def _mha(x, w_q, w_k, w_v, w_o, n_heads):
-    """Multi-head self-attention without biases; weights are (d_model, d_model), Q = X W^Q."""
+def grouped_query_attention(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    """Self-attention with n_heads query heads sharing n_kv_heads key/value heads (no biases).
+
+    x (B, T, d_model); w_q, w_o (d_model, d_model); w_k, w_v (d_model, n_kv_heads * d_head),
+    d_head = d_model / n_heads. Query head i reads key/value head i // (n_heads / n_kv_heads);
+    n_kv_heads = None means one key/value head per query head (multi-head attention).
+    """
     b, t, d_model = x.shape
+    n_kv = n_heads if n_kv_heads is None else n_kv_heads
     d_head = d_model // n_heads
-
-    def split(y):  # (B, T, d_model) -> (B, h, T, d_head)
-        return y.view(b, t, n_heads, d_head).transpose(1, 2)
-
-    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
+    group = n_heads // n_kv  # query heads per key/value head
+    q = (x @ w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, h, T, d_head)
+    k = (x @ w_k).view(b, t, n_kv, d_head).transpose(1, 2)  # (B, h_kv, T, d_head)
+    v = (x @ w_v).view(b, t, n_kv, d_head).transpose(1, 2)  # (B, h_kv, T, d_head)
+    k = k.repeat_interleave(group, dim=1)  # (B, h, T, d_head): heads 0..g-1 share key head 0
+    v = v.repeat_interleave(group, dim=1)
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d_head), dim=-1)  # (B,h,T,T)
-    heads = weights @ v  # (B, h, T, d_head)
-    concat = heads.transpose(1, 2).reshape(b, t, d_model)  # (B, T, d_model)
+    concat = (weights @ v).transpose(1, 2).reshape(b, t, d_model)  # (B, T, d_model)
     return concat @ w_o
 
 
-def _mha_variant(
+def _gqa_variant(
     x,
     w_q,
     w_k,
     w_v,
     w_o,
     n_heads,
+    n_kv_heads=None,
     *,
+    tiled=False,
     scale_dim=None,
     project=True,
-    bad_split=False,
     bad_merge=False,
 ):
     b, t, d_model = x.shape
+    n_kv = n_heads if n_kv_heads is None else n_kv_heads
     d_head = d_model // n_heads
-
-    def split(y):
-        if bad_split:
-            return y.reshape(b, n_heads, t, d_head)
-        return y.view(b, t, n_heads, d_head).transpose(1, 2)
-
-    q, k, v = split(x @ w_q), split(x @ w_k), split(x @ w_v)
+    group = n_heads // n_kv
+    q = (x @ w_q).view(b, t, n_heads, d_head).transpose(1, 2)
+    k = (x @ w_k).view(b, t, n_kv, d_head).transpose(1, 2)
+    v = (x @ w_v).view(b, t, n_kv, d_head).transpose(1, 2)
+    if tiled:  # query head i reads key head i % n_kv
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+    else:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     d = d_head if scale_dim is None else scale_dim
-    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
-    heads = weights @ v
-    if bad_split or bad_merge:  # (B, h, T, d_head) read as if it were (B, T, h, d_head)
+    heads = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1) @ v
+    if bad_merge:
         concat = heads.reshape(b, t, d_model)
     else:
         concat = heads.transpose(1, 2).reshape(b, t, d_model)
     return concat @ w_o if project else concat
 
 
-def _mha_scale_d_model(x, w_q, w_k, w_v, w_o, n_heads):
-    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, scale_dim=x.shape[-1])
+def _gqa_tiled(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    return _gqa_variant(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads, tiled=True)
 
 
-def _mha_no_output_projection(x, w_q, w_k, w_v, w_o, n_heads):
-    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, project=False)
+def _gqa_scale_d_model(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    return _gqa_variant(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads, scale_dim=x.shape[-1])
 
 
-def _mha_bad_merge(x, w_q, w_k, w_v, w_o, n_heads):
-    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, bad_merge=True)
+def _gqa_no_output_projection(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    return _gqa_variant(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads, project=False)
 
 
-def _mha_bad_split(x, w_q, w_k, w_v, w_o, n_heads):
-    return _mha_variant(x, w_q, w_k, w_v, w_o, n_heads, bad_split=True)
+def _gqa_bad_merge(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    return _gqa_variant(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads, bad_merge=True)
 
 
-def _mha_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(400000)
-    cases = []
-    for i, (b, t, d, h) in enumerate([(2, 5, 8, 2), (1, 4, 12, 3)]):
-        ws = tuple(_randn(g, d, d) / math.sqrt(d) for _ in range(4))
-        cases.append(
-            Case(f"random {i + 1}: B={b}, T={t}, d_model={d}, h={h}", (_randn(g, b, t, d), *ws, h))
-        )
-    ws = tuple(_randn(g, 6, 6) / math.sqrt(6) for _ in range(4))
-    cases.append(Case("one head (h=1)", (_randn(g, 1, 3, 6), *ws, 1)))
-    ws = tuple(_randn(g, 4, 4) / math.sqrt(4) for _ in range(4))
-    cases.append(Case("a single token", (_randn(g, 2, 1, 4), *ws, 2)))
-    ws = tuple(_randn(g, 8, 8) / math.sqrt(8) for _ in range(4))
-    x = 10.0 * _randn(g, 2, 4, 8)
-    cases.append(
-        Case("large entries (scores in the hundreds): B=2, T=4, d_model=8, h=2", (x, *ws, 2))
-    )
-    return cases
+def _gqa_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(406000)
+
+    def case(name, b, t, d, h, kv, scale=1.0, give_kv=True):
+        d_head = d // h
+        x = scale * _randn(g, b, t, d)
+        w_q, w_o = (_randn(g, d, d) / math.sqrt(d) for _ in range(2))
+        w_k, w_v = (_randn(g, d, kv * d_head) / math.sqrt(d) for _ in range(2))
+        if give_kv:
+            return Case(name, (x, w_q, w_k, w_v, w_o, h, kv))
+        return Case(name, (x, w_q, w_k, w_v, w_o, h))
+
+    return [
+        case("4 query heads, 2 key/value heads: B=2, T=5, d_model=8", 2, 5, 8, 4, 2),
+        case("6 query heads, 3 key/value heads: B=1, T=4, d_model=12", 1, 4, 12, 6, 3),
+        case("one key/value head (multi-query): h=4, d_model=8", 2, 3, 8, 4, 1),
+        case("n_kv_heads not given: multi-head, h=2, d_model=8", 1, 4, 8, 2, 2, give_kv=False),
+        case("as many key/value heads as query heads: h=3, d_model=6", 1, 3, 6, 3, 3),
+        case("a single token, h=4, 2 key/value heads", 2, 1, 8, 4, 2),
+        case("large entries (scores in the hundreds): h=4, 2 key/value heads", 2, 4, 8, 4, 2, 10.0),
+    ]
 
 
-def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
-    mha = MultiHeadAttention(x.shape[-1], n_heads, bias=False).to(x.dtype)
+def _library_gqa(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    """tfbook's MultiHeadAttention with each key/value head's weights copied to its group."""
+    d_model = x.shape[-1]
+    n_kv = n_heads if n_kv_heads is None else n_kv_heads
+    d_head = d_model // n_heads
+
+    def widen(w):  # (d_model, h_kv * d_head) -> (d_model, h * d_head), head j for query i
+        blocks = w.view(d_model, n_kv, d_head)
+        return blocks[:, [i * n_kv // n_heads for i in range(n_heads)], :].reshape(d_model, -1)
+
+    mha = MultiHeadAttention(d_model, n_heads, bias=False).to(x.dtype)
     with torch.no_grad():  # nn.Linear stores W^T: y = x W^T
         for proj, w in (
             (mha.q_proj, w_q),
-            (mha.k_proj, w_k),
-            (mha.v_proj, w_v),
+            (mha.k_proj, widen(w_k)),
+            (mha.v_proj, widen(w_v)),
             (mha.out_proj, w_o),
         ):
             proj.weight.copy_(w.T)
@@ -573,42 +671,43 @@ def _library_mha(x, w_q, w_k, w_v, w_o, n_heads):
 
 q6 = Question(
     "ch04.q6",
-    "Multi-head self-attention",
-    reference=_mha,
-    cases=_mha_cases,
+    "Grouped-query attention",
+    reference=grouped_query_attention,
+    cases=_gqa_cases,
     mistakes=[
         Mistake(
+            "key/value heads tiled: query head i reads key head i % n_kv_heads",
+            _gqa_tiled,
+            "Groups are contiguous: query heads 0 .. g - 1 share key/value head 0, the next g "
+            "share head 1 (g = n_heads / n_kv_heads). Repeat each key/value head g times in a "
+            "row (repeat_interleave), not the whole stack of heads g times (repeat).",
+        ),
+        Mistake(
             "scaled by sqrt(d_model) instead of sqrt(d_head)",
-            _mha_scale_d_model,
-            "Each head's dot products have d_head = d_model / h terms: divide by "
-            "sqrt(d_head), not sqrt(d_model).",
+            _gqa_scale_d_model,
+            "Each head's dot products have d_head = d_model / n_heads terms: divide by "
+            "sqrt(d_head).",
         ),
         Mistake(
             "output projection W^O forgotten",
-            _mha_no_output_projection,
+            _gqa_no_output_projection,
             "After concatenating the heads, multiply by w_o: it mixes what the heads found.",
         ),
         Mistake(
-            "heads split by reshaping straight to (B, h, T, d_head)",
-            _mha_bad_split,
-            "Reshape (B, T, d_model) to (B, T, h, d_head) and transpose(1, 2); merge back "
-            "with the inverse (transpose(1, 2) then reshape).",
-        ),
-        Mistake(
-            "heads merged without transposing back",
-            _mha_bad_merge,
-            "The heads' output is (B, h, T, d_head); bring the positions forward again "
-            "(transpose(1, 2)) before flattening, or each row mixes several positions.",
+            "heads merged without moving the head axis back",
+            _gqa_bad_merge,
+            "The heads are (B, h, T, d_head): transpose(1, 2) to (B, T, h, d_head) before "
+            "reshaping to (B, T, d_model), or every row mixes positions.",
         ),
     ],
     hints=[
-        "Four steps: project (x @ w_q, x @ w_k, x @ w_v), split into heads, attend in each "
-        "head, concatenate and project with w_o.",
-        "Split: view(B, T, h, d_head).transpose(1, 2). Scale the scores by sqrt(d_head).",
-        "Merge: heads.transpose(1, 2).reshape(B, T, d_model), then @ w_o.",
+        "Queries split into n_heads heads of d_head = d_model / n_heads features, keys and "
+        "values into n_kv_heads heads of the same d_head.",
+        "Make the key/value heads as many as the query heads by repeating each one for its "
+        "group, then attend head by head as in multi-head attention.",
     ],
     kind="implement",
-    library=_library_mha,
+    library=_library_gqa,
 )
 
 

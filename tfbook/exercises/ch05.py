@@ -1,17 +1,17 @@
 """Chapter 5 exercises: feed-forward network, GELU, layer normalisation, residual sub-layers,
 dropout (chapter 5).
 
-1. the position-wise feed-forward network; 2. exact GELU; 3. layer normalisation;
-4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the
-parameters of a feed-forward sub-layer; 7. predict, then run: the mean, std and norm of a
-LayerNorm output (``tfbook.norm.LayerNorm`` reveals them); 8. build with the library: an
-encoder layer from ``SelfAttention``, ``PositionwiseFeedForward`` and ``ResidualSublayer``
-(``tfbook.model.EncoderLayer`` in chapter 6).
+1. a gated feed-forward network, SwiGLU; 2. exact GELU; 3. layer normalisation;
+4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the widest
+SwiGLU feed-forward network with no more parameters than the ReLU one; 7. predict, then run:
+the mean, std and norm of a LayerNorm output (``tfbook.norm.LayerNorm`` reveals them);
+8. build with the library: an encoder layer from ``SelfAttention``,
+``PositionwiseFeedForward`` and ``ResidualSublayer`` (``tfbook.model.EncoderLayer`` in chapter 6).
 
 Usage in the notebook::
 
     from tfbook.exercises import ch05 as ex
-    ex.q1.check(my_ffn)
+    ex.q1.check(swiglu_ffn)
 """
 
 from __future__ import annotations
@@ -34,102 +34,133 @@ from tfbook.exercises._engine import (
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
 
-# --------------------------------------------------------------------------- q1: the FFN
+# --------------------------------------------------------------------------- q1: SwiGLU
 
 
-def _reference_ffn(x, w1, b1, w2, b2, activation="relu"):
-    h = x @ w1 + b1  # (B, T, d_ff)
-    h = torch.relu(h) if activation == "relu" else F.gelu(h)
-    return h @ w2 + b2  # (B, T, d_model)
+def swiglu_ffn(x, w_gate, w_up, w_down, beta=1.0):
+    """The gated feed-forward network (Swish_beta(x W) * x V) W2, without biases.
+
+    Swish_beta(z) = z * sigmoid(beta * z); beta = 1 is SiLU, the SwiGLU of recent models.
+    Shapes: x (B, T, d_model), w_gate and w_up (d_model, d_ff), w_down (d_ff, d_model).
+    """
+    gate = x @ w_gate  # (B, T, d_ff)
+    swish = gate * torch.sigmoid(beta * gate)  # Swish_beta, elementwise
+    return (swish * (x @ w_up)) @ w_down  # (B, T, d_model)
 
 
-def _ffn_no_activation(x, w1, b1, w2, b2, activation="relu"):
-    return (x @ w1 + b1) @ w2 + b2
+def _swiglu_swapped(x, w_gate, w_up, w_down, beta=1.0):
+    up = x @ w_up
+    return (up * torch.sigmoid(beta * up) * (x @ w_gate)) @ w_down
 
 
-def _ffn_activation_on_output_too(x, w1, b1, w2, b2, activation="relu"):
-    act = torch.relu if activation == "relu" else F.gelu
-    return act(act(x @ w1 + b1) @ w2 + b2)
+def _swiglu_sigmoid_gate(x, w_gate, w_up, w_down, beta=1.0):
+    return (torch.sigmoid(beta * (x @ w_gate)) * (x @ w_up)) @ w_down
 
 
-def _ffn_always_relu(x, w1, b1, w2, b2, activation="relu"):
-    return torch.relu(x @ w1 + b1) @ w2 + b2
+def _swiglu_gelu(x, w_gate, w_up, w_down, beta=1.0):
+    return (F.gelu(x @ w_gate) * (x @ w_up)) @ w_down
 
 
-def _ffn_cases():
-    cases = []
-    for seed, (b, t, d, d_ff), act in [
-        (0, (2, 5, 8, 32), "relu"),
-        (1, (1, 3, 4, 16), "gelu"),
-        (2, (3, 2, 6, 24), "relu"),
-    ]:
+def _swiglu_both_branches(x, w_gate, w_up, w_down, beta=1.0):
+    gate, up = x @ w_gate, x @ w_up
+    return (gate * torch.sigmoid(beta * gate) * up * torch.sigmoid(beta * up)) @ w_down
+
+
+def _swiglu_swish_of_product(x, w_gate, w_up, w_down, beta=1.0):
+    h = (x @ w_gate) * (x @ w_up)
+    return (h * torch.sigmoid(beta * h)) @ w_down
+
+
+def _swiglu_beta_ignored(x, w_gate, w_up, w_down, beta=1.0):
+    gate = x @ w_gate
+    return (gate * torch.sigmoid(gate) * (x @ w_up)) @ w_down
+
+
+def _swiglu_beta_outside(x, w_gate, w_up, w_down, beta=1.0):
+    gate = x @ w_gate
+    return (beta * gate * torch.sigmoid(gate) * (x @ w_up)) @ w_down
+
+
+def _swiglu_cases():
+    def case(name, b, t, d, d_ff, seed, beta=None, scale=1.0):
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn(b, t, d, generator=g)
-        w1 = torch.randn(d, d_ff, generator=g) / math.sqrt(d)
-        b1 = 0.1 * torch.randn(d_ff, generator=g)
-        w2 = torch.randn(d_ff, d, generator=g) / math.sqrt(d_ff)
-        b2 = 0.1 * torch.randn(d, generator=g)
-        cases.append(Case(f"random {act}, seed {seed}", (x, w1, b1, w2, b2, act)))
-    z = torch.zeros(1, 2, 4)
-    g = torch.Generator().manual_seed(3)
-    w1, w2 = torch.randn(4, 8, generator=g), torch.randn(8, 4, generator=g)
-    cases.append(
-        Case(
-            "edge: zero input (output is act(b1) W2 + b2)",
-            (z, w1, -torch.ones(8), w2, torch.ones(4), "gelu"),
-        )
-    )
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 3, 4, generator=g)
-    w1, w2 = torch.randn(4, 8, generator=g) / 2.0, torch.randn(8, 4, generator=g) / 3.0
-    b1, b2 = 0.1 * torch.randn(8, generator=g), 0.1 * torch.randn(4, generator=g)
-    cases.append(Case("activation not given (its default is 'relu')", (x, w1, b1, w2, b2)))
-    return cases
+        x = scale * torch.randn(b, t, d, generator=g)
+        w_gate = torch.randn(d, d_ff, generator=g) / math.sqrt(d)
+        w_up = torch.randn(d, d_ff, generator=g) / math.sqrt(d)
+        w_down = torch.randn(d_ff, d, generator=g) / math.sqrt(d_ff)
+        if beta is None:  # the default: beta = 1
+            return Case(name, (x, w_gate, w_up, w_down))
+        return Case(name, (x, w_gate, w_up, w_down), {"beta": beta})
 
-
-def _library_ffn(x, w1, b1, w2, b2, activation="relu"):
-    ffn = PositionwiseFeedForward(w1.shape[0], w1.shape[1], activation=activation).to(x.dtype)
-    with torch.no_grad():  # nn.Linear stores W^T: y = x W^T + b
-        ffn.linear1.weight.copy_(w1.T)
-        ffn.linear1.bias.copy_(b1)
-        ffn.linear2.weight.copy_(w2.T)
-        ffn.linear2.bias.copy_(b2)
-    return ffn(x)
+    return [
+        case("random, d_model = 4, d_ff = 6, beta = 1", 2, 3, 4, 6, seed=50, beta=1.0),
+        case("beta = 2.5", 1, 4, 3, 5, seed=51, beta=2.5),
+        case("beta not given (its default is 1)", 2, 2, 4, 8, seed=52),
+        case("beta = 0.5, d_ff = 3 < d_model = 5", 3, 2, 5, 3, seed=53, beta=0.5),
+        case(
+            "large inputs (gate values in the hundreds), beta not given",
+            2,
+            3,
+            4,
+            6,
+            seed=54,
+            scale=150.0,
+        ),
+        case("one token", 1, 1, 2, 4, seed=55, beta=1.0),
+    ]
 
 
 q1 = Question(
     "ch05.q1",
-    "Position-wise feed-forward network",
-    reference=_reference_ffn,
-    cases=_ffn_cases,
+    "A gated feed-forward network: SwiGLU",
+    reference=swiglu_ffn,
+    cases=_swiglu_cases,
     mistakes=[
         Mistake(
-            "no non-linearity between the two linear maps",
-            _ffn_no_activation,
-            "Apply the activation to x W1 + b1 before multiplying by W2; without it the two "
-            "linear maps collapse into one.",
+            "the two branches swapped: Swish applied to x V",
+            _swiglu_swapped,
+            "The gate is the branch through w_gate: Swish_beta(x @ w_gate) multiplies the "
+            "plain branch x @ w_up.",
         ),
         Mistake(
-            "activation applied to the output as well",
-            _ffn_activation_on_output_too,
-            "The activation sits only between the two linear maps; the output h W2 + b2 is "
-            "returned as it is (it must be able to be negative).",
+            "a sigmoid gate (GLU) instead of Swish",
+            _swiglu_sigmoid_gate,
+            "Swish_beta(z) = z * sigmoid(beta z): the sigmoid multiplies z itself before the "
+            "product with x @ w_up.",
         ),
         Mistake(
-            "ReLU used when GELU was asked for",
-            _ffn_always_relu,
-            "Read the activation argument: 'gelu' means torch.nn.functional.gelu (x times the "
-            "standard normal CDF of x), not ReLU.",
+            "GELU instead of Swish (GEGLU)",
+            _swiglu_gelu,
+            "SwiGLU uses Swish_beta(z) = z * sigmoid(beta z), not GELU.",
+        ),
+        Mistake(
+            "Swish applied to both branches",
+            _swiglu_both_branches,
+            "Only the gate branch goes through Swish; x @ w_up enters the product as it is.",
+        ),
+        Mistake(
+            "Swish applied after the product",
+            _swiglu_swish_of_product,
+            "Gate first, multiply second: Swish_beta(x @ w_gate) * (x @ w_up), then w_down.",
+        ),
+        Mistake(
+            "beta ignored (always 1)",
+            _swiglu_beta_ignored,
+            "beta scales the argument of the sigmoid: z * sigmoid(beta * z).",
+        ),
+        Mistake(
+            "beta multiplies the output instead of the sigmoid's argument",
+            _swiglu_beta_outside,
+            "Swish_beta(z) = z * sigmoid(beta * z): beta goes inside the sigmoid.",
         ),
     ],
     hints=[
-        "Three steps: h = x @ w1 + b1, then the activation on h, then h @ w2 + b2.",
-        "The matrices are given as in the formula x W1 (shape (d_model, d_ff)), so no "
-        "transpose is needed; @ acts on the last axis, so every position is handled at once.",
-        "Pick the activation with `torch.relu` if activation == 'relu' else `F.gelu`.",
+        "Two branches from the same x: one through w_gate, one through w_up, both (B, T, d_ff).",
+        "Swish the gate branch (z times the sigmoid of beta z), multiply elementwise with the "
+        "other branch, then map back with w_down.",
     ],
     kind="implement",
-    library=_library_ffn,
+    library_note="none: tfbook's PositionwiseFeedForward uses ReLU or GELU, not a gated unit",
 )
 
 
@@ -527,78 +558,126 @@ q5 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q6: parameters
+# --------------------------------------------------------------------------- q6: SwiGLU width
 
 
-def _reference_param_count(d_model, d_ff, norm=True):
-    ffn = d_model * d_ff + d_ff + d_ff * d_model + d_model  # W1, b1, W2, b2
-    return ffn + (2 * d_model if norm else 0)  # LayerNorm's gamma and beta
+def swiglu_width(d_model, d_ff, multiple_of=1):
+    """The widest SwiGLU hidden layer (a multiple of ``multiple_of``) with no more parameters
+    than the ReLU feed-forward network of width ``d_ff``, biases included."""
+    relu_ffn = 2 * d_model * d_ff + d_ff + d_model  # W1, W2, b1, b2
+    widest = relu_ffn // (3 * d_model)  # three bias-free matrices of d_model x width
+    return widest // multiple_of * multiple_of  # round down: rounding up would exceed
 
 
-def _params_no_biases(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + (2 * d_model if norm else 0)
+def _width_no_relu_biases(d_model, d_ff, multiple_of=1):
+    return (2 * d_model * d_ff) // (3 * d_model) // multiple_of * multiple_of
 
 
-def _params_one_bias(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + d_ff + (2 * d_model if norm else 0)
+def _width_rounded_up(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) // (3 * d_model)
+    return -(-widest // multiple_of) * multiple_of
 
 
-def _params_no_norm(d_model, d_ff, norm=True):
-    return 2 * d_model * d_ff + d_ff + d_model
+def _width_rounded_nearest(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) / (3 * d_model)
+    return round(widest / multiple_of) * multiple_of
 
 
-def _params_ignores_d_ff(d_model, d_ff, norm=True):
-    return _reference_param_count(d_model, 4 * d_model, norm)
+def _width_two_matrices(d_model, d_ff, multiple_of=1):
+    widest = (2 * d_model * d_ff + d_ff + d_model) // (2 * d_model)
+    return widest // multiple_of * multiple_of
 
 
-def _param_cases():
+def _width_swiglu_biases(d_model, d_ff, multiple_of=1):
+    # three matrices with biases: 3 d_model h + 2 h + d_model
+    widest = (2 * d_model * d_ff + d_ff) // (3 * d_model + 2)
+    return widest // multiple_of * multiple_of
+
+
+def _width_multiple_ignored(d_model, d_ff, multiple_of=1):
+    return (2 * d_model * d_ff + d_ff + d_model) // (3 * d_model)
+
+
+def _width_cases():
     return [
-        Case("the paper's sizes, d_model=512, d_ff=2048", (512, 2048)),
-        Case("source 001's size, d_model=16, d_ff=64", (16, 64)),
-        Case("d_ff not 4 x d_model", (8, 24)),
-        Case("without the LayerNorm", (16, 64), {"norm": False}),
+        Case("the paper's sizes, d_model = 512, d_ff = 2048", (512, 2048)),
+        Case("d_ff not 4 x d_model: d_model = 6, d_ff = 10", (6, 10)),
+        Case("d_model = 8, d_ff = 32", (8, 32)),
+        Case("d_model = 4096, d_ff = 16384, multiples of 256", (4096, 16384, 256)),
+        Case("d_model = 768, d_ff = 3072, multiples of 64", (768, 3072, 64)),
+        Case("a multiple larger than the budget allows: 0", (4, 4, 64)),
     ]
 
 
-def _library_param_count(d_model, d_ff, norm=True):
-    ffn = PositionwiseFeedForward(d_model, d_ff)
-    module = ResidualSublayer(d_model, ffn) if norm else ffn
-    return sum(p.numel() for p in module.parameters())
+def _library_swiglu_width(d_model, d_ff, multiple_of=1):
+    """Count with real modules: the ReLU FFN's parameters, and a SwiGLU's per hidden unit."""
+    budget = sum(p.numel() for p in PositionwiseFeedForward(d_model, d_ff).parameters())
+
+    def swiglu_params(width):  # three bias-free linear maps, counted on modules
+        maps = [nn.Linear(d_model, width, bias=False, device="meta") for _ in range(2)]
+        maps.append(nn.Linear(width, d_model, bias=False, device="meta"))
+        return sum(p.numel() for m in maps for p in m.parameters())
+
+    per_unit = swiglu_params(1)  # the count grows by this much per hidden unit
+    assert swiglu_params(7) == 7 * per_unit
+    return budget // per_unit // multiple_of * multiple_of
 
 
 q6 = Question(
     "ch05.q6",
-    "Parameters of a feed-forward sub-layer",
-    reference=_reference_param_count,
-    cases=_param_cases,
+    "The width of a SwiGLU feed-forward network",
+    reference=swiglu_width,
+    cases=_width_cases,
     mistakes=[
         Mistake(
-            "biases not counted",
-            _params_no_biases,
-            "Each nn.Linear has a bias: b1 has d_ff entries and b2 has d_model entries.",
+            "the ReLU network's biases not counted (2 d_ff / 3)",
+            _width_no_relu_biases,
+            "The budget is the whole ReLU network: 2 d_model d_ff weights plus the biases, d_ff "
+            "in b1 and d_model in b2.",
         ),
         Mistake(
-            "only one bias counted",
-            _params_one_bias,
-            "There are two biases, b1 (d_ff entries) and b2 (d_model entries).",
+            "rounded up to the multiple",
+            _width_rounded_up,
+            "Rounding up gives a network with more parameters than the budget; the task asks "
+            "for the widest one that does not exceed it: round down.",
         ),
         Mistake(
-            "LayerNorm's gamma and beta not counted",
-            _params_no_norm,
-            "With norm=True the sub-layer also owns a LayerNorm with 2 * d_model parameters.",
+            "rounded to the nearest multiple",
+            _width_rounded_nearest,
+            "A width above the budget is no answer: round down to the multiple, never to the "
+            "nearest one.",
         ),
         Mistake(
-            "d_ff assumed to be 4 * d_model",
-            _params_ignores_d_ff,
-            "Use the d_ff you are given; 4 * d_model is only the paper's choice.",
+            "SwiGLU counted with two matrices",
+            _width_two_matrices,
+            "SwiGLU has three matrices: the gate W and the value V (both d_model x width) and "
+            "the output W2 (width x d_model).",
+        ),
+        Mistake(
+            "SwiGLU given biases",
+            _width_swiglu_biases,
+            "The SwiGLU network of the task has no biases: 3 d_model width parameters.",
+        ),
+        Mistake(
+            "multiple_of ignored",
+            _width_multiple_ignored,
+            "The width must be a multiple of multiple_of (hardware prefers such sizes): round "
+            "down to one.",
         ),
     ],
     hints=[
-        "W1 is d_model x d_ff, W2 is d_ff x d_model; each linear map has a bias.",
-        "A LayerNorm has a gain and a bias of d_model entries each.",
+        "Write both counts: the ReLU network has 2 d_model d_ff + d_ff + d_model parameters, "
+        "the SwiGLU network 3 d_model h for a hidden width h.",
+        "The largest integer h with 3 d_model h <= budget is an integer division; then go down "
+        "to a multiple of multiple_of.",
     ],
+    compare_fn=lambda expected, got: (
+        f"output: expected an int, got {type(got).__name__} {got!r}"
+        if isinstance(got, bool) or not isinstance(got, int)
+        else (None if got == expected else f"output: expected width {expected}, got {got}")
+    ),
     kind="derive",
-    library=_library_param_count,
+    library=_library_swiglu_width,
 )
 
 
