@@ -184,6 +184,17 @@ def test_padding_does_not_change_a_classifier_or_a_tagger():
         torch.testing.assert_close(tagger(ids)[1:, :3], tagger(ids[1:, :3]), rtol=1e-5, atol=1e-6)
 
 
+def test_gpt_body_is_the_gpt_without_its_head():
+    torch.manual_seed(0)
+    gpt = GPT(_cfg()).eval()
+    ids = torch.randint(5, 12, (2, 7))
+    body = ft.GPTBody(gpt)
+    torch.testing.assert_close(gpt.head(body(ids)), gpt(ids))
+    assert body.gpt is gpt  # the weights are shared, not copied
+    with pytest.raises(ValueError, match="ids"):
+        body(torch.randint(0, 12, (2, 17)))  # longer than max_len=16
+
+
 def test_pooling_reads_the_positions_it_names():
     torch.manual_seed(0)
     gpt = GPT(_cfg()).eval()

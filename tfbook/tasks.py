@@ -448,7 +448,8 @@ def name_tagging_task(
     Each play's names come from its own headings (:func:`play_names`); plays whose headings
     name fewer than ``min_cover`` of their speeches (:func:`names_cover`: abbreviated headings)
     are left out. A share ``named_share`` of the lines on each side holds at least one name,
-    the rest none (at random otherwise; a line in the Folio is used at most once).
+    the rest none (at random otherwise; a line repeated within a play is used
+    at most once).
 
     Args:
         folder: the corpus folder (:func:`tfbook.corpus.fetch_shakespeare`).
