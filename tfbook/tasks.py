@@ -331,7 +331,14 @@ def read_play(folder: Path | str, play: str) -> list[Speech]:
             f"{path} is missing: fetch the corpus with `make corpus` "
             "(or `python -m tfbook.corpus fetch`)"
         )
-    return parse_play(path.read_text(encoding="utf-8"))
+    stat = path.stat()
+    return list(_parsed(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: str, mtime_ns: int, size: int) -> tuple[Speech, ...]:
+    """A play parsed once per version of its file (the speeches are immutable)."""
+    return tuple(parse_play(Path(path).read_text(encoding="utf-8")))
 
 
 def _check_folder(folder: object) -> Path:
