@@ -89,7 +89,9 @@ class LoRALinear(nn.Module):
         dropout: dropout on the adapter's input (``peft``'s ``lora_dropout``).
 
     Attributes:
-        lora_A: ``(r, d_in)``; lora_B: ``(d_out, r)``; scaling: ``alpha / r``.
+        lora_A: the down-projection ``A``, ``(r, d_in)``.
+        lora_B: the up-projection ``B``, ``(d_out, r)``.
+        scaling: ``alpha / r``.
 
     Shape:
         - x: ``(..., d_in)``; output: ``(..., d_out)``
@@ -343,7 +345,8 @@ class SequenceClassifier(nn.Module):
         dropout: on the pooled vector before the head.
 
     Attributes:
-        body, head (``nn.Linear(d_model, n_classes)``).
+        body: the body (a GPT is wrapped in a :class:`GPTBody`).
+        head: ``nn.Linear(d_model, n_classes)``.
 
     Shape:
         - ids: ``(B, T)``; output: ``(B, n_classes)`` logits

@@ -162,10 +162,12 @@ class TaskSplit:
     """Training and test examples of a task, split by whole plays.
 
     Attributes:
-        train, test: lists of ``(text, label)``; for :func:`genre_task` the label is an index
-            into :data:`GROUPS`, for :func:`name_tagging_task` a list of tag ids (indices into
+        train: a list of ``(text, label)``; for :func:`genre_task` the label is an index into
+            :data:`GROUPS`, for :func:`name_tagging_task` a list of tag ids (indices into
             :data:`TAGS`), one per character of the text.
-        train_plays, test_plays: the plays each side was cut from.
+        test: the same for the test plays.
+        train_plays: the plays the training examples were cut from.
+        test_plays: the plays the test examples were cut from.
         labels: the label names (:data:`GROUPS` or :data:`TAGS`).
     """
 
