@@ -22,7 +22,7 @@ help:
 	@echo "make browser-test  load every built page in headless Chromium, offline"
 	@echo "make bench         benchmarks against PyTorch and Hugging Face peers (prints ratios; JSON in tfbook/data/capstone/)"
 	@echo "make corpus        download and verify the capstone corpus (Shakespeare) into ~/.cache/tfbook"
-	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers) -> tfbook/data/capstone/"
+	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers, ablation ladder) -> tfbook/data/capstone/"
 	@echo "make clean         remove _build and caches (keeps .venv)"
 
 # Set-up: re-installs only when requirements.txt or pyproject.toml changed.
@@ -115,9 +115,10 @@ corpus: $(STAMP)
 # Each folder keeps config.json, log.jsonl, tokenizer.json, samples.txt and model.pt (committed);
 # the checkpoints are deleted at the end. About 10 minutes on 2 quiet cores.
 capstone: corpus
-	$(BIN)/tfbook train gpt --tokenizer char --out tfbook/data/capstone/gpt-char --overwrite
+	$(BIN)/tfbook train gpt --tokenizer char --sample-every 250 --out tfbook/data/capstone/gpt-char --overwrite
 	$(BIN)/tfbook train gpt --tokenizer bpe --out tfbook/data/capstone/gpt-bpe --overwrite
 	$(BIN)/tfbook train numbers --out tfbook/data/capstone/numbers
+	$(BIN)/python -m tfbook.ablation --threads 1 --out tfbook/data/capstone/ladder
 	rm -f tfbook/data/capstone/*/checkpoint*.pt  # the package keeps model.pt, not the resume state
 
 student: $(STAMP)

@@ -30,6 +30,7 @@ from tfbook.run import (
     load_model,
     read_log,
     run_gpt,
+    sample_text,
 )
 from tfbook.run.distributed import StopSignal, rank_slice
 from tfbook_tools.cli import main as cli
@@ -177,6 +178,21 @@ def test_a_run_writes_its_files_and_a_complete_log(tmp_path, corpus):
     assert torch.equal(model(x), result.model(x)) and cfg == tiny()
     assert result.samples.startswith("\n") and len(tokenizer.encode(result.samples)) == 11
     assert (run / "samples.txt").read_text(encoding="utf-8") == result.samples
+
+
+def test_samples_along_training_leave_the_losses_unchanged(tmp_path, corpus):
+    plain = run_gpt(tiny(), tmp_path / "plain", corpus_dir=corpus, progress=False)
+    sampled = run_gpt(tiny(sample_every=2), tmp_path / "sampled", corpus_dir=corpus, progress=False)
+    assert sampled.losses == plain.losses and sampled.val_losses == plain.val_losses
+    samples = [r for r in read_log(tmp_path / "sampled" / "log.jsonl") if "sample" in r]
+    assert [r["step"] for r in samples] == [0, 2, 4, 6]
+    assert all(r["sample"].startswith("\n") and len(r["sample"]) == 11 for r in samples)
+    cfg = sampled.config  # the last sample is the trained model's, from the run's seed
+    again = sample_text(sampled.model, sampled.tokenizer, cfg.sample_prompt, cfg.sample_tokens,
+                        temperature=cfg.sample_temperature,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    assert samples[-1]["sample"] == again
+    assert not any("sample" in r for r in plain.log)
 
 
 def test_resume_gives_exactly_the_losses_of_an_uninterrupted_run(tmp_path, corpus):

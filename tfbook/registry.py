@@ -37,6 +37,7 @@ MODULE_CHAPTER: dict[str, int] = {
     "tfbook.corpus": 8,
     "tfbook.run": 8,
     "tfbook.numbers": 8,
+    "tfbook.ablation": 8,
     "tfbook.tasks": 9,
     "tfbook.finetune": 9,
 }

@@ -37,7 +37,9 @@ The files of a run folder ``out_dir``:
   global batch in nats per token, before the update; ``grad_norm``: before clipping;
   ``seconds``: wall-clock seconds since the run's first step, evaluations and checkpoints
   included, carried over a resume); ``{"step", "val_loss", "val_nats_per_char"}`` at every
-  evaluation; ``{"interrupted", "signal", "seconds"}`` when stopped by a signal; and at the end
+  evaluation; ``{"step", "sample"}`` before the first step and every ``sample_every`` steps
+  (when ``sample_every > 0``); ``{"interrupted", "signal", "seconds"}`` when stopped by a
+  signal; and at the end
   ``{"done": true, "steps", "seconds", "final_val_loss", "peak_rss_mib", ...}``. On resume the
   log is cut back to the checkpoint's step, so no step appears twice.
 - ``tokenizer.json``: :meth:`tfbook.tokenizers.Tokenizer.save`.

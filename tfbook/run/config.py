@@ -43,7 +43,7 @@ __all__ = [
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-BOOK_RUNS: tuple[str, ...] = ("gpt-char", "gpt-bpe", "numbers")
+BOOK_RUNS: tuple[str, ...] = ("gpt-char", "gpt-bpe", "numbers", "ladder")
 MODEL_WEIGHTS = "model.pt"
 #: What a checkpoint of tfbook.run says it is (its ``"kind"``).
 KIND = "tfbook.run.gpt"
@@ -61,6 +61,7 @@ TOKENIZERS: tuple[str, ...] = ("char", "bpe")
 RESUME_MAY_CHANGE: tuple[str, ...] = (
     "eval_every",
     "checkpoint_every",
+    "sample_every",
     "sample_tokens",
     "sample_temperature",
     "sample_prompt",
@@ -118,6 +119,11 @@ class GPTRunConfig:
             interrupted).
         seed: decides the initial weights, the batches and dropout.
         sample_tokens: tokens sampled after training (0: none), written to ``samples.txt``.
+        sample_every: also sample ``sample_tokens`` tokens before the first step and every this
+            many steps, into the log (0: never). Each of these samples draws from a generator
+            of its own seeded with ``seed``, so the training's random numbers, and therefore
+            its losses, are the same with or without them; their time is left out of the
+            log's ``seconds``.
         sample_temperature: the sampling temperature (0: greedy).
         sample_prompt: the text the sample continues.
 
@@ -155,6 +161,7 @@ class GPTRunConfig:
     checkpoint_every: int = 250
     seed: int = 1337
     sample_tokens: int = 500
+    sample_every: int = 0
     sample_temperature: float = 0.8
     sample_prompt: str = "\n"
 
@@ -181,6 +188,7 @@ class GPTRunConfig:
             check.positive_int(name, getattr(self, name))
         check.nonneg_int("seed", self.seed)
         check.nonneg_int("sample_tokens", self.sample_tokens)
+        check.nonneg_int("sample_every", self.sample_every)
         check.number_in("sample_temperature", self.sample_temperature, 0.0, math.inf)
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise ValueError(f"sample_prompt must be a non-empty str, got {self.sample_prompt!r}")

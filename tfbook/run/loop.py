@@ -518,6 +518,8 @@ def _train_loop(
     clock = time.perf_counter() - seconds_before  # seconds carry over a resume
     step, stopped, val = start, None, None
     model.train()
+    if start == 0:
+        clock += _sample_along(run, 0)
     with StopSignal() as stop:
         agreement = _Agreement(ctx, stop)
         for step in bar:
@@ -537,6 +539,8 @@ def _train_loop(
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val, per_char = _evaluate(run)
                 log.add({"step": step, "val_loss": val, "val_nats_per_char": per_char})
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                clock += _sample_along(run, step)  # its seconds are left out of the log's
             if hasattr(bar, "set_postfix"):
                 shown = {"loss": f"{value:.3f}"} | ({} if val is None else {"val": f"{val:.3f}"})
                 bar.set_postfix(shown, refresh=False)
@@ -555,6 +559,29 @@ def _train_loop(
     if stopped:
         return _stopped(run, step, seconds, stopped)
     return _finish(run, step, seconds)
+
+
+def _sample_along(run: _RunState, step: int) -> float:
+    """Log a sample of the model as it is after ``step`` steps (``cfg.sample_every``); return
+    the seconds it took. Its own generator, seeded with the run's seed at every sample: the
+    training's random numbers are untouched, and two samples differ only by the weights."""
+    cfg = run.cfg
+    if not cfg.sample_every or not cfg.sample_tokens or run.ctx.rank != 0:
+        return 0.0
+    tick = time.perf_counter()
+    generator = torch.Generator(device=run.ctx.device).manual_seed(cfg.seed)
+    run.model.eval()
+    text = sample_text(
+        run.model,
+        run.tokenizer,
+        cfg.sample_prompt,
+        cfg.sample_tokens,
+        temperature=cfg.sample_temperature,
+        generator=generator,
+    )
+    run.model.train()
+    run.log.add({"step": step, "sample": text})
+    return time.perf_counter() - tick
 
 
 def _checkpoint(run: _RunState, step: int, clock: float) -> None:
