@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+import tfbook.layers
 from tfbook import _validate as check
 from tfbook.attention import SelfAttention
 from tfbook.corpus import corpus_folder, split_by_play
@@ -159,7 +160,7 @@ class _LadderLayer(nn.Module):
     """One layer of a rung: attention and/or feed-forward, each with or without its residual
     connection and its LayerNorm."""
 
-    def __init__(self, r: Rung, cfg: TransformerConfig) -> None:
+    def __init__(self, r: Rung, cfg: tfbook.layers.TransformerConfig) -> None:
         super().__init__()
         d = cfg.d_model
         self.residual = r.residual
@@ -209,7 +210,7 @@ class LadderGPT(nn.Module):
         torch.Size([1, 3, 10])
     """
 
-    def __init__(self, rung: Rung | str, cfg: TransformerConfig) -> None:
+    def __init__(self, rung: Rung | str, cfg: tfbook.layers.TransformerConfig) -> None:
         super().__init__()
         if isinstance(rung, str):
             rung = globals()["rung"](rung)
@@ -263,7 +264,7 @@ class LadderGPT(nn.Module):
 
 # --------------------------------------------------------------------------------- training
 
-#: The ladder's budget: the capstone character run's settings (sizes, batch, learning rates,
+#: The ladder's budget, the capstone character run's settings (sizes, batch, learning rates,
 #: warm-up, seed, data, validation windows) for 600 steps instead of 2000, evaluated every 100.
 LADDER_CONFIG = GPTRunConfig(
     tokenizer="char",
@@ -354,7 +355,7 @@ def train_rung(
         progress: print one line per evaluation.
 
     Returns:
-        A JSON-ready dict: ``rung``, ``adds``, ``flags``, ``parameters``, ``config``,
+        A JSON-ready dict with ``rung``, ``adds``, ``flags``, ``parameters``, ``config``,
         ``losses`` (the training loss of every step), ``grad_norms``, ``val`` (``[step,
         nats per character]`` at every evaluation), ``final_val_loss``, ``seconds`` (of
         training, evaluations included) and ``torch_threads``.

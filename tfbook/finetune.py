@@ -462,13 +462,13 @@ def encode_texts(tokenizer, texts: Sequence[str], length: int, cls: bool = False
 
 
 def encode_tags(tags: Sequence[Sequence[int]], length: int, shift: int = 0) -> Tensor:
-    """Tag ids aligned with character ids: ``(B, length)``, :data:`IGNORE_INDEX` where none.
+    """Tag ids aligned with character ids: ``(B, length)``, ``IGNORE_INDEX`` where none.
 
     Args:
         tags: one list of tag ids per text (one per character, :func:`tfbook.tasks.tag_line`).
         length: the number of positions, as given to :func:`encode_texts`.
         shift: positions before the first character (1 with ``cls=True``); they get
-            :data:`IGNORE_INDEX`, as do the padding positions.
+            ``IGNORE_INDEX``, as do the padding positions.
 
     Example:
         >>> encode_tags([[0, 1, 2], [1]], length=4, shift=1).tolist()
@@ -525,7 +525,7 @@ def fine_tune(
 
     Args:
         model: a :class:`SequenceClassifier` (labels ``(B,)``) or :class:`TokenTagger`
-            (labels ``(B, T)``, :data:`IGNORE_INDEX` where there is none).
+            (labels ``(B, T)``, ``IGNORE_INDEX`` where there is none).
         ids: ``(B, T)`` right-padded ids.
         labels: class ids ``(B,)`` or tag ids ``(B, T)``.
         steps, batch_size, lr, weight_decay, seed: the optimisation.
@@ -571,7 +571,7 @@ def predict(model: nn.Module, ids: Tensor, batch_size: int = 256) -> Tensor:
 
 
 def accuracy(model: nn.Module, ids: Tensor, labels: Tensor) -> float:
-    """The share of labelled positions (not :data:`IGNORE_INDEX`) the model gets right."""
+    """The share of labelled positions (not ``IGNORE_INDEX``) the model gets right."""
     ids, labels = _check_pairs(ids, labels)
     keep = labels != IGNORE_INDEX
     return (predict(model, ids)[keep] == labels[keep]).double().mean().item()
@@ -580,7 +580,7 @@ def accuracy(model: nn.Module, ids: Tensor, labels: Tensor) -> float:
 def name_f1(predicted: Tensor, gold: Tensor) -> float:
     """F1 of the name characters: a character counts as a name when its tag is not ``O`` (0).
 
-    Positions whose gold tag is :data:`IGNORE_INDEX` are skipped; 0.0 when neither side marks
+    Positions whose gold tag is ``IGNORE_INDEX`` are skipped; 0.0 when neither side marks
     any name character.
 
     Example:

@@ -131,7 +131,7 @@ FOLIO_GROUPS: dict[str, str] = (
 #: Tag names of :func:`tag_line`; a tag id is an index into this tuple.
 TAGS = ("O", "B", "I")
 
-#: The plays held out for testing: chapter 8's validation plays, one per group.
+#: The plays held out for testing (chapter 8's validation plays, one per group).
 TEST_PLAYS = VALIDATION_PLAYS
 
 # A speaker heading: a line of one to four capitalised words after a blank line, ending in a
@@ -409,7 +409,8 @@ def genre_task(
         A :class:`TaskSplit` whose labels are indices into :data:`GROUPS`, shuffled.
 
     Raises:
-        CorpusError: the folder is not a fetched corpus. ValueError: a bad argument.
+        CorpusError: the folder is not a fetched corpus.
+        ValueError: a bad argument.
     """
     folder = _check_folder(folder)
     length = check.positive_int("length", length)
@@ -473,8 +474,8 @@ def name_tagging_task(
         ``train_plays`` and ``test_plays`` list only the plays used.
 
     Raises:
-        CorpusError: the folder is not a fetched corpus. ValueError: a bad argument, or fewer
-        lines of a kind than asked for.
+        CorpusError: the folder is not a fetched corpus.
+        ValueError: a bad argument, or fewer lines of a kind than asked for.
     """
     folder = _check_folder(folder)
     train_lines = check.positive_int("train_lines", train_lines)

@@ -17,9 +17,19 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, Result, compare
+from tfbook.exercises._engine import Bugs, Case, ExerciseSet, Mistake, Question, Result, compare
 
-__all__ = ["Case", "ExerciseSet", "Mistake", "Question", "Result", "compare", "chapters", "load"]
+__all__ = [
+    "Bugs",
+    "Case",
+    "ExerciseSet",
+    "Mistake",
+    "Question",
+    "Result",
+    "compare",
+    "chapters",
+    "load",
+]
 
 
 def chapters() -> list[str]:
