@@ -81,6 +81,10 @@ def _swiglu_beta_outside(x, w_gate, w_up, w_down, beta=1.0):
     return (beta * gate * torch.sigmoid(gate) * (x @ w_up)) @ w_down
 
 
+def _swiglu_relu_gate(x, w_gate, w_up, w_down, beta=1.0):
+    return (torch.relu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
 def _swiglu_cases():
     def case(name, b, t, d, d_ff, seed, beta=None, scale=1.0):
         g = torch.Generator().manual_seed(seed)
@@ -132,6 +136,12 @@ q1 = Question(
             "GELU instead of Swish (GEGLU)",
             _swiglu_gelu,
             "SwiGLU uses Swish_beta(z) = z * sigmoid(beta z), not GELU.",
+        ),
+        Mistake(
+            "ReLU instead of Swish (ReGLU)",
+            _swiglu_relu_gate,
+            "SwiGLU's gate is smooth: Swish_beta(z) = z * sigmoid(beta z), which lets a little "
+            "of a negative z through, where ReLU gives 0.",
         ),
         Mistake(
             "Swish applied to both branches",
