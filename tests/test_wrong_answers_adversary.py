@@ -640,7 +640,8 @@ def _swi_tanh_sigmoid(x, w_gate, w_up, w_down, beta=1.0):
 
 def _swi_numpy(x, w_gate, w_up, w_down, beta=1.0):
     z = x.numpy() @ w_gate.numpy()
-    return (z / (1 + np.exp(-beta * z)) * (x.numpy() @ w_up.numpy())) @ w_down.numpy()
+    swish = z * 0.5 * (1 + np.tanh(beta * z / 2))  # z sigmoid(beta z), without overflow
+    return (swish * (x.numpy() @ w_up.numpy())) @ w_down.numpy()
 
 
 def _wid_round_to_multiple_then_check(d_model, d_ff, multiple_of=1):
@@ -802,6 +803,10 @@ def _swi_relu_gate(x, w_gate, w_up, w_down, beta=1.0):
     return (torch.relu(x @ w_gate) * (x @ w_up)) @ w_down  # ReGLU
 
 
+def _swi_silu_over_beta_zero(x, w_gate, w_up, w_down, beta=1.0):
+    return (F.silu(beta * (x @ w_gate)) / beta * (x @ w_up)) @ w_down  # right unless beta = 0
+
+
 WRONG = {
     "ch01.q1": [
         (_add_causal, "expected -0.07085, got -2.736"),
@@ -943,6 +948,10 @@ WRONG = {
         (_swi_numpy, "expected a torch.Tensor, got ndarray"),
         (_swi_relu_gate, "ReLU instead of Swish (ReGLU)"),
         (_swi_silu_of_beta_z, "expected -0.7906, got -1.977"),
+        (
+            _swi_silu_over_beta_zero,
+            "SiLU(beta z) / beta: 0 / 0 when beta = 0",
+        ),  # passed before the question changed
         (_swi_silu_times_beta, "beta multiplies the output instead of the sigmoid's argument"),
         (_swi_tanh_sigmoid, "expected 0.6624, got 0.7960"),
     ],
