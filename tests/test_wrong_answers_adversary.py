@@ -807,6 +807,25 @@ def _swi_silu_over_beta_zero(x, w_gate, w_up, w_down, beta=1.0):
     return (F.silu(beta * (x @ w_gate)) / beta * (x @ w_up)) @ w_down  # right unless beta = 0
 
 
+def _tp_topk(logits, p):
+    if p >= 1.0:
+        return logits.clone()
+    sl, order = torch.topk(logits, logits.shape[-1], dim=-1)  # ties in no promised order
+    probs = torch.softmax(sl, -1)
+    drop = (probs.cumsum(-1) - probs) >= p
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+
+
+def _gqa_group_size_misread(x, w_q, w_k, w_v, w_o, n_heads, n_kv_heads=None):
+    b, t, d = x.shape
+    g = n_kv_heads or 1  # n_kv_heads read as the size of a group
+    kv = n_heads // g
+    dh = d // n_heads
+    q, k, v = _proj(x, w_q, n_heads, dh), _proj(x, w_k, kv, dh), _proj(x, w_v, kv, dh)
+    out = _attend(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), dh)
+    return out.transpose(1, 2).reshape(b, t, d) @ w_o
+
+
 WRONG = {
     "ch01.q1": [
         (_add_causal, "expected -0.07085, got -2.736"),
@@ -914,6 +933,7 @@ WRONG = {
             _gqa_default_zero,
             "raised RuntimeError: shape '[1, 4, 1, 4]' is invalid for input of size 32",
         ),
+        (_gqa_group_size_misread, "is invalid for input of size 24"),
         (_gqa_dh_from_kv, "expected 0.5351, got 0.3976"),
         (_gqa_einsum_group, "key/value heads tiled: query head i reads key head i % n_kv_heads"),
         (
@@ -976,6 +996,7 @@ WRONG = {
         (_tp_library_alias, "calls tfbook.generate.top_p_filter"),
         (_tp_min_tokens_one_p_small, "output: contains inf (first at index (0, 0))"),
         (_tp_threshold_logit, "expected -inf, got 1.000"),
+        (_tp_topk, "expected -inf, got 1.000"),
         (_tp_unstable_sort, "expected -inf, got 1.000"),
     ],
 }
