@@ -523,7 +523,7 @@ WRONG = {
         (_bpe_in_place_skips_one, "output"),
     ],
     "ch03.q3": [
-        (_alibi_prebuilt_table, "expected (2, 1, 3000), got (2, 0, 1024)"),
+        (_alibi_prebuilt_table, "expected (2, 1, 10000), got (2, 0, 1024)"),
         (_alibi_float64, "wrong dtype: expected torch.float32, got torch.float64"),
         (_alibi_diagonal_masked, "the diagonal masked"),
         (_alibi_minus_1e9, "expected -inf, got -1000000000"),

@@ -87,8 +87,14 @@ def _additive_unshifted(q, k, v, W_q, W_k, w):
     return e / e.sum(dim=-1, keepdim=True) @ v
 
 
+def _additive_unshifted_float64(q, k, v, W_q, W_k, w):
+    scores = torch.tanh((q @ W_q.T)[:, :, None, :] + (k @ W_k.T)[:, None, :, :]) @ w
+    e = scores.double().exp()  # float64 postpones the overflow to scores above 709
+    return (e / e.sum(dim=-1, keepdim=True)).float() @ v
+
+
 def _additive_cases() -> list[Case]:
-    def case(name, b, t_q, t_k, d_q, d_k, d_v, d_a, seed, w_scale=1.0):
+    def case(name, b, t_q, t_k, d_q, d_k, d_v, d_a, seed, w_scale=1.0, w=None):
         return Case(
             name,
             (
@@ -97,7 +103,7 @@ def _additive_cases() -> list[Case]:
                 _randn(b, t_k, d_v, seed=seed + 2),
                 _randn(d_a, d_q, seed=seed + 3) / math.sqrt(d_q),
                 _randn(d_a, d_k, seed=seed + 4) / math.sqrt(d_k),
-                w_scale * _randn(d_a, seed=seed + 5),
+                w_scale * _randn(d_a, seed=seed + 5) if w is None else torch.tensor(w),
             ),
         )
 
@@ -117,6 +123,12 @@ def _additive_cases() -> list[Case]:
         case("one decoder query over 9 encoder states", 3, 1, 9, 5, 3, 4, 8, seed=30),
         case("one key: every weight is 1", 2, 3, 1, 2, 2, 3, 4, seed=40),
         case("w scaled by 60: scores in the hundreds", 2, 4, 6, 3, 3, 3, 16, seed=50, w_scale=60.0),
+        case(
+            "w = [800.0]: scores up to 757, beyond float64's exp (709)",
+            *(2, 3, 5, 4, 4, 4, 1),
+            seed=60,
+            w=[800.0],
+        ),
     ]
 
 
@@ -167,6 +179,12 @@ q1 = Question(
             _additive_unshifted,
             "exp of a score above about 88 is inf in float32, and inf / inf is nan. Subtract "
             "each row's maximum before exp (what torch.softmax does), or call torch.softmax.",
+        ),
+        Mistake(
+            "exp in float64 without subtracting the maximum",
+            _additive_unshifted_float64,
+            "float64 only moves the overflow: exp of a score above about 709 is inf there too. "
+            "Subtract each row's maximum before exp, or call torch.softmax.",
         ),
     ],
     hints=[
@@ -519,6 +537,10 @@ def _context_first_too_long(budget_bytes, batch, n_heads, n_layers, bytes_per_va
     return t  # the first length that does not fit
 
 
+def _context_float_sqrt(budget_bytes, batch, n_heads, n_layers, bytes_per_value=4):
+    return int(math.sqrt(budget_bytes / (batch * n_heads * n_layers * bytes_per_value)))
+
+
 def _context_cases() -> list[Case]:
     gib = 2**30
     return [
@@ -532,6 +554,7 @@ def _context_cases() -> list[Case]:
         Case("T = 999.5 on paper", (2 * 4 * 3 * 999_000 * 4 + 2 * 4 * 3, 2, 4, 3)),
         Case("not even T = 1 fits", (95, 2, 4, 3)),
         Case("1 PiB, batch 1, one head, one layer, float64", (2**50, 1, 1, 1, 8)),
+        Case("one byte short of T = 10^8, one byte per value", (10**16 - 1, 1, 1, 1, 1)),
     ]
 
 
@@ -549,6 +572,13 @@ q5 = Question(
     reference=longest_context,
     cases=_context_cases,
     mistakes=[
+        Mistake(
+            "square root taken in floating point",
+            _context_float_sqrt,
+            "A float holds integers exactly only up to 2^53 (about 9e15): 10^16 - 1 becomes "
+            "10^16, a perfect square, and the length one too long. Stay with integers: "
+            "math.isqrt(budget_bytes // per_square) is the floor of the square root, exactly.",
+        ),
         Mistake(
             "square root rounded to the nearest integer",
             _context_rounded,

@@ -23,7 +23,7 @@ from collections import Counter
 import torch
 
 from tfbook.embedding import cosine_similarity_matrix
-from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question
+from tfbook.exercises._engine import Case, ExerciseSet, Mistake, Question, compare
 from tfbook.tokenizers import BPETokenizer, WhitespaceTokenizer
 
 _SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>"]
@@ -425,6 +425,29 @@ def _segment_stops_at_missing(chunk, merges):
     return symbols
 
 
+def _segment_space_apart(chunk, merges):
+    head, word = ([" "], chunk[1:]) if chunk.startswith(" ") else ([], chunk)
+    symbols = list(word)
+    for a, b in merges:
+        symbols = _merge_everywhere(symbols, a, b)
+    return head + symbols
+
+
+def _segment_last_dropped(chunk, merges):
+    symbols = list(chunk)
+    for a, b in merges:
+        out, i = [], 0
+        while i < len(symbols) - 1:  # the last symbol is only ever read as a right partner
+            if (symbols[i], symbols[i + 1]) == (a, b):
+                out.append(a + b)
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return symbols
+
+
 def _segment_cases() -> list[Case]:
     low = [("l", "o"), ("lo", "w"), ("e", "r"), ("low", "er")]
     # ("b", "c") was learnt first: "abc" is a + bc although the vocabulary also holds "abc"
@@ -454,6 +477,13 @@ def _segment_cases() -> list[Case]:
     ]
 
 
+def _compare_segments(expected, got) -> str | None:
+    """A list is asked for: a tuple (or a string) of the right symbols is refused by name."""
+    if not isinstance(got, list):
+        return f"output: expected a list of strings, got {type(got).__name__} {got!r}"
+    return compare(expected, got)
+
+
 def _library_segment(chunk, merges):
     alphabet = sorted(set(chunk) | {ch for a, b in merges for ch in a + b})
     return BPETokenizer(merges, alphabet).tokenize(chunk)
@@ -465,6 +495,19 @@ q4 = Question(
     reference=_reference_segment,
     cases=_segment_cases,
     mistakes=[
+        Mistake(
+            "the leading space kept apart from the merges",
+            _segment_space_apart,
+            "The space in front of a word is a character like any other: the merges learnt "
+            "from the corpus join it to the word ((' ', '여행') makes ' 여행'), so replay "
+            "them on list(chunk), space included.",
+        ),
+        Mistake(
+            "the last symbol lost when it is not merged",
+            _segment_last_dropped,
+            "A loop that stops at len(symbols) - 1 never copies the last symbol when it is not "
+            "the right half of a merged pair: after the loop, append what is left.",
+        ),
         Mistake(
             "merged as far as the vocabulary allows, not in the order the merges were learnt",
             _segment_greedy_longest,
@@ -507,6 +550,7 @@ q4 = Question(
         "Go through merges in their order; each one rewrites the whole current list of symbols "
         "before the next merge is tried (your merge_pair of exercise 2.3 does one such step).",
     ],
+    compare_fn=_compare_segments,
     kind="implement",
     library=_library_segment,
     forbidden=(

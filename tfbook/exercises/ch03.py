@@ -349,7 +349,7 @@ def _alibi_cases() -> list[Case]:
         Case("one head, T = 4: slope 2^-8", (1, 4, 4)),
         Case("3 heads (not a power of two), T = 4", (3, 4, 4)),
         Case("16 heads, the last 2 queries of 6", (16, 2, 6)),
-        Case("2 heads, one query after 3000 keys (longer than any table)", (2, 1, 3000)),
+        Case("2 heads, one query after 10000 keys (longer than any table)", (2, 1, 10000)),
         Case("one head, one position", (1, 1, 1)),
     ]
 
@@ -472,6 +472,10 @@ def _pi_last_aligned(seq_len, d, train_len):
     )
 
 
+def _pi_linspace(seq_len, d, train_len):
+    return _pi_variant(seq_len, d, train_len, scale=lambda t, n: n / (t - 1) if t > n else 1.0)
+
+
 def _pi_exponent_without_two(seq_len, d, train_len):
     return _pi_variant(
         seq_len, d, train_len, scale=lambda t, n: n / t if t > n else 1.0, exponent=1.0
@@ -484,13 +488,37 @@ def _pi_float32(seq_len, d, train_len):
     )
 
 
+def _pi_float_step(seq_len, d, train_len):
+    # arange(0, L, L / T): the number of steps is rounded, T + 1 for T = 49, L = 16
+    stop, step = (train_len, train_len / seq_len) if seq_len > train_len else (seq_len, 1.0)
+    m = torch.arange(0.0, stop, step, dtype=torch.float64)
+    return m[:, None] * (_BASE ** (-torch.arange(0, d, 2, dtype=torch.float64) / d))[None, :]
+
+
+def _pi_partly_float32(seq_len, d, train_len, *, part):
+    m = torch.arange(seq_len, dtype=torch.float32 if part == "positions" else torch.float64)
+    if seq_len > train_len:
+        m = m * (train_len / seq_len)
+    i = torch.arange(0, d, 2, dtype=torch.float32 if part == "frequencies" else torch.float64)
+    theta = _BASE ** (-i / d)
+    return m.double()[:, None] * theta.double()[None, :]
+
+
+def _pi_positions_float32(seq_len, d, train_len):
+    return _pi_partly_float32(seq_len, d, train_len, part="positions")
+
+
+def _pi_frequencies_float32(seq_len, d, train_len):
+    return _pi_partly_float32(seq_len, d, train_len, part="frequencies")
+
+
 def _pi_cases():
     return [
         Case("T = 64 beyond the trained 16, d = 8", (64, 8, 16)),
         Case("T = 10 within the trained 16: no change, d = 6", (10, 6, 16)),
         Case("T = 17, one beyond the trained 16, d = 4", (17, 4, 16)),
         Case("T = 16, exactly the trained length, d = 4", (16, 4, 16)),
-        Case("T = 24 beyond the trained 16, d = 2", (24, 2, 16)),
+        Case("T = 49 beyond the trained 16, d = 2", (49, 2, 16)),
         Case("T = 8192 beyond the trained 2048, d = 8", (8192, 8, 2048)),
     ]
 
@@ -525,6 +553,13 @@ q4 = Question(
             "(seq_len - 1).",
         ),
         Mistake(
+            "positions spread by linspace(0, L, T): the last one lands on L",
+            _pi_linspace,
+            "linspace(0, train_len, seq_len) puts the last position on train_len, outside the "
+            "trained range, with steps of L / (T - 1). The task's m' = m L / T steps by L / T "
+            "and ends at L - L / T.",
+        ),
+        Mistake(
             "frequencies 10000^(-i/d): the 2 left out",
             _pi_exponent_without_two,
             "Pair i (columns 2i and 2i + 1) has theta_i = 10000 ** (-2i / d); with i running "
@@ -535,6 +570,27 @@ q4 = Question(
             _pi_float32,
             "An angle of 2000 radians has a float32 spacing of about 1e-4: compute positions "
             "and frequencies in float64 (torch.arange(..., dtype=torch.float64)).",
+        ),
+        Mistake(
+            "positions computed in float32, cast to float64 afterwards",
+            _pi_positions_float32,
+            "A cast keeps the float32 rounding: m * L / T in float32 is off by about 1e-7 of "
+            "its value. Build the positions as float64 from the start: torch.arange(seq_len, "
+            "dtype=torch.float64).",
+        ),
+        Mistake(
+            "frequencies computed in float32, cast to float64 afterwards",
+            _pi_frequencies_float32,
+            "theta_i = 10000 ** (-2i / d) from a float32 arange (or an int arange divided by d, "
+            "which gives float32) is off by about 1e-7 of its value, which a cast keeps. Use "
+            "torch.arange(0, d, 2, dtype=torch.float64).",
+        ),
+        Mistake(
+            "positions as arange(0, train_len, train_len / seq_len)",
+            _pi_float_step,
+            "With a float step, arange rounds the number of steps: for T = 49 and L = 16 it "
+            "gives 50 positions. Build the T positions as arange(seq_len) and multiply them "
+            "by train_len / seq_len.",
         ),
     ],
     hints=[

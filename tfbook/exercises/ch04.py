@@ -382,6 +382,23 @@ def _prefix_padding_rows(ids, prefix_len, pad_id):
     return visible & (ids != pad_id)[:, :, None]
 
 
+def _prefix_inverted(ids, prefix_len, pad_id):
+    return ~prefix_lm_mask(ids, prefix_len, pad_id)
+
+
+def _prefix_strictly_before(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    visible = (s[None, :] < s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (ids != pad_id)[:, None, :]
+
+
+def _prefix_padding_counted(ids, prefix_len, pad_id):
+    s = torch.arange(ids.shape[1])
+    lengths = (ids != pad_id).sum(dim=1)  # as if every pad_id sat at the end of its row
+    visible = (s[None, :] <= s[:, None])[None] | (s[None, :] < prefix_len[:, None])[:, None, :]
+    return visible & (s[None, :] < lengths[:, None])[:, None, :]
+
+
 def _prefix_cases() -> list[Case]:
     g = torch.Generator().manual_seed(4100)
 
@@ -464,8 +481,27 @@ q4 = Question(
         Mistake(
             "padding applied to the queries (rows) instead of the keys (columns)",
             _prefix_padding_rows,
-            "Padding must not be looked at: it masks keys, the last axis. Use "
-            "(ids != pad_id)[:, None, :] of shape (B, 1, T).",
+            "Padding must not be looked at: it masks keys, the last axis, and only them (a "
+            "padding query keeps its row). Use (ids != pad_id)[:, None, :] of shape (B, 1, T).",
+        ),
+        Mistake(
+            "True where attention is blocked (the inverse convention)",
+            _prefix_inverted,
+            "Here True means may attend, as in tfbook's masks; some libraries use True for "
+            "masked out. Return the visible keys, not their complement.",
+        ),
+        Mistake(
+            "a query cannot read its own position",
+            _prefix_strictly_before,
+            "Not in the future is s <= t: the diagonal is visible (tril(), or tril(diagonal=0), "
+            "not diagonal=-1).",
+        ),
+        Mistake(
+            "padding found by counting: every pad_id taken to sit at the end of the row",
+            _prefix_padding_counted,
+            "A key is padding when its id equals pad_id, wherever it sits: compare ids with "
+            "pad_id position by position, (ids != pad_id)[:, None, :], instead of counting the "
+            "real tokens and hiding the keys after them.",
         ),
     ],
     hints=[
@@ -706,8 +742,10 @@ q6 = Question(
         "Make the key/value heads as many as the query heads by repeating each one for its "
         "group, then attend head by head as in multi-head attention.",
     ],
+    check_dtype=True,
     kind="implement",
     library=_library_gqa,
+    forbidden=_ATTENTION_SHORTCUTS,
 )
 
 

@@ -81,6 +81,15 @@ def _swiglu_beta_outside(x, w_gate, w_up, w_down, beta=1.0):
     return (beta * gate * torch.sigmoid(gate) * (x @ w_up)) @ w_down
 
 
+def _swiglu_relu_gate(x, w_gate, w_up, w_down, beta=1.0):
+    return (torch.relu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
+def _swiglu_silu_over_beta(x, w_gate, w_up, w_down, beta=1.0):
+    gate = x @ w_gate
+    return (F.silu(beta * gate) / beta * (x @ w_up)) @ w_down  # 0 / 0 when beta = 0
+
+
 def _swiglu_cases():
     def case(name, b, t, d, d_ff, seed, beta=None, scale=1.0):
         g = torch.Generator().manual_seed(seed)
@@ -107,6 +116,7 @@ def _swiglu_cases():
             scale=150.0,
         ),
         case("one token", 1, 1, 2, 4, seed=55, beta=1.0),
+        case("beta = 0: Swish_0(z) = z / 2", 2, 2, 3, 4, seed=56, beta=0.0),
     ]
 
 
@@ -132,6 +142,18 @@ q1 = Question(
             "GELU instead of Swish (GEGLU)",
             _swiglu_gelu,
             "SwiGLU uses Swish_beta(z) = z * sigmoid(beta z), not GELU.",
+        ),
+        Mistake(
+            "ReLU instead of Swish (ReGLU)",
+            _swiglu_relu_gate,
+            "SwiGLU's gate is smooth: Swish_beta(z) = z * sigmoid(beta z), which lets a little "
+            "of a negative z through, where ReLU gives 0.",
+        ),
+        Mistake(
+            "SiLU(beta z) / beta: 0 / 0 when beta = 0",
+            _swiglu_silu_over_beta,
+            "z * sigmoid(beta z) equals SiLU(beta z) / beta only for beta != 0; at beta = 0 it is "
+            "z / 2, but the division gives nan. Write z * torch.sigmoid(beta * z) itself.",
         ),
         Mistake(
             "Swish applied to both branches",
