@@ -17,7 +17,7 @@ from _wrong_answers import assert_rejected, pairs, question
 
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask
 from tfbook.feedforward import PositionwiseFeedForward
-from tfbook.generate import top_k_filter, top_p_filter
+from tfbook.generate import top_p_filter
 from tfbook.model import DecoderLayer, EncoderLayer
 from tfbook.norm import ResidualSublayer
 
@@ -161,15 +161,6 @@ def _top_p_strictly_above_p(logits, p):
     return _top_p(logits, p, strict=True)  # keeps one token too many when the mass equals p
 
 
-def _distribution_softmax_without_max(logits, temperature, k=None):
-    scaled = logits / temperature
-    if k is not None and k < logits.shape[-1]:
-        kth = torch.topk(scaled, k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    e = torch.exp(scaled)  # overflows at a low temperature
-    return e / e.sum(dim=-1, keepdim=True)
-
-
 # --------------------------------------------------------------------------- chapter 8
 
 
@@ -195,7 +186,6 @@ WRONG = {
     "ch06.q6": [_changed_signed_mean, _changed_loose_tolerance, _changed_every_copy_of_the_token],
     "ch07.q3": [_train_padding_id_hard_coded],
     "ch07.q5": [_top_p_unstable_sort, _top_p_strictly_above_p],
-    "ch07.q6": [_distribution_softmax_without_max],
     "ch08.q5": [_ch08_step_padding_id_hard_coded],
 }
 PAIRS, PAIR_IDS = pairs(WRONG)
@@ -215,16 +205,10 @@ def _top_p_from_the_library(logits, p):
     return top_p_filter(logits, p)
 
 
-def _distribution_from_the_library(logits, temperature, k=None):
-    scaled = logits / temperature
-    return torch.softmax(scaled if k is None else top_k_filter(scaled, k), dim=-1)
-
-
 FORBIDDEN_ANSWERS = {
     "ch05.q8": (_EncoderSubclassOfLibrary, "tfbook.model.EncoderLayer"),
     "ch06.q3": (_DecoderSubclassOfLibrary, "tfbook.model.DecoderLayer"),
     "ch07.q5": (_top_p_from_the_library, "tfbook.generate.top_p_filter"),
-    "ch07.q6": (_distribution_from_the_library, "tfbook.generate.top_k_filter"),
 }
 
 

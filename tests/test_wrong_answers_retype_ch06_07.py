@@ -1,0 +1,257 @@
+"""Plausible wrong answers to the questions of chapters 6 and 7 that replaced re-typing
+questions: every one must be rejected, with the message a student would need.
+
+Same form as tests/test_wrong_answers_retype.py: each entry names a phrase the feedback must
+contain (the named mistake, or the comparison's own line when no known mistake matches).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _wrong_answers import question
+
+from tfbook.model import PUBLISHED, meta_model
+from tfbook.objectives import mask_tokens
+
+# --------------------------------------------------------------------------- 7.2 KV cache
+
+
+def _cache_float_division(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    d_head = d_model / n_heads  # a float, so every product is one
+    per_token = 2 * n_layers * n_kv_heads * d_head * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _cache_default_float32(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=4
+):
+    per_token = 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _cache_numpy_ints(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    shape = np.array([2, n_layers, n_kv_heads, d_model // n_heads, bytes_per_number])
+    per_token = np.prod(shape)  # numpy.int64
+    return per_token, batch * tokens * per_token
+
+
+def _cache_group_size_instead_of_groups(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    group = n_heads // n_kv_heads  # query heads per key/value head, taken as the count
+    per_token = 2 * n_layers * group * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _cache_batch_in_per_token(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    per_token = batch * 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, tokens * per_token
+
+
+def _cache_last_token_not_stored(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    per_token = 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * (tokens - 1) * per_token  # "the newest token needs no cache"
+
+
+def _cache_list(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return [per_token, batch * tokens * per_token]
+
+
+def _cache_chapter_formula(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    # the chapter's kv_cache_bytes, re-typed: every query head with its own key and value
+    per_token = 2 * n_layers * d_model * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _cache_kib(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token // 2**10, batch * tokens * per_token // 2**20  # KiB and MiB
+
+
+def test_kv_cache_size_without_groups_is_what_gpt2_small_stores():
+    """With n_kv_heads = n_heads the reference is the cache GPT-2 small really builds (meta)."""
+    gpt2_class, config, _ = PUBLISHED["gpt2-small"]
+    model = meta_model(gpt2_class, config)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.zeros(2, 100, dtype=torch.long, device="meta"), cache=cache)
+    stored = sum(
+        t.numel() * t.element_size()
+        for layer in cache.layers
+        for kv in layer.caches()
+        for t in (kv.keys, kv.values)
+    )
+    per_token, total = question("ch07.q2").reference(
+        config.n_layers,
+        config.d_model,
+        config.n_heads,
+        config.n_heads,
+        100,
+        batch=2,
+        bytes_per_number=4,
+    )
+    assert total == stored == 2 * 100 * per_token
+
+
+# --------------------------------------------------------------------------- 7.6 BERT's masking
+
+
+def _bert(
+    ids,
+    vocab_size,
+    max_predictions,
+    generator,
+    *,
+    count=None,
+    mask=0.8,
+    random=0.1,
+    low=5,
+    high=None,
+    first=False,
+    special=5,
+):
+    """A student's bert_mask with one thing changed (keyword arguments)."""
+    inputs, labels = ids.clone(), torch.full_like(ids, -100)
+    high = vocab_size if high is None else high
+    for b in range(ids.shape[0]):
+        candidates = (ids[b] >= special).nonzero().flatten()
+        n = len(candidates)
+        k = 0 if n == 0 else min(max_predictions, max(1, math.floor(0.15 * n + 0.5)))
+        if count is not None:
+            k = min(count(ids[b]), n)
+        order = torch.arange(n) if first else torch.randperm(n, generator=generator)
+        picked = candidates[order[:k]]
+        labels[b, picked] = ids[b, picked]
+        for t in picked.tolist():
+            u = torch.rand(1, generator=generator).item()
+            if u < mask:
+                inputs[b, t] = 4
+            elif u < mask + random:
+                inputs[b, t] = torch.randint(low, high, (1,), generator=generator).item()
+    return inputs, labels
+
+
+def _bert_independent_choice(ids, vocab_size, max_predictions=20, generator=None):
+    # the chapter's mask_tokens: every ordinary position chosen with probability 0.15
+    return mask_tokens(ids, vocab_size, 4, generator=generator)
+
+
+def _bert_all_masked(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator, mask=1.0)
+
+
+def _bert_no_kept_share(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator, random=0.2)
+
+
+def _bert_random_from_every_id(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator, low=0)
+
+
+def _bert_randint_excludes_last(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator, high=vocab_size - 1)
+
+
+def _bert_first_positions(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator, first=True)
+
+
+def _bert_bos_eos_counted(ids, vocab_size, max_predictions=20, generator=None):
+    # n counts every non-padding token, <bos> and <eos> included (BERT's len(tokens))
+    def count(row):
+        n = int((row != 0).sum())
+        return min(max_predictions, max(1, math.floor(0.15 * n + 0.5)))
+
+    return _bert(ids, vocab_size, max_predictions, generator, count=count)
+
+
+def _bert_padding_only_special(ids, vocab_size, max_predictions=20, generator=None):
+    # only padding excluded: <bos> and <eos> may be chosen
+    return _bert(ids, vocab_size, max_predictions, generator, special=1)
+
+
+def _bert_labels_everywhere(ids, vocab_size, max_predictions=20, generator=None):
+    inputs, _ = _bert(ids, vocab_size, max_predictions, generator)
+    return inputs, ids.clone()
+
+
+def _bert_in_place(ids, vocab_size, max_predictions=20, generator=None):
+    inputs, labels = _bert(ids, vocab_size, max_predictions, generator)
+    ids.copy_(inputs)
+    return ids, labels
+
+
+def _bert_mask_id_103(ids, vocab_size, max_predictions=20, generator=None):
+    inputs, labels = _bert(ids, vocab_size, max_predictions, generator)
+    return torch.where(inputs == 4, 103, inputs), labels  # BERT's [MASK] id
+
+
+def _bert_float_labels(ids, vocab_size, max_predictions=20, generator=None):
+    inputs, labels = _bert(ids, vocab_size, max_predictions, generator)
+    return inputs, labels.float()
+
+
+def _bert_cap_required(ids, vocab_size, max_predictions, generator=None):  # no default
+    return _bert(ids, vocab_size, max_predictions, generator)
+
+
+def _bert_cap_15_by_default(ids, vocab_size, max_predictions=15, generator=None):
+    return _bert(ids, vocab_size, max_predictions, generator)
+
+
+# --------------------------------------------------------------------------- the test
+
+# qid -> [(wrong answer, a phrase its feedback must contain)]
+WRONG = {
+    "ch07.q2": [
+        (_cache_float_division, "bytes per token must be an int, got float"),
+        (_cache_default_float32, "bytes_per_number defaults to 4"),
+        (_cache_numpy_ints, "bytes per token must be an int, got int64"),
+        (_cache_group_size_instead_of_groups, "query heads per group taken as the number"),
+        (_cache_batch_in_per_token, "expected (bytes per token, bytes of the cache)"),
+        (_cache_last_token_not_stored, "expected (bytes per token, bytes of the cache)"),
+        (_cache_list, "expected a tuple of two ints, got list"),
+        (_cache_chapter_formula, "n_kv_heads ignored"),
+        (_cache_kib, "expected (bytes per token, bytes of the cache)"),
+    ],
+    "ch07.q6": [
+        (_bert_independent_choice, "expected k ="),
+        (_bert_all_masked, "became <mask>: 1.000, expected 0.800"),
+        (_bert_no_kept_share, "became another token"),
+        (_bert_random_from_every_id, "a chosen position holds"),
+        (_bert_randint_excludes_last, "never took the ids [24]"),
+        (_bert_first_positions, "positions are not chosen uniformly"),
+        (_bert_bos_eos_counted, "row 6 has n = 8 ordinary tokens: expected k = 1"),
+        (_bert_padding_only_special, "but it holds the special token"),
+        (_bert_labels_everywhere, "labels[0, 0] = 2 marks position 0 of row 0 as chosen"),
+        (_bert_in_place, "modified its input argument 'ids'"),
+        (_bert_mask_id_103, "a chosen position holds 103"),
+        (_bert_float_labels, "labels must be a torch.long tensor"),
+        (_bert_cap_required, "missing 1 required positional argument: 'max_predictions'"),
+        (_bert_cap_15_by_default, "row 0 has n = 150 ordinary tokens: expected k = 20"),
+    ],
+}
+PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]
+
+
+@pytest.mark.parametrize(
+    ("qid", "wrong", "phrase"), PAIRS, ids=[f"{q}-{fn.__name__}" for q, fn, _ in PAIRS]
+)
+def test_wrong_answer_is_rejected_with_a_useful_message(qid, wrong, phrase):
+    result = question(qid).evaluate(wrong)
+    assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
+    assert result.points == 0
+    assert phrase in result.text(), result.text()
