@@ -17,6 +17,69 @@ from _wrong_answers import question
 from tfbook.model import PUBLISHED, meta_model
 from tfbook.objectives import mask_tokens
 
+# --------------------------------------------------------------------------- 6.6 reach
+
+
+def _reach_step(mask):
+    return (mask | torch.eye(mask.shape[0], dtype=torch.bool)).long()
+
+
+def _reach_zero_layers_is_the_mask(mask, n_layers=1):
+    reach = _reach_step(mask)  # starts from one layer, then n_layers - 1 more
+    for _ in range(n_layers - 1):
+        reach = (_reach_step(mask) @ reach > 0).long()
+    return reach.bool()
+
+
+def _reach_residual_added_at_the_end(mask, n_layers=1):
+    reach = torch.eye(mask.shape[0], dtype=torch.long)
+    for _ in range(n_layers):
+        reach = (mask.long() @ reach > 0).long()
+    return reach.bool() | torch.eye(mask.shape[0], dtype=torch.bool)
+
+
+def _reach_long_result(mask, n_layers=1):
+    reach = torch.eye(mask.shape[0], dtype=torch.long)
+    for _ in range(n_layers):
+        reach = (_reach_step(mask) @ reach > 0).long()
+    return reach  # 0/1 as torch.long
+
+
+def _reach_two_layers_by_default(mask, n_layers=2):
+    reach = torch.eye(mask.shape[0], dtype=torch.long)
+    for _ in range(n_layers):
+        reach = (_reach_step(mask) @ reach > 0).long()
+    return reach.bool()
+
+
+def _reach_window_guessed(mask, n_layers=1):
+    # assumes a contiguous causal window: reach = n_layers * (w - 1) positions back
+    w = int(mask.sum(dim=1).max())
+    i = torch.arange(mask.shape[0])
+    back = i[:, None] - i[None, :]
+    return (back >= 0) & (back <= n_layers * (w - 1))
+
+
+def _reach_numpy(mask, n_layers=1):
+    step = _reach_step(mask).numpy()
+    reach = np.eye(mask.shape[0], dtype=np.int64)
+    for _ in range(n_layers):
+        reach = (step @ reach > 0).astype(np.int64)
+    return reach.astype(bool)
+
+
+def _reach_matrix_power_int(mask, n_layers=1):
+    return torch.linalg.matrix_power(_reach_step(mask), n_layers).bool()  # counts wrap to 0
+
+
+def _reach_in_place_diagonal(mask, n_layers=1):
+    mask.fill_diagonal_(True)  # the residual, written into the caller's mask
+    reach = torch.eye(mask.shape[0], dtype=torch.long)
+    for _ in range(n_layers):
+        reach = (mask.long() @ reach > 0).long()
+    return reach.bool()
+
+
 # --------------------------------------------------------------------------- 7.2 KV cache
 
 
@@ -216,6 +279,16 @@ def _bert_cap_15_by_default(ids, vocab_size, max_predictions=15, generator=None)
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch06.q6": [
+        (_reach_zero_layers_is_the_mask, "edge: 0 layers"),
+        (_reach_residual_added_at_the_end, "strictly earlier keys"),
+        (_reach_long_result, "wrong dtype: expected torch.bool, got torch.int64"),
+        (_reach_two_layers_by_default, "only the required arguments"),
+        (_reach_window_guessed, "no mask (all True), T=5"),
+        (_reach_numpy, "ndarray"),
+        (_reach_matrix_power_int, "path counts in int64"),
+        (_reach_in_place_diagonal, "modified its input argument 'mask'"),
+    ],
     "ch07.q2": [
         (_cache_float_division, "bytes per token must be an int, got float"),
         (_cache_default_float32, "bytes_per_number defaults to 4"),

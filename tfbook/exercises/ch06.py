@@ -9,7 +9,8 @@
    encoder-decoder computes in one forward pass;
 5. the tied output head: next-token probabilities from hidden vectors and the embedding
    matrix (``tfbook.model.LMHead`` with ``tied_to``, then a softmax);
-6. the perturbation test: which output positions change when one input token changes.
+6. which input positions can change which outputs after n layers that share one attention
+   mask (the perturbation test of the chapter, predicted from the mask).
 
 Usage: ``from tfbook.exercises import ch06 as ex; ex.q1.check(predicted_params)``.
 """
@@ -23,12 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
-from tfbook.embedding import TokenEmbedding
 from tfbook.exercises._engine import (
     Bugs,
     Case,
     ExerciseSet,
-    Frozen,
     Mistake,
     Question,
     compare_modules,
@@ -36,7 +35,6 @@ from tfbook.exercises._engine import (
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.model import DecoderLayer, EncoderLayer, LMHead, count_parameters
 from tfbook.norm import LayerNorm, ResidualSublayer
-from tfbook.positional import SinusoidalPositionalEncoding
 
 # --------------------------------------------------------------------------- q1: predict
 
@@ -752,137 +750,134 @@ q5 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q6: perturbation
+# --------------------------------------------------------------------------- q6: reach of a mask
 
 
-class _TinyModel(nn.Module):
-    """Embedding + sinusoidal positions + [self-attention sub-layer] + FFN sub-layer."""
-
-    def __init__(self, vocab_size: int, d_model: int, mixing: str, seed: int) -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.embed = TokenEmbedding(vocab_size, d_model)
-            self.positions = SinusoidalPositionalEncoding(d_model)
-            self.mixing = mixing
-            self.attn = ResidualSublayer(d_model, SelfAttention(d_model, 2))
-            self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model))
-
-    def forward(self, ids):
-        x = self.positions(self.embed(ids))  # (1, T, d_model)
-        if self.mixing == "causal":
-            x = self.attn(x, causal_mask(ids.shape[1]))
-        elif self.mixing == "bidirectional":
-            x = self.attn(x)
-        return self.ffn(x)  # (1, T, d_model)
+def _reference_reachable(mask, n_layers=1):
+    """Which inputs can change which outputs of ``n_layers`` attention layers that all use
+    ``mask`` (``mask[i, j]``: query i may attend to key j), with residual connections."""
+    t = mask.shape[0]
+    own = torch.eye(t, dtype=torch.bool)
+    step = mask | own  # one layer: the attended positions, and the residual's own position
+    reach = own  # zero layers: every output is its own input
+    for _ in range(n_layers):
+        reach = (step.to(torch.int64) @ reach.to(torch.int64)) > 0  # compose, back to 0/1
+    return reach
 
 
-class _WeakMixingModel(nn.Module):
-    """A hand-made causal model whose positions mix only weakly: output t is the embedding of
-    token t plus 1e-4 times the sum of the (different) embeddings of the tokens before it.
-    Every vector's features come in pairs (a, -a), so a change averages to 0 over them."""
-
-    def __init__(self, vocab_size: int, half: int, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        own = torch.randn(vocab_size, half, generator=g)
-        mixed = torch.randn(vocab_size, half, generator=g)
-        self.own = torch.cat([own, -own], dim=-1)  # (V, d)
-        self.mixed = torch.cat([mixed, -mixed], dim=-1)  # (V, d)
-
-    def forward(self, ids):
-        before = self.mixed[ids].cumsum(dim=1) - self.mixed[ids]  # (1, T, d): tokens before t
-        return self.own[ids] + 1e-4 * before  # (1, T, d)
+def _reach_no_residual(mask, n_layers=1):
+    reach = torch.eye(mask.shape[0], dtype=torch.bool)
+    for _ in range(n_layers):
+        reach = (mask.to(torch.int64) @ reach.to(torch.int64)) > 0
+    return reach
 
 
-def _reference_changed_outputs(model, ids, t, new_id):
-    """Which output positions react when token ``t`` is replaced by ``new_id``: the
-    perturbation test the chapter runs on ``tfbook.model.GPT`` and ``tfbook.model.BERT``."""
-    before = model(ids)  # (1, T, d_model)
-    changed_ids = ids.clone()
-    changed_ids[0, t] = new_id
-    after = model(changed_ids)
-    return (after - before).abs().amax(dim=-1)[0] > 1e-6  # (T,) boolean
+def _reach_one_layer(mask, n_layers=1):
+    return mask | torch.eye(mask.shape[0], dtype=torch.bool)
 
 
-def _changed_assumed_causal(model, ids, t, new_id):
-    return torch.arange(ids.shape[1]) >= t
+def _reach_transposed(mask, n_layers=1):
+    return _reference_reachable(mask, n_layers).T
 
 
-def _changed_only_t(model, ids, t, new_id):
-    return torch.arange(ids.shape[1]) == t
+def _reach_counts_overflow(mask, n_layers=1):
+    step = (mask | torch.eye(mask.shape[0], dtype=torch.bool)).to(torch.int64)
+    return torch.linalg.matrix_power(step, n_layers) > 0  # path counts wrap around in int64
 
 
-def _changed_inverted(model, ids, t, new_id):
-    return ~_reference_changed_outputs(model, ids, t, new_id)
+def _reach_one_layer_too_many(mask, n_layers=1):
+    return _reference_reachable(mask, n_layers + 1)
 
 
-def _changed_indices(model, ids, t, new_id):
-    return torch.nonzero(_reference_changed_outputs(model, ids, t, new_id)).flatten()
+def _window_mask(t, w):
+    """Sliding-window causal mask: query i attends to keys i - w + 1 .. i."""
+    i = torch.arange(t)
+    return (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - w)
 
 
-def _perturbation_cases():
-    cases = []
-    for seed, (mixing, t_len, t) in enumerate(
-        [("causal", 6, 2), ("bidirectional", 5, 3), ("position-wise", 5, 1), ("causal", 4, 0)]
-    ):
-        model = _TinyModel(12, 8, mixing, seed)
-        g = torch.Generator().manual_seed(seed)
-        ids = torch.randint(5, 12, (1, t_len), generator=g)
-        new_id = 5 + (int(ids[0, t]) - 5 + 3) % 7  # a different id from the same range
-        name = f"{mixing} model, T={t_len}, perturb position {t}"
-        cases.append(Case(name, (Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
-    ids = torch.tensor([[6, 9, 5, 11, 9, 7, 8]])  # token 9 at positions 1 and 4
-    cases.append(
+def _prefix_lm_mask(t, prefix):
+    """Causal, except that the first ``prefix`` positions also see each other."""
+    mask = causal_mask(t).clone()
+    mask[:prefix, :prefix] = True
+    return mask
+
+
+def _reach_cases():
+    i = torch.arange(20)
+    strided = (i[None, :] <= i[:, None]) & ((i[:, None] - i[None, :]) % 4 == 0)
+    strided |= (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < 2)
+    earlier = torch.ones(7, 7, dtype=torch.bool).tril(-1)  # strictly earlier keys only
+    return [
+        Case("causal mask, T=6, 2 layers", (causal_mask(6), 2)),
+        Case("sliding window of 3, T=12, 2 layers", (_window_mask(12, 3), 2)),
+        Case("only the required arguments: sliding window of 3, T=10", (_window_mask(10, 3),)),
+        Case("sliding window of 3, T=12, 4 layers", (_window_mask(12, 3), 4)),
+        Case("no mask (all True), T=5, 1 layer", (torch.ones(5, 5, dtype=torch.bool), 1)),
+        Case("strictly earlier keys (False on the diagonal), T=7, 3 layers", (earlier, 3)),
         Case(
-            "edge: weakly mixing causal model, T=7, perturb position 4 (its token is also "
-            "at position 1)",
-            (Frozen("<weakly mixing model>", _WeakMixingModel(12, 4, 5)), ids, 4, 10),
-        )
-    )
-    return cases
+            "strided: the 2 latest keys and every 4th earlier one, T=20, 2 layers",
+            (strided, 2),
+        ),
+        Case("edge: 0 layers", (_window_mask(6, 2), 0)),
+        Case("sliding window of 5, T=300, 50 layers", (_window_mask(300, 5), 50)),
+        Case("no mask (all True), T=64, 30 layers", (torch.ones(64, 64, dtype=torch.bool), 30)),
+        Case(
+            "prefix-LM: 40 prefix positions see each other, the 24 after them are causal, "
+            "T=64, 30 layers",
+            (_prefix_lm_mask(64, 40), 30),
+        ),
+    ]
 
 
 q6 = Question(
     "ch06.q6",
-    "The perturbation test: which outputs change",
-    reference=_reference_changed_outputs,
-    cases=_perturbation_cases,
+    "What a mask lets through, layer after layer",
+    reference=_reference_reachable,
+    cases=_reach_cases,
     mistakes=[
         Mistake(
-            "assumed every model is causal (marked t and everything after it)",
-            _changed_assumed_causal,
-            "Measure, do not assume: run the model on both inputs and compare the outputs "
-            "position by position. A bidirectional model changes everywhere.",
+            "the residual connection left out",
+            _reach_no_residual,
+            "Every sub-layer adds its input back (x + attention(x)), so each output always "
+            "depends on its own position, even when the mask hides the diagonal.",
         ),
         Mistake(
-            "only position t marked",
-            _changed_only_t,
-            "Attention carries the change to other positions: compare every output position.",
+            "one layer too many",
+            _reach_one_layer_too_many,
+            "Zero layers change nothing (the identity); each layer composes one more step.",
         ),
         Mistake(
-            "marked the positions that did not change",
-            _changed_inverted,
-            "Return True where the output changed (difference above the tolerance), False "
-            "where it stayed the same.",
+            "one layer's reach returned whatever n_layers is",
+            _reach_one_layer,
+            "The second layer attends to outputs of the first, each of which already mixes "
+            "several inputs: compose the one-layer reach n_layers times.",
         ),
         Mistake(
-            "returned the indices of the changed positions instead of a mask",
-            _changed_indices,
-            "Return a boolean tensor of shape (T,), one entry per position, not the list of "
-            "positions.",
+            "rows and columns swapped",
+            _reach_transposed,
+            "Row i is output position i and column j input position j, as in the mask "
+            "(mask[i, j]: query i may read key j); a causal stack gives a lower triangle.",
+        ),
+        Mistake(
+            "path counts in int64 (matrix power), which wrap around",
+            _reach_counts_overflow,
+            "The number of paths grows like T^n_layers and overflows int64 (with T = 64 and "
+            "30 layers every count is 64^29, which is 0 modulo 2^64): turn the product back "
+            "into booleans after every layer.",
         ),
     ],
     hints=[
-        "Run the model twice: on ids and on a copy of ids in which position t holds new_id "
-        "(clone first, so the caller's tensor is not modified).",
-        "For each position take the largest absolute difference over the d_model features, "
-        "and compare it with a small tolerance such as 1e-6.",
-        "The answer is a boolean tensor with one entry per position (shape (T,)); the batch "
-        "has one sequence.",
+        "Write one layer's reach as a boolean (T, T) matrix first: which inputs can the output "
+        "at position i depend on after attention and the residual addition?",
+        "Two layers: output i reads the first layer's outputs k, and each of those reads "
+        "inputs j. That is a matrix product, read as booleans.",
     ],
+    check_dtype=True,
     kind="implement",
-    library_note="run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py",
+    library_note=(
+        "checked by perturbing stacks of tfbook.model.EncoderLayer with the same masks in "
+        "tests/test_exercises_ch06.py"
+    ),
 )
 
 
