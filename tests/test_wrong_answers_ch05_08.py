@@ -96,11 +96,6 @@ class _EncoderSubclassOfLibrary(EncoderLayer):  # chapter 6's layer, which 5.8 r
         super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
 
 
-def _probs_softmax_without_max(h, embedding_weight, bias):
-    logits = h @ embedding_weight.T + bias
-    return torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True)  # inf / inf = NaN
-
-
 # --------------------------------------------------------------------------- chapter 7
 
 
@@ -161,7 +156,6 @@ WRONG = {
     "ch05.q5": [_dropout_strictly_above_p],
     "ch05.q8": [_EncoderPostLNByDefault],
     "ch06.q3": [_DecoderPostLNByDefault, _DecoderOwnCausalMask],
-    "ch06.q5": [_probs_softmax_without_max],
     "ch07.q3": [_train_padding_id_hard_coded],
     "ch07.q5": [_top_p_unstable_sort, _top_p_strictly_above_p],
     "ch08.q5": [_ch08_step_padding_id_hard_coded],

@@ -17,6 +17,73 @@ from _wrong_answers import question
 from tfbook.model import PUBLISHED, meta_model
 from tfbook.objectives import mask_tokens
 
+# --------------------------------------------------------------------------- 6.5 tied gradient
+
+
+def _tied_autograd(ids, grad_embedded, h, grad_logits):
+    weight = torch.zeros(grad_logits.shape[-1], h.shape[-1], dtype=h.dtype, requires_grad=True)
+    with torch.enable_grad():
+        loss = (weight[ids] * grad_embedded).sum() + ((h @ weight.T) * grad_logits).sum()
+        loss.backward()
+    return weight.grad
+
+
+def _tied_loop_assign(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    grad = grad_logits.reshape(-1, v).T @ h.reshape(-1, d)
+    lookup = torch.zeros(v, d, dtype=h.dtype)
+    for b in range(ids.shape[0]):
+        for s in range(ids.shape[1]):
+            lookup[ids[b, s]] = grad_embedded[b, s]  # = instead of +=
+    return grad + lookup
+
+
+def _tied_head_transposed(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    lookup = torch.zeros(v, d, dtype=h.dtype).index_add(
+        0, ids.flatten(), grad_embedded.reshape(-1, d)
+    )
+    return lookup + (h.reshape(-1, d).T @ grad_logits.reshape(-1, v)).reshape(v, d)
+
+
+def _tied_float32_zeros(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    grad = torch.zeros(v, d)  # float32: index_add_ refuses float64 rows
+    grad.index_add_(0, ids.flatten(), grad_embedded.reshape(-1, d))
+    return grad + grad_logits.reshape(-1, v).T @ h.reshape(-1, d)
+
+
+def _tied_scatter_add_column(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    grad = torch.zeros(v, d, dtype=h.dtype)
+    grad.scatter_add_(0, ids.reshape(-1, 1), grad_embedded.reshape(-1, d))  # column 0 only
+    return grad + grad_logits.reshape(-1, v).T @ h.reshape(-1, d)
+
+
+def _tied_first_row_of_batch(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    lookup = torch.zeros(v, d, dtype=h.dtype).index_add(
+        0, ids.flatten(), grad_embedded.reshape(-1, d)
+    )
+    return lookup + grad_logits[0].T @ h[0]  # the head's part of the first sequence only
+
+
+def _tied_sqrt_d_scaled(ids, grad_embedded, h, grad_logits):
+    v, d = grad_logits.shape[-1], h.shape[-1]
+    lookup = torch.zeros(v, d, dtype=h.dtype).index_add(
+        0, ids.flatten(), grad_embedded.reshape(-1, d)
+    )
+    return math.sqrt(d) * lookup + grad_logits.reshape(-1, v).T @ h.reshape(-1, d)
+
+
+def _tied_vocab_from_ids(ids, grad_embedded, h, grad_logits):
+    v, d = int(ids.max()) + 1, h.shape[-1]
+    lookup = torch.zeros(v, d, dtype=h.dtype).index_add(
+        0, ids.flatten(), grad_embedded.reshape(-1, d)
+    )
+    return lookup + grad_logits.reshape(-1, grad_logits.shape[-1])[:, :v].T @ h.reshape(-1, d)
+
+
 # --------------------------------------------------------------------------- 6.6 reach
 
 
@@ -279,6 +346,16 @@ def _bert_cap_15_by_default(ids, vocab_size, max_predictions=15, generator=None)
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch06.q5": [
+        (_tied_autograd, "calls torch.Tensor.backward"),
+        (_tied_loop_assign, "a repeated id keeps one gradient instead of the sum"),
+        (_tied_head_transposed, "output"),
+        (_tied_float32_zeros, "raised"),
+        (_tied_scatter_add_column, "output"),
+        (_tied_first_row_of_batch, "output"),
+        (_tied_sqrt_d_scaled, "output"),
+        (_tied_vocab_from_ids, "wrong shape"),
+    ],
     "ch06.q6": [
         (_reach_zero_layers_is_the_mask, "edge: 0 layers"),
         (_reach_residual_added_at_the_end, "strictly earlier keys"),

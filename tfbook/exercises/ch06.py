@@ -7,8 +7,8 @@
 3. build a decoder layer from the chapter 4 and 5 parts (``tfbook.model.DecoderLayer``);
 4. derivation: how many attention matrices, and how many attention weights, an N-layer
    encoder-decoder computes in one forward pass;
-5. the tied output head: next-token probabilities from hidden vectors and the embedding
-   matrix (``tfbook.model.LMHead`` with ``tied_to``, then a softmax);
+5. the gradient of a tied embedding matrix, used both by the look-up and by the output head
+   (autograd through ``tfbook.model.LMHead`` with ``tied_to`` gives the same);
 6. which input positions can change which outputs after n layers that share one attention
    mask (the perturbation test of the chapter, predicted from the mask).
 
@@ -16,8 +16,6 @@ Usage: ``from tfbook.exercises import ch06 as ex; ex.q1.check(predicted_params)`
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -646,107 +644,143 @@ q4 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q5: tied head
+# --------------------------------------------------------------------------- q5: tied gradient
 
 
-def _reference_next_token_probs(h, embedding_weight, bias):
-    """softmax(h W_E^T + b): ``tfbook.model.LMHead(d_model, V, tied_to=W_E)`` plus a softmax."""
-    logits = h @ embedding_weight.T + bias  # (B, T, V): one score per vocabulary entry
-    return torch.softmax(logits, dim=-1)  # a distribution over the vocabulary per position
+def _reference_shared_grad(ids, grad_embedded, h, grad_logits):
+    """The gradient of the tied matrix W_E (V, d_model): the look-up E = W_E[ids] and the
+    head logits = h @ W_E^T both use it, so its gradient is the sum of the two paths'."""
+    vocab_size, d_model = grad_logits.shape[-1], h.shape[-1]
+    grad = torch.zeros(vocab_size, d_model, dtype=h.dtype)
+    grad.index_add_(0, ids.reshape(-1), grad_embedded.reshape(-1, d_model))  # repeats add up
+    grad += grad_logits.reshape(-1, vocab_size).T @ h.reshape(-1, d_model)  # (V, d_model)
+    return grad
 
 
-def _probs_over_positions(h, embedding_weight, bias):
-    return torch.softmax(h @ embedding_weight.T + bias, dim=1)
+def _shared_grad_head_only(ids, grad_embedded, h, grad_logits):
+    return grad_logits.reshape(-1, grad_logits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
 
 
-def _probs_logits_only(h, embedding_weight, bias):
-    return h @ embedding_weight.T + bias
+def _shared_grad_embedding_only(ids, grad_embedded, h, grad_logits):
+    grad = torch.zeros(grad_logits.shape[-1], h.shape[-1], dtype=h.dtype)
+    grad.index_add_(0, ids.reshape(-1), grad_embedded.reshape(-1, h.shape[-1]))
+    return grad
 
 
-def _probs_no_bias(h, embedding_weight, bias):
-    return torch.softmax(h @ embedding_weight.T, dim=-1)
+def _shared_grad_repeats_overwrite(ids, grad_embedded, h, grad_logits):
+    grad = torch.zeros(grad_logits.shape[-1], h.shape[-1], dtype=h.dtype)
+    grad[ids.reshape(-1)] = grad_embedded.reshape(-1, h.shape[-1])  # a repeated id keeps one
+    return grad + grad_logits.reshape(-1, grad_logits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
 
 
-def _probs_log_softmax(h, embedding_weight, bias):
-    return F.log_softmax(h @ embedding_weight.T + bias, dim=-1)
+def _shared_grad_mean_over_batch(ids, grad_embedded, h, grad_logits):
+    return _reference_shared_grad(ids, grad_embedded, h, grad_logits) / ids.shape[0]
 
 
-def _probs_scaled_like_input(h, embedding_weight, bias):
-    d_model = h.shape[-1]
-    return torch.softmax(math.sqrt(d_model) * (h @ embedding_weight.T) + bias, dim=-1)
+def _shared_grad_float32(ids, grad_embedded, h, grad_logits):
+    return _reference_shared_grad(
+        ids, grad_embedded.float(), h.float(), grad_logits.float()
+    ).float()
 
 
-def _probs_cases():
-    cases = []
-    for seed, (b, t, d, v) in enumerate([(2, 4, 8, 11), (1, 5, 16, 7), (3, 2, 4, 20)]):
+def _shared_grad_cases():
+    def case(name, b, s, t, d, v, seed, ids=None, scale=1.0):
         g = torch.Generator().manual_seed(seed)
-        h = torch.randn(b, t, d, generator=g)
-        w = torch.randn(v, d, generator=g) / math.sqrt(d)
-        bias = 0.5 * torch.randn(v, generator=g)
-        cases.append(Case(f"random, V={v}, d_model={d}, seed {seed}", (h, w, bias)))
-    g = torch.Generator().manual_seed(7)
-    w, bias = torch.randn(6, 8, generator=g), torch.randn(6, generator=g)
-    cases.append(Case("edge: one position (T=1)", (torch.randn(2, 1, 8, generator=g), w, bias)))
-    cases.append(
-        Case("edge: zero hidden vectors give softmax(bias)", (torch.zeros(1, 3, 8), w, bias))
-    )
-    g = torch.Generator().manual_seed(8)
-    h = 40.0 * torch.randn(1, 3, 8, generator=g)  # logits in the hundreds, as in trained models
-    cases.append(Case("edge: a confident head (logits in the hundreds)", (h, w, bias)))
-    return cases
+        if ids is None:
+            ids = torch.randint(v, (b, s), generator=g)
+        grad_embedded = torch.randn(b, s, d, generator=g, dtype=torch.float64)
+        h = scale * torch.randn(b, t, d, generator=g, dtype=torch.float64)
+        grad_logits = torch.randn(b, t, v, generator=g, dtype=torch.float64) / (b * t)
+        return Case(name, (ids, grad_embedded, h, grad_logits))
+
+    return [
+        case(
+            "source ids (2, 5) with repeats, target positions (2, 3), d_model 4, V 6",
+            2,
+            5,
+            3,
+            4,
+            6,
+            seed=70,
+            ids=torch.tensor([[1, 3, 3, 0, 1], [5, 3, 2, 2, 2]]),
+        ),
+        case("random, S = T = 7, d_model 8, V 20", 3, 7, 7, 8, 20, seed=71),
+        case(
+            "every source position the same id", 2, 6, 4, 4, 5, seed=72, ids=torch.full((2, 6), 2)
+        ),
+        case("ids that never occur get only the head's gradient: V 50", 1, 3, 2, 4, 50, seed=73),
+        case("one sequence, one position each side", 1, 1, 1, 3, 4, seed=74),
+        case("hidden vectors in the thousands", 2, 4, 5, 6, 9, seed=75, scale=3000.0),
+    ]
 
 
-def _library_next_token_probs(h, embedding_weight, bias):
-    head = LMHead(h.shape[-1], embedding_weight.shape[0], tied_to=nn.Parameter(embedding_weight))
-    return torch.softmax(head(h) + bias, dim=-1)
+def _library_shared_grad(ids, grad_embedded, h, grad_logits):
+    """Autograd through a real tied pair: TokenEmbedding-like look-up and LMHead(tied_to=)."""
+    vocab_size, d_model = grad_logits.shape[-1], h.shape[-1]
+    weight = nn.Parameter(torch.zeros(vocab_size, d_model, dtype=h.dtype))
+    head = LMHead(d_model, vocab_size, tied_to=weight)
+    with torch.enable_grad():
+        embedded = F.embedding(ids, weight)
+        loss = (embedded * grad_embedded).sum() + (head(h) * grad_logits).sum()
+        loss.backward()
+    return weight.grad
 
 
 q5 = Question(
     "ch06.q5",
-    "Next-token probabilities from a tied output head",
-    reference=_reference_next_token_probs,
-    cases=_probs_cases,
+    "One matrix, two gradients: the tied embedding",
+    reference=_reference_shared_grad,
+    cases=_shared_grad_cases,
     mistakes=[
         Mistake(
-            "softmax over the positions instead of the vocabulary",
-            _probs_over_positions,
-            "Each position gets its own distribution over the V tokens: normalise along the "
-            "last axis (dim=-1).",
+            "only the output head's gradient",
+            _shared_grad_head_only,
+            "The matrix is also the input embedding: add the gradients of the looked-up rows "
+            "(grad_embedded) to the rows of their ids.",
         ),
         Mistake(
-            "logits returned without the softmax",
-            _probs_logits_only,
-            "The linear map gives logits (any real numbers); the softmax turns them into "
-            "probabilities that are positive and sum to 1.",
+            "only the embedding's gradient",
+            _shared_grad_embedding_only,
+            "The head uses the same matrix (logits = h @ W_E^T): add grad_logits^T @ h, "
+            "summed over every batch row and position.",
         ),
         Mistake(
-            "the output bias left out",
-            _probs_no_bias,
-            "Tying shares the weight matrix only; the head keeps its own bias of V entries: "
-            "add it to the logits.",
+            "a repeated id keeps one gradient instead of the sum",
+            _shared_grad_repeats_overwrite,
+            "grad[ids] = ... writes each row once, so a token that occurs twice keeps only "
+            "one of its gradients; accumulate them (index_add_, or a loop with +=).",
         ),
         Mistake(
-            "log-probabilities (log_softmax) instead of probabilities",
-            _probs_log_softmax,
-            "log_softmax is what a loss uses; the question asks for the probabilities themselves.",
+            "divided by the batch size",
+            _shared_grad_mean_over_batch,
+            "The gradients given are already those of the loss: sum the contributions, do "
+            "not average them.",
         ),
         Mistake(
-            "logits multiplied by sqrt(d_model) like the input embedding",
-            _probs_scaled_like_input,
-            "The sqrt(d_model) factor belongs to the input side (the embedding look-up); the "
-            "output head multiplies by the shared matrix as it is.",
+            "computed in float32",
+            _shared_grad_float32,
+            "The inputs are float64: keep the computation and the result in float64.",
         ),
     ],
     hints=[
-        "The tied head uses the embedding matrix W_E (V x d_model) as its weight: one score "
-        "per vocabulary entry is the dot product of the hidden vector with that entry's row.",
-        "Shapes: (B, T, d_model) times the transpose of (V, d_model) gives (B, T, V); then add "
-        "the bias (V,), which broadcasts.",
-        "Normalise each position's V scores into a distribution; the result is positive and "
-        "sums to 1 along the vocabulary axis.",
+        "Treat the two uses separately: which rows of W_E does the look-up touch, and what "
+        "does the head's product h @ W_E^T contribute to every row?",
+        "The head's part is a matrix product over all (batch, position) pairs; flatten them "
+        "into one axis first.",
     ],
+    atol=1e-9,
+    rtol=1e-9,
+    check_dtype=True,
     kind="implement",
-    library=_library_next_token_probs,
+    library=_library_shared_grad,
+    forbidden=(
+        "torch.Tensor.backward",
+        "torch.autograd.backward",
+        "torch.autograd.grad",
+        "torch.func.grad",
+        "torch.func.vjp",
+        "torch.autograd.functional.vjp",
+    ),
 )
 
 
