@@ -99,27 +99,11 @@ class _DecoderMasksRequired(_DecoderCausalByDefault):
         return self.ffn(x)
 
 
-# --------------------------------------------------------------------------- 7.6
-
-
-def _distribution_k_5_by_default(logits, temperature, k=5):  # the default is None
-    scaled = logits / temperature
-    if k is not None and k < logits.shape[-1]:
-        kth = torch.topk(scaled, k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    return torch.softmax(scaled, dim=-1)
-
-
-def _distribution_k_required(logits, temperature, k):
-    return _distribution_k_5_by_default(logits, temperature, k)
-
-
 WRONG_DEFAULTS = {
     "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
     "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
     "ch05.q8": [(_EncoderMaskRequired, "default is None")],
     "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],
-    "ch07.q6": [(_distribution_k_5_by_default, "None"), (_distribution_k_required, "None")],
 }
 CASES = [(qid, fn, named) for qid, fns in WRONG_DEFAULTS.items() for fn, named in fns]
 IDS = [f"{qid}-{fn.__name__}" for qid, fn, _ in CASES]

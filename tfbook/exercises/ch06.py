@@ -7,28 +7,25 @@
 3. build a decoder layer from the chapter 4 and 5 parts (``tfbook.model.DecoderLayer``);
 4. derivation: how many attention matrices, and how many attention weights, an N-layer
    encoder-decoder computes in one forward pass;
-5. the tied output head: next-token probabilities from hidden vectors and the embedding
-   matrix (``tfbook.model.LMHead`` with ``tied_to``, then a softmax);
-6. the perturbation test: which output positions change when one input token changes.
+5. the gradient of a tied embedding matrix, used both by the look-up and by the output head
+   (autograd through ``tfbook.model.LMHead`` with ``tied_to`` gives the same);
+6. which input positions can change which outputs after n layers that share one attention
+   mask (the perturbation test of the chapter, predicted from the mask).
 
 Usage: ``from tfbook.exercises import ch06 as ex; ex.q1.check(predicted_params)``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask, padding_mask
-from tfbook.embedding import TokenEmbedding
 from tfbook.exercises._engine import (
     Bugs,
     Case,
     ExerciseSet,
-    Frozen,
     Mistake,
     Question,
     compare_modules,
@@ -36,7 +33,6 @@ from tfbook.exercises._engine import (
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.model import DecoderLayer, EncoderLayer, LMHead, count_parameters
 from tfbook.norm import LayerNorm, ResidualSublayer
-from tfbook.positional import SinusoidalPositionalEncoding
 
 # --------------------------------------------------------------------------- q1: predict
 
@@ -648,241 +644,274 @@ q4 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q5: tied head
+# --------------------------------------------------------------------------- q5: tied gradient
 
 
-def _reference_next_token_probs(h, embedding_weight, bias):
-    """softmax(h W_E^T + b): ``tfbook.model.LMHead(d_model, V, tied_to=W_E)`` plus a softmax."""
-    logits = h @ embedding_weight.T + bias  # (B, T, V): one score per vocabulary entry
-    return torch.softmax(logits, dim=-1)  # a distribution over the vocabulary per position
+def _reference_shared_grad(ids, grad_embedded, h, grad_logits):
+    """The gradient of the tied matrix W_E (V, d_model): the look-up E = W_E[ids] and the
+    head logits = h @ W_E^T both use it, so its gradient is the sum of the two paths'."""
+    vocab_size, d_model = grad_logits.shape[-1], h.shape[-1]
+    grad = torch.zeros(vocab_size, d_model, dtype=h.dtype)
+    grad.index_add_(0, ids.reshape(-1), grad_embedded.reshape(-1, d_model))  # repeats add up
+    grad += grad_logits.reshape(-1, vocab_size).T @ h.reshape(-1, d_model)  # (V, d_model)
+    return grad
 
 
-def _probs_over_positions(h, embedding_weight, bias):
-    return torch.softmax(h @ embedding_weight.T + bias, dim=1)
+def _shared_grad_head_only(ids, grad_embedded, h, grad_logits):
+    return grad_logits.reshape(-1, grad_logits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
 
 
-def _probs_logits_only(h, embedding_weight, bias):
-    return h @ embedding_weight.T + bias
+def _shared_grad_embedding_only(ids, grad_embedded, h, grad_logits):
+    grad = torch.zeros(grad_logits.shape[-1], h.shape[-1], dtype=h.dtype)
+    grad.index_add_(0, ids.reshape(-1), grad_embedded.reshape(-1, h.shape[-1]))
+    return grad
 
 
-def _probs_no_bias(h, embedding_weight, bias):
-    return torch.softmax(h @ embedding_weight.T, dim=-1)
+def _shared_grad_repeats_overwrite(ids, grad_embedded, h, grad_logits):
+    grad = torch.zeros(grad_logits.shape[-1], h.shape[-1], dtype=h.dtype)
+    grad[ids.reshape(-1)] = grad_embedded.reshape(-1, h.shape[-1])  # a repeated id keeps one
+    return grad + grad_logits.reshape(-1, grad_logits.shape[-1]).T @ h.reshape(-1, h.shape[-1])
 
 
-def _probs_log_softmax(h, embedding_weight, bias):
-    return F.log_softmax(h @ embedding_weight.T + bias, dim=-1)
+def _shared_grad_mean_over_batch(ids, grad_embedded, h, grad_logits):
+    return _reference_shared_grad(ids, grad_embedded, h, grad_logits) / ids.shape[0]
 
 
-def _probs_scaled_like_input(h, embedding_weight, bias):
-    d_model = h.shape[-1]
-    return torch.softmax(math.sqrt(d_model) * (h @ embedding_weight.T) + bias, dim=-1)
+def _shared_grad_float32(ids, grad_embedded, h, grad_logits):
+    return _reference_shared_grad(
+        ids, grad_embedded.float(), h.float(), grad_logits.float()
+    ).float()
 
 
-def _probs_cases():
-    cases = []
-    for seed, (b, t, d, v) in enumerate([(2, 4, 8, 11), (1, 5, 16, 7), (3, 2, 4, 20)]):
+def _shared_grad_cases():
+    def case(name, b, s, t, d, v, seed, ids=None, scale=1.0):
         g = torch.Generator().manual_seed(seed)
-        h = torch.randn(b, t, d, generator=g)
-        w = torch.randn(v, d, generator=g) / math.sqrt(d)
-        bias = 0.5 * torch.randn(v, generator=g)
-        cases.append(Case(f"random, V={v}, d_model={d}, seed {seed}", (h, w, bias)))
-    g = torch.Generator().manual_seed(7)
-    w, bias = torch.randn(6, 8, generator=g), torch.randn(6, generator=g)
-    cases.append(Case("edge: one position (T=1)", (torch.randn(2, 1, 8, generator=g), w, bias)))
-    cases.append(
-        Case("edge: zero hidden vectors give softmax(bias)", (torch.zeros(1, 3, 8), w, bias))
-    )
-    g = torch.Generator().manual_seed(8)
-    h = 40.0 * torch.randn(1, 3, 8, generator=g)  # logits in the hundreds, as in trained models
-    cases.append(Case("edge: a confident head (logits in the hundreds)", (h, w, bias)))
-    return cases
+        if ids is None:
+            ids = torch.randint(v, (b, s), generator=g)
+        grad_embedded = torch.randn(b, s, d, generator=g, dtype=torch.float64)
+        h = scale * torch.randn(b, t, d, generator=g, dtype=torch.float64)
+        grad_logits = torch.randn(b, t, v, generator=g, dtype=torch.float64) / (b * t)
+        return Case(name, (ids, grad_embedded, h, grad_logits))
+
+    return [
+        case(
+            "source ids (2, 5) with repeats, target positions (2, 3), d_model 4, V 6",
+            2,
+            5,
+            3,
+            4,
+            6,
+            seed=70,
+            ids=torch.tensor([[1, 3, 3, 0, 1], [5, 3, 2, 2, 2]]),
+        ),
+        case("random, S = T = 7, d_model 8, V 20", 3, 7, 7, 8, 20, seed=71),
+        case(
+            "every source position the same id", 2, 6, 4, 4, 5, seed=72, ids=torch.full((2, 6), 2)
+        ),
+        case("ids that never occur get only the head's gradient: V 50", 1, 3, 2, 4, 50, seed=73),
+        case("one sequence, one position each side", 1, 1, 1, 3, 4, seed=74),
+        case("hidden vectors in the thousands", 2, 4, 5, 6, 9, seed=75, scale=3000.0),
+    ]
 
 
-def _library_next_token_probs(h, embedding_weight, bias):
-    head = LMHead(h.shape[-1], embedding_weight.shape[0], tied_to=nn.Parameter(embedding_weight))
-    return torch.softmax(head(h) + bias, dim=-1)
+def _library_shared_grad(ids, grad_embedded, h, grad_logits):
+    """Autograd through a real tied pair: TokenEmbedding-like look-up and LMHead(tied_to=)."""
+    vocab_size, d_model = grad_logits.shape[-1], h.shape[-1]
+    weight = nn.Parameter(torch.zeros(vocab_size, d_model, dtype=h.dtype))
+    head = LMHead(d_model, vocab_size, tied_to=weight)
+    with torch.enable_grad():
+        embedded = F.embedding(ids, weight)
+        loss = (embedded * grad_embedded).sum() + (head(h) * grad_logits).sum()
+        loss.backward()
+    return weight.grad
 
 
 q5 = Question(
     "ch06.q5",
-    "Next-token probabilities from a tied output head",
-    reference=_reference_next_token_probs,
-    cases=_probs_cases,
+    "One matrix, two gradients: the tied embedding",
+    reference=_reference_shared_grad,
+    cases=_shared_grad_cases,
     mistakes=[
         Mistake(
-            "softmax over the positions instead of the vocabulary",
-            _probs_over_positions,
-            "Each position gets its own distribution over the V tokens: normalise along the "
-            "last axis (dim=-1).",
+            "only the output head's gradient",
+            _shared_grad_head_only,
+            "The matrix is also the input embedding: add the gradients of the looked-up rows "
+            "(grad_embedded) to the rows of their ids.",
         ),
         Mistake(
-            "logits returned without the softmax",
-            _probs_logits_only,
-            "The linear map gives logits (any real numbers); the softmax turns them into "
-            "probabilities that are positive and sum to 1.",
+            "only the embedding's gradient",
+            _shared_grad_embedding_only,
+            "The head uses the same matrix (logits = h @ W_E^T): add grad_logits^T @ h, "
+            "summed over every batch row and position.",
         ),
         Mistake(
-            "the output bias left out",
-            _probs_no_bias,
-            "Tying shares the weight matrix only; the head keeps its own bias of V entries: "
-            "add it to the logits.",
+            "a repeated id keeps one gradient instead of the sum",
+            _shared_grad_repeats_overwrite,
+            "grad[ids] = ... writes each row once, so a token that occurs twice keeps only "
+            "one of its gradients; accumulate them (index_add_, or a loop with +=).",
         ),
         Mistake(
-            "log-probabilities (log_softmax) instead of probabilities",
-            _probs_log_softmax,
-            "log_softmax is what a loss uses; the question asks for the probabilities themselves.",
+            "divided by the batch size",
+            _shared_grad_mean_over_batch,
+            "The gradients given are already those of the loss: sum the contributions, do "
+            "not average them.",
         ),
         Mistake(
-            "logits multiplied by sqrt(d_model) like the input embedding",
-            _probs_scaled_like_input,
-            "The sqrt(d_model) factor belongs to the input side (the embedding look-up); the "
-            "output head multiplies by the shared matrix as it is.",
+            "computed in float32",
+            _shared_grad_float32,
+            "The inputs are float64: keep the computation and the result in float64.",
         ),
     ],
     hints=[
-        "The tied head uses the embedding matrix W_E (V x d_model) as its weight: one score "
-        "per vocabulary entry is the dot product of the hidden vector with that entry's row.",
-        "Shapes: (B, T, d_model) times the transpose of (V, d_model) gives (B, T, V); then add "
-        "the bias (V,), which broadcasts.",
-        "Normalise each position's V scores into a distribution; the result is positive and "
-        "sums to 1 along the vocabulary axis.",
+        "Treat the two uses separately: which rows of W_E does the look-up touch, and what "
+        "does the head's product h @ W_E^T contribute to every row?",
+        "The head's part is a matrix product over all (batch, position) pairs; flatten them "
+        "into one axis first.",
     ],
+    atol=1e-9,
+    rtol=1e-9,
+    check_dtype=True,
     kind="implement",
-    library=_library_next_token_probs,
+    library=_library_shared_grad,
+    forbidden=(
+        "torch.Tensor.backward",
+        "torch.autograd.backward",
+        "torch.autograd.grad",
+        "torch.func.grad",
+        "torch.func.vjp",
+        "torch.autograd.functional.vjp",
+    ),
 )
 
 
-# --------------------------------------------------------------------------- q6: perturbation
+# --------------------------------------------------------------------------- q6: reach of a mask
 
 
-class _TinyModel(nn.Module):
-    """Embedding + sinusoidal positions + [self-attention sub-layer] + FFN sub-layer."""
-
-    def __init__(self, vocab_size: int, d_model: int, mixing: str, seed: int) -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.embed = TokenEmbedding(vocab_size, d_model)
-            self.positions = SinusoidalPositionalEncoding(d_model)
-            self.mixing = mixing
-            self.attn = ResidualSublayer(d_model, SelfAttention(d_model, 2))
-            self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model))
-
-    def forward(self, ids):
-        x = self.positions(self.embed(ids))  # (1, T, d_model)
-        if self.mixing == "causal":
-            x = self.attn(x, causal_mask(ids.shape[1]))
-        elif self.mixing == "bidirectional":
-            x = self.attn(x)
-        return self.ffn(x)  # (1, T, d_model)
+def _reference_reachable(mask, n_layers=1):
+    """Which inputs can change which outputs of ``n_layers`` attention layers that all use
+    ``mask`` (``mask[i, j]``: query i may attend to key j), with residual connections."""
+    t = mask.shape[0]
+    own = torch.eye(t, dtype=torch.bool)
+    step = mask | own  # one layer: the attended positions, and the residual's own position
+    reach = own  # zero layers: every output is its own input
+    for _ in range(n_layers):
+        reach = (step.to(torch.int64) @ reach.to(torch.int64)) > 0  # compose, back to 0/1
+    return reach
 
 
-class _WeakMixingModel(nn.Module):
-    """A hand-made causal model whose positions mix only weakly: output t is the embedding of
-    token t plus 1e-4 times the sum of the (different) embeddings of the tokens before it.
-    Every vector's features come in pairs (a, -a), so a change averages to 0 over them."""
-
-    def __init__(self, vocab_size: int, half: int, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        own = torch.randn(vocab_size, half, generator=g)
-        mixed = torch.randn(vocab_size, half, generator=g)
-        self.own = torch.cat([own, -own], dim=-1)  # (V, d)
-        self.mixed = torch.cat([mixed, -mixed], dim=-1)  # (V, d)
-
-    def forward(self, ids):
-        before = self.mixed[ids].cumsum(dim=1) - self.mixed[ids]  # (1, T, d): tokens before t
-        return self.own[ids] + 1e-4 * before  # (1, T, d)
+def _reach_no_residual(mask, n_layers=1):
+    reach = torch.eye(mask.shape[0], dtype=torch.bool)
+    for _ in range(n_layers):
+        reach = (mask.to(torch.int64) @ reach.to(torch.int64)) > 0
+    return reach
 
 
-def _reference_changed_outputs(model, ids, t, new_id):
-    """Which output positions react when token ``t`` is replaced by ``new_id``: the
-    perturbation test the chapter runs on ``tfbook.model.GPT`` and ``tfbook.model.BERT``."""
-    before = model(ids)  # (1, T, d_model)
-    changed_ids = ids.clone()
-    changed_ids[0, t] = new_id
-    after = model(changed_ids)
-    return (after - before).abs().amax(dim=-1)[0] > 1e-6  # (T,) boolean
+def _reach_one_layer(mask, n_layers=1):
+    return mask | torch.eye(mask.shape[0], dtype=torch.bool)
 
 
-def _changed_assumed_causal(model, ids, t, new_id):
-    return torch.arange(ids.shape[1]) >= t
+def _reach_transposed(mask, n_layers=1):
+    return _reference_reachable(mask, n_layers).T
 
 
-def _changed_only_t(model, ids, t, new_id):
-    return torch.arange(ids.shape[1]) == t
+def _reach_counts_overflow(mask, n_layers=1):
+    step = (mask | torch.eye(mask.shape[0], dtype=torch.bool)).to(torch.int64)
+    return torch.linalg.matrix_power(step, n_layers) > 0  # path counts wrap around in int64
 
 
-def _changed_inverted(model, ids, t, new_id):
-    return ~_reference_changed_outputs(model, ids, t, new_id)
+def _reach_one_layer_too_many(mask, n_layers=1):
+    return _reference_reachable(mask, n_layers + 1)
 
 
-def _changed_indices(model, ids, t, new_id):
-    return torch.nonzero(_reference_changed_outputs(model, ids, t, new_id)).flatten()
+def _window_mask(t, w):
+    """Sliding-window causal mask: query i attends to keys i - w + 1 .. i."""
+    i = torch.arange(t)
+    return (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - w)
 
 
-def _perturbation_cases():
-    cases = []
-    for seed, (mixing, t_len, t) in enumerate(
-        [("causal", 6, 2), ("bidirectional", 5, 3), ("position-wise", 5, 1), ("causal", 4, 0)]
-    ):
-        model = _TinyModel(12, 8, mixing, seed)
-        g = torch.Generator().manual_seed(seed)
-        ids = torch.randint(5, 12, (1, t_len), generator=g)
-        new_id = 5 + (int(ids[0, t]) - 5 + 3) % 7  # a different id from the same range
-        name = f"{mixing} model, T={t_len}, perturb position {t}"
-        cases.append(Case(name, (Frozen(f"<{mixing} model>", model.eval()), ids, t, new_id)))
-    ids = torch.tensor([[6, 9, 5, 11, 9, 7, 8]])  # token 9 at positions 1 and 4
-    cases.append(
+def _prefix_lm_mask(t, prefix):
+    """Causal, except that the first ``prefix`` positions also see each other."""
+    mask = causal_mask(t).clone()
+    mask[:prefix, :prefix] = True
+    return mask
+
+
+def _reach_cases():
+    i = torch.arange(20)
+    strided = (i[None, :] <= i[:, None]) & ((i[:, None] - i[None, :]) % 4 == 0)
+    strided |= (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < 2)
+    earlier = torch.ones(7, 7, dtype=torch.bool).tril(-1)  # strictly earlier keys only
+    return [
+        Case("causal mask, T=6, 2 layers", (causal_mask(6), 2)),
+        Case("sliding window of 3, T=12, 2 layers", (_window_mask(12, 3), 2)),
+        Case("only the required arguments: sliding window of 3, T=10", (_window_mask(10, 3),)),
+        Case("sliding window of 3, T=12, 4 layers", (_window_mask(12, 3), 4)),
+        Case("no mask (all True), T=5, 1 layer", (torch.ones(5, 5, dtype=torch.bool), 1)),
+        Case("strictly earlier keys (False on the diagonal), T=7, 3 layers", (earlier, 3)),
         Case(
-            "edge: weakly mixing causal model, T=7, perturb position 4 (its token is also "
-            "at position 1)",
-            (Frozen("<weakly mixing model>", _WeakMixingModel(12, 4, 5)), ids, 4, 10),
-        )
-    )
-    return cases
+            "strided: the 2 latest keys and every 4th earlier one, T=20, 2 layers",
+            (strided, 2),
+        ),
+        Case("edge: 0 layers", (_window_mask(6, 2), 0)),
+        Case("sliding window of 5, T=300, 50 layers", (_window_mask(300, 5), 50)),
+        Case("no mask (all True), T=64, 30 layers", (torch.ones(64, 64, dtype=torch.bool), 30)),
+        Case(
+            "prefix-LM: 40 prefix positions see each other, the 24 after them are causal, "
+            "T=64, 30 layers",
+            (_prefix_lm_mask(64, 40), 30),
+        ),
+    ]
 
 
 q6 = Question(
     "ch06.q6",
-    "The perturbation test: which outputs change",
-    reference=_reference_changed_outputs,
-    cases=_perturbation_cases,
+    "What a mask lets through, layer after layer",
+    reference=_reference_reachable,
+    cases=_reach_cases,
     mistakes=[
         Mistake(
-            "assumed every model is causal (marked t and everything after it)",
-            _changed_assumed_causal,
-            "Measure, do not assume: run the model on both inputs and compare the outputs "
-            "position by position. A bidirectional model changes everywhere.",
+            "the residual connection left out",
+            _reach_no_residual,
+            "Every sub-layer adds its input back (x + attention(x)), so each output always "
+            "depends on its own position, even when the mask hides the diagonal.",
         ),
         Mistake(
-            "only position t marked",
-            _changed_only_t,
-            "Attention carries the change to other positions: compare every output position.",
+            "one layer too many",
+            _reach_one_layer_too_many,
+            "Zero layers change nothing (the identity); each layer composes one more step.",
         ),
         Mistake(
-            "marked the positions that did not change",
-            _changed_inverted,
-            "Return True where the output changed (difference above the tolerance), False "
-            "where it stayed the same.",
+            "one layer's reach returned whatever n_layers is",
+            _reach_one_layer,
+            "The second layer attends to outputs of the first, each of which already mixes "
+            "several inputs: compose the one-layer reach n_layers times.",
         ),
         Mistake(
-            "returned the indices of the changed positions instead of a mask",
-            _changed_indices,
-            "Return a boolean tensor of shape (T,), one entry per position, not the list of "
-            "positions.",
+            "rows and columns swapped",
+            _reach_transposed,
+            "Row i is output position i and column j input position j, as in the mask "
+            "(mask[i, j]: query i may read key j); a causal stack gives a lower triangle.",
+        ),
+        Mistake(
+            "path counts in int64 (matrix power), which wrap around",
+            _reach_counts_overflow,
+            "The number of paths grows like T^n_layers and overflows int64 (with T = 64 and "
+            "30 layers every count is 64^29, which is 0 modulo 2^64): turn the product back "
+            "into booleans after every layer.",
         ),
     ],
     hints=[
-        "Run the model twice: on ids and on a copy of ids in which position t holds new_id "
-        "(clone first, so the caller's tensor is not modified).",
-        "For each position take the largest absolute difference over the d_model features, "
-        "and compare it with a small tolerance such as 1e-6.",
-        "The answer is a boolean tensor with one entry per position (shape (T,)); the batch "
-        "has one sequence.",
+        "Write one layer's reach as a boolean (T, T) matrix first: which inputs can the output "
+        "at position i depend on after attention and the residual addition?",
+        "Two layers: output i reads the first layer's outputs k, and each of those reads "
+        "inputs j. That is a matrix product, read as booleans.",
     ],
+    check_dtype=True,
     kind="implement",
-    library_note="run on tfbook.model.GPT and BERT in tests/test_exercises_ch06.py",
+    library_note=(
+        "checked by perturbing stacks of tfbook.model.EncoderLayer with the same masks in "
+        "tests/test_exercises_ch06.py"
+    ),
 )
 
 

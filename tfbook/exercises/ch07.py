@@ -3,14 +3,15 @@
 1. predict, then run: the loss and perplexity of a uniform model, and the learning rate of
    the paper's warm-up schedule at three steps (``tfbook.objectives.perplexity`` and
    ``tfbook.training.noam_lr`` reveal them);
-2. derivation: the target distribution of label smoothing and the lowest loss it allows
-   (``tfbook.objectives.lm_loss`` with ``label_smoothing``);
+2. derivation: the size of the KV cache when several query heads share one key/value head
+   (grouped-query attention), per token and for a batch;
 3. debugging: a causal language-model training loop with three bugs (targets not shifted,
    loss over padding, gradients never zeroed); fix it;
 4. build with the library: the loss of every token of a batch, from
    ``tfbook.objectives.causal_lm_targets``;
 5. nucleus (top-p) filtering (``tfbook.generate.top_p_filter``);
-6. the next-token distribution after temperature and top-k (``tfbook.generate.top_k_filter``).
+6. BERT's own masking: a fixed number of chosen positions per sequence, then 80/10/10
+   (``tfbook.objectives.mask_tokens`` chooses each position independently instead).
 
 Usage: ``from tfbook.exercises import ch07 as ex; ex.q1.check(predicted)``.
 """
@@ -32,7 +33,7 @@ from tfbook.exercises._engine import (
     Question,
     compare,
 )
-from tfbook.generate import top_k_filter, top_p_filter
+from tfbook.generate import top_p_filter
 from tfbook.model import GPT, TransformerConfig
 from tfbook.objectives import IGNORE_INDEX, causal_lm_targets, lm_loss, perplexity
 from tfbook.training import noam_lr
@@ -193,109 +194,202 @@ q1 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q2: smoothing
+# --------------------------------------------------------------------------- q2: KV-cache size
 
 
-def _entropy(p_true, p_other, vocab_size):
-    """Entropy in nats of the distribution (p_true, p_other x (V - 1)), with 0 log 0 = 0."""
-
-    def term(p):
-        return -p * math.log(p) if p > 0 else 0.0
-
-    return term(p_true) + (vocab_size - 1) * term(p_other)
-
-
-def _reference_smoothing(eps, vocab_size):
-    """Label smoothing as in PyTorch and the paper: mix the one-hot target with the uniform
-    distribution over all V tokens, q = (1 - eps) * one_hot + eps / V."""
-    p_other = eps / vocab_size  # every token gets its share of eps ...
-    p_true = 1.0 - eps + p_other  # ... the right one on top of its 1 - eps
-    lowest_loss = _entropy(p_true, p_other, vocab_size)  # cross-entropy H(q, p) >= H(q)
-    return p_true, p_other, lowest_loss
+def _reference_gqa_cache_bytes(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    """(bytes per token, bytes of the whole cache) of a decoder whose ``n_heads`` query heads
+    share ``n_kv_heads`` key/value heads (grouped-query attention; multi-head when equal)."""
+    d_head = d_model // n_heads  # every head, query or key/value, has d_head features
+    per_token = 2 * n_layers * n_kv_heads * d_head * bytes_per_number  # one K and one V
+    return per_token, batch * tokens * per_token
 
 
-def _smoothing_over_others(eps, vocab_size):
-    p_true, p_other = 1.0 - eps, eps / (vocab_size - 1)
-    return p_true, p_other, _entropy(p_true, p_other, vocab_size)
+def _gqa_all_heads(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = 2 * n_layers * d_model * bytes_per_number  # the multi-head formula
+    return per_token, batch * tokens * per_token
 
 
-def _smoothing_true_share_forgotten(eps, vocab_size):
-    p_true, p_other = 1.0 - eps, eps / vocab_size
-    return p_true, p_other, _entropy(p_true, p_other, vocab_size)
+def _gqa_full_width_heads(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    per_token = 2 * n_layers * n_kv_heads * d_model * bytes_per_number
+    return per_token, batch * tokens * per_token
 
 
-def _smoothing_zero_floor(eps, vocab_size):
-    p_true, p_other, _ = _reference_smoothing(eps, vocab_size)
-    return p_true, p_other, 0.0
+def _gqa_keys_only(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * tokens * per_token
 
 
-def _smoothing_floor_in_bits(eps, vocab_size):
-    p_true, p_other, floor = _reference_smoothing(eps, vocab_size)
-    return p_true, p_other, floor / math.log(2)
+def _gqa_queries_cached(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2
+):
+    d_head = d_model // n_heads
+    per_token = n_layers * (n_heads + 2 * n_kv_heads) * d_head * bytes_per_number
+    return per_token, batch * tokens * per_token
 
 
-def _smoothing_cases():
+def _gqa_group_size(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    group = n_heads // n_kv_heads  # query heads per key/value head, not the number of groups
+    per_token = 2 * n_layers * group * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _gqa_default_float32(
+    n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=4
+):
+    return _reference_gqa_cache_bytes(
+        n_layers, d_model, n_heads, n_kv_heads, tokens, batch, bytes_per_number
+    )
+
+
+def _gqa_one_layer(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = 2 * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, batch * tokens * per_token
+
+
+def _gqa_batch_ignored(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token = 2 * n_layers * n_kv_heads * (d_model // n_heads) * bytes_per_number
+    return per_token, tokens * per_token
+
+
+def _gqa_bits(n_layers, d_model, n_heads, n_kv_heads, tokens, batch=1, bytes_per_number=2):
+    per_token, total = _reference_gqa_cache_bytes(
+        n_layers, d_model, n_heads, n_kv_heads, tokens, batch, bytes_per_number
+    )
+    return 8 * per_token, 8 * total
+
+
+def _gqa_cases():
     return [
-        Case("the paper's eps=0.1, V=4", (0.1, 4)),
-        Case("eps=0.1, V=40", (0.1, 40)),
-        Case("eps=0.2, V=37000 (the paper's English-German vocabulary)", (0.2, 37000)),
-        Case("edge: eps=0 is the one-hot target", (0.0, 10)),
-        Case("edge: eps=1 is the uniform distribution", (1.0, 8)),
+        Case(
+            "40 layers, d_model 5120, 40 query heads over 8 key/value heads, 4096 tokens, "
+            "batch 2, float16",
+            (40, 5120, 40, 8, 4096),
+            {"batch": 2, "bytes_per_number": 2},
+        ),
+        Case(
+            "only the required arguments: 32 layers, d_model 4096, 32 heads over 8, 8192 tokens",
+            (32, 4096, 32, 8, 8192),
+        ),
+        Case(
+            "GPT-2 small: 12 layers, d_model 768, 12 heads, n_kv_heads = n_heads, 1024 tokens, "
+            "float32",
+            (12, 768, 12, 12, 1024),
+            {"batch": 1, "bytes_per_number": 4},
+        ),
+        Case(
+            "80 layers, d_model 8192, 64 query heads over 8 key/value heads, 4096 tokens, "
+            "batch 8, float16",
+            (80, 8192, 64, 8, 4096),
+            {"batch": 8, "bytes_per_number": 2},
+        ),
+        Case(
+            "multi-query: 16 heads share one key/value head, 24 layers, d_model 2048, batch 4",
+            (24, 2048, 16, 1, 2048),
+            {"batch": 4},
+        ),
+        Case(
+            "d_head 64 with 15 heads over 5 (d_model 960), batch 3, one byte per number",
+            (6, 960, 15, 5, 500),
+            {"batch": 3, "bytes_per_number": 1},
+        ),
+        Case("edge: one token, one layer, 4 heads over 2", (1, 64, 4, 2, 1)),
+        Case(
+            "a million tokens, batch 1024, float32 (about 10^15 bytes)",
+            (126, 16384, 128, 8, 1_000_000),
+            {"batch": 1024, "bytes_per_number": 4},
+        ),
     ]
 
 
-def _library_smoothing(eps, vocab_size):
-    """Read lm_loss's target back from its gradient at uniform logits: grad = 1/V - q."""
-    with torch.enable_grad():
-        logits = torch.zeros(1, 1, vocab_size, dtype=torch.float64, requires_grad=True)
-        target = torch.tensor([[0]])
-        lm_loss(logits, target, label_smoothing=eps).backward()
-    q = 1.0 / vocab_size - logits.grad[0, 0]  # (V,)
-    best = torch.log(q.clamp_min(1e-300)).reshape(1, 1, vocab_size)  # the model that predicts q
-    return q[0].item(), q[1].item(), lm_loss(best, target, label_smoothing=eps).item()
+def _compare_cache_bytes(expected, got) -> str | None:
+    if not isinstance(got, tuple) or len(got) != 2:
+        return f"output: expected a tuple of two ints, got {type(got).__name__} {got!r}"
+    for name, value in zip(("bytes per token", "bytes of the cache"), got, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"output: {name} must be an int, got {type(value).__name__} {value!r}"
+    if got != expected:
+        return (
+            f"output: expected (bytes per token, bytes of the cache) = "
+            f"({expected[0]:,}, {expected[1]:,}), got ({got[0]:,}, {got[1]:,})"
+        )
+    return None
 
 
 q2 = Question(
     "ch07.q2",
-    "Label smoothing: the target and the lowest loss",
-    reference=_reference_smoothing,
-    cases=_smoothing_cases,
+    "The KV cache of grouped-query attention",
+    reference=_reference_gqa_cache_bytes,
+    cases=_gqa_cases,
     mistakes=[
         Mistake(
-            "eps spread over the V - 1 wrong tokens only",
-            _smoothing_over_others,
-            "PyTorch and the paper mix with the uniform distribution over all V tokens, the "
-            "right one included: every token gets eps / V.",
+            "n_kv_heads ignored: the multi-head formula 2 n_layers d_model b",
+            _gqa_all_heads,
+            "Only the key/value heads are cached: n_kv_heads of them per layer, each of "
+            "d_head = d_model / n_heads numbers, so a token costs 2 n_layers n_kv_heads d_head b "
+            "bytes, not 2 n_layers d_model b.",
         ),
         Mistake(
-            "the right token's own share eps / V forgotten",
-            _smoothing_true_share_forgotten,
-            "The right token receives 1 - eps plus its eps / V share of the uniform part; "
-            "check that your V probabilities add up to 1.",
+            "each key/value head taken as d_model wide",
+            _gqa_full_width_heads,
+            "A key/value head is as wide as a query head, d_head = d_model / n_heads; "
+            "d_model is the width of all n_heads query heads together.",
         ),
         Mistake(
-            "lowest loss taken to be 0, as without smoothing",
-            _smoothing_zero_floor,
-            "Cross-entropy with a target q is at least the entropy of q, reached when the "
-            "model predicts q itself; a smoothed q has positive entropy.",
+            "only the keys counted",
+            _gqa_keys_only,
+            "Each layer caches a key and a value for every key/value head: the factor 2.",
         ),
         Mistake(
-            "lowest loss in bits instead of nats",
-            _smoothing_floor_in_bits,
-            "Use the natural logarithm, as PyTorch's cross-entropy does.",
+            "the queries cached too",
+            _gqa_queries_cached,
+            "A query is used once, at its own step, and never again: only keys and values "
+            "are kept.",
+        ),
+        Mistake(
+            "the number of query heads per group taken as the number of key/value heads",
+            _gqa_group_size,
+            "n_heads / n_kv_heads is how many query heads share one key/value head; the cache "
+            "holds n_kv_heads key/value heads per layer.",
+        ),
+        Mistake(
+            "bytes_per_number defaults to 4 (float32)",
+            _gqa_default_float32,
+            "When bytes_per_number is not given it is 2 (float16), as the signature says.",
+        ),
+        Mistake(
+            "one layer counted",
+            _gqa_one_layer,
+            "Every layer attends with its own keys and values: multiply by n_layers.",
+        ),
+        Mistake(
+            "batch ignored in the size of the cache",
+            _gqa_batch_ignored,
+            "The cache holds every sequence of the batch: bytes of the cache = batch x tokens "
+            "x bytes per token.",
+        ),
+        Mistake(
+            "bits instead of bytes",
+            _gqa_bits,
+            "bytes_per_number already counts bytes (2 for float16): do not multiply by 8.",
         ),
     ],
     hints=[
-        "Write the smoothed target as a mixture of two distributions: the one-hot vector with "
-        "weight 1 - eps and the uniform distribution over V tokens with weight eps.",
-        "The model minimising the expected cross-entropy against q predicts q itself; the "
-        "loss it reaches is the entropy of q, a sum of -p ln p over all V tokens.",
-        "Treat p = 0 in -p ln p as 0 (the limit), so eps = 0 gives a lowest loss of 0.",
+        "Count what one layer keeps for one token: which vectors, how many heads of them, how "
+        "many numbers each.",
+        "With n_kv_heads = n_heads your per-token answer must equal the chapter's "
+        "2 n_layers d_model b.",
     ],
-    atol=1e-7,
-    rtol=1e-6,
+    compare_fn=_compare_cache_bytes,
     kind="derive",
-    library=_library_smoothing,
+    library_note=(
+        "none: tfbook's attention has no grouped key/value heads; with n_kv_heads = n_heads it "
+        "is the chapter's kv_cache_bytes, measured on GPT-2 small's meta-device cache"
+    ),
 )
 
 
@@ -740,115 +834,308 @@ q5 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q6: temperature, top-k
+# --------------------------------------------------------------------------- q6: BERT's masking
+
+#: The special ids of exercise 7.6, as in the chapter's tokenizer: ``<pad>`` 0, ``<unk>`` 1,
+#: ``<bos>`` 2, ``<eos>`` 3, ``<mask>`` 4; ordinary tokens from 5 on.
+MLM_MASK_ID = 4
+MLM_FIRST_ORDINARY = 5
 
 
-def _reference_distribution(logits, temperature, k=None):
-    """The distribution a sampler draws from: scale by 1/temperature, keep the k best."""
-    scaled = logits / temperature  # (..., V)
-    if k is not None and k < logits.shape[-1]:
-        kth_best = torch.topk(scaled, k, dim=-1).values[..., -1:]  # (..., 1)
-        scaled = scaled.masked_fill(scaled < kth_best, float("-inf"))  # ties with it stay
-    return torch.softmax(scaled, dim=-1)
+def _reference_bert_mask(ids, vocab_size, max_predictions=20, generator=None):
+    """BERT's own corruption: exactly k = min(max_predictions, max(1, round(0.15 n))) of the
+    n ordinary tokens of each row are chosen (k = 0 when n = 0), then 80/10/10."""
+    inputs, labels = ids.clone(), torch.full_like(ids, IGNORE_INDEX)
+    for row in range(ids.shape[0]):
+        ordinary = torch.nonzero(ids[row] >= MLM_FIRST_ORDINARY).flatten()  # positions
+        n = len(ordinary)
+        k = min(max_predictions, max(1, (15 * n + 50) // 100)) if n > 0 else 0  # halves up
+        chosen = ordinary[torch.randperm(n, generator=generator)[:k]]  # k distinct, uniform
+        labels[row, chosen] = ids[row, chosen]
+        for position in chosen.tolist():
+            u = torch.rand((), generator=generator).item()
+            if u < 0.8:
+                inputs[row, position] = MLM_MASK_ID
+            elif u < 0.9:  # a random ordinary token, possibly the original one
+                draw = torch.randint(MLM_FIRST_ORDINARY, vocab_size, (), generator=generator)
+                inputs[row, position] = draw
+            # else: kept as it is
+    return inputs, labels
 
 
-def _distribution_softmax_first(logits, temperature, k=None):
-    probs = torch.softmax(logits, dim=-1)
-    return _reference_distribution(probs, temperature, k)
+def _bert_mask_with(ids, vocab_size, max_predictions, generator, *, count):
+    """The reference with another number of chosen positions per row: ``count(n)``."""
+    inputs, labels = ids.clone(), torch.full_like(ids, IGNORE_INDEX)
+    for row in range(ids.shape[0]):
+        ordinary = torch.nonzero(ids[row] >= MLM_FIRST_ORDINARY).flatten()
+        k = min(max_predictions, count(len(ordinary)), len(ordinary))
+        chosen = ordinary[torch.randperm(len(ordinary), generator=generator)[:k]]
+        labels[row, chosen] = ids[row, chosen]
+        for position in chosen.tolist():
+            u = torch.rand((), generator=generator).item()
+            if u < 0.8:
+                inputs[row, position] = MLM_MASK_ID
+            elif u < 0.9:
+                draw = torch.randint(MLM_FIRST_ORDINARY, vocab_size, (), generator=generator)
+                inputs[row, position] = draw
+    return inputs, labels
 
 
-def _distribution_times_temperature(logits, temperature, k=None):
-    return _reference_distribution(logits * temperature, 1.0, k)
+def _halves_up(n):
+    return max(1, (15 * n + 50) // 100) if n > 0 else 0
 
 
-def _distribution_not_renormalised(logits, temperature, k=None):
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if k is None or k >= logits.shape[-1]:
-        return probs
-    kth_best = torch.topk(probs, k, dim=-1).values[..., -1:]
-    return probs.masked_fill(probs < kth_best, 0.0)
+def _mask_python_round(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert_mask_with(
+        ids,
+        vocab_size,
+        max_predictions,
+        generator,
+        count=lambda n: max(1, round(0.15 * n)) if n > 0 else 0,
+    )
 
 
-def _distribution_exactly_k(logits, temperature, k=None):
-    scaled = logits / temperature
-    if k is None or k >= logits.shape[-1]:
-        return torch.softmax(scaled, dim=-1)
-    best = torch.topk(scaled, k, dim=-1).indices
-    keep = torch.zeros_like(scaled, dtype=torch.bool).scatter(-1, best, True)
-    return torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1)
+def _mask_truncated(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert_mask_with(
+        ids,
+        vocab_size,
+        max_predictions,
+        generator,
+        count=lambda n: max(1, int(0.15 * n)) if n > 0 else 0,
+    )
 
 
-def _distribution_cases():
-    cases = []
-    for seed, (shape, temperature, k) in enumerate(
-        [((2, 10), 0.7, 3), ((3, 12), 1.5, 5), ((2, 2, 8), 1.0, None)]
-    ):
-        g = torch.Generator().manual_seed(seed)
-        logits = 2.0 * torch.randn(shape, generator=g)
-        name = f"random logits {shape}, temperature={temperature}, k={k}"
-        cases.append(Case(name, (logits, temperature, k)))
-    cases += [
-        Case("edge: k larger than V", (torch.tensor([[2.0, 0.5, -1.0]]), 0.5, 10)),
+def _mask_no_minimum(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert_mask_with(
+        ids, vocab_size, max_predictions, generator, count=lambda n: (15 * n + 50) // 100
+    )
+
+
+def _mask_no_cap(ids, vocab_size, max_predictions=20, generator=None):
+    return _bert_mask_with(ids, vocab_size, 10**9, generator, count=_halves_up)
+
+
+def _mlm_batch(seed, lengths, width, vocab_size):
+    """Rows of ``<bos>`` (2), ``n`` ordinary tokens, ``<eos>`` (3), then padding (0); the
+    ordinary tokens cover 5 .. V-1, so V - 1 occurs in the batch (the check reads V from it)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, 0] = 2
+        ids[row, 1 : n + 1] = torch.randint(MLM_FIRST_ORDINARY, vocab_size, (n,), generator=g)
+        ids[row, n + 1] = 3
+    ids[0, 1] = vocab_size - 1
+    return ids
+
+
+class _SeededGenerator(torch.Generator):
+    """A CPU ``torch.Generator`` seeded with ``seed`` that prints as the line making it (the
+    feedback's call line stays readable and the same from run to run)."""
+
+    def __new__(cls, seed: int) -> _SeededGenerator:
+        return super().__new__(cls)
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.manual_seed(seed)
+        self.seed_value = seed
+
+    def __repr__(self) -> str:
+        return f"torch.Generator().manual_seed({self.seed_value})"
+
+    def __deepcopy__(self, memo: dict) -> _SeededGenerator:
+        copied = _SeededGenerator(self.seed_value)
+        copied.set_state(self.get_state())
+        return copied
+
+    def __reduce__(self):
+        return _restore_generator, (self.seed_value, self.get_state())
+
+
+def _restore_generator(seed: int, state: torch.Tensor) -> _SeededGenerator:
+    generator = _SeededGenerator(seed)
+    generator.set_state(state)
+    return generator
+
+
+def _bert_mask_cases():
+    generator = _SeededGenerator
+
+    many = [40] * 3000  # 18,000 chosen positions: the shares and the positions are measured
+    return [
         Case(
-            "edge: a tie at the k-th place keeps both",
-            (torch.tensor([[3.0, 1.0, 2.0, 2.0, -1.0]]), 2.0, 2),
+            "rows of 40, 30, 10, 3, 13, 0, 8 and 17 ordinary tokens (0.15 n = 6, 4.5, 1.5, "
+            "0.45, 1.95, 0, 1.2, 2.55), V = 25",
+            (_mlm_batch(60, [40, 30, 10, 3, 13, 0, 8, 17], 44, 25), 25),
+            {"max_predictions": 20, "generator": generator(0)},
         ),
         Case(
-            "edge: temperature 0.02 (scaled logits in the hundreds)",
-            (torch.tensor([[3.0, 2.5, -1.0, 0.0], [-2.0, 1.0, 1.5, 0.5]]), 0.02, 3),
+            "only the required arguments: rows of 150 and 70 tokens (22.5 and 10.5: the "
+            "default cap of 20 applies to the first)",
+            (_mlm_batch(61, [150, 70], 160, 1000), 1000),
+        ),
+        Case(
+            "max_predictions=5: rows of 70 and 20 tokens (10.5 and 3)",
+            (_mlm_batch(62, [70, 20], 80, 40), 40),
+            {"max_predictions": 5, "generator": generator(1)},
+        ),
+        Case(
+            "3000 rows of 40 tokens, V = 25: shares, replacement tokens and positions measured",
+            (_mlm_batch(63, many, 42, 25), 25),
+            {"generator": generator(2)},
         ),
     ]
-    g = torch.Generator().manual_seed(len(cases))
-    logits = 2.0 * torch.randn(2, 9, generator=g)
-    cases.append(Case("k not given (its default is None: no filtering)", (logits, 0.8)))
-    return cases
 
 
-def _library_distribution(logits, temperature, k=None):
-    scaled = logits / temperature
-    return torch.softmax(scaled if k is None else top_k_filter(scaled, k), dim=-1)
+#: Exercise 7.6's tolerance on each share (3000 rows of 40 tokens: 18,000 chosen positions,
+#: where the standard deviation of a share near 0.1 is about 0.0022).
+MLM_SHARE_TOLERANCE = 0.015
+
+
+def _compare_bert_mask(expected, got) -> str | None:
+    """The rules of exercise 7.6 on ``got``; ``expected`` (the reference's output on the same
+    ids) gives the original ids and, row by row, how many positions must be chosen."""
+    if not isinstance(got, tuple) or len(got) != 2:
+        return f"output: expected a tuple (inputs, labels), got {type(got).__name__}"
+    exp_inputs, exp_labels = expected
+    for name, tensor in zip(("inputs", "labels"), got, strict=True):
+        if not isinstance(tensor, torch.Tensor):
+            return f"output: {name} must be a tensor, got {type(tensor).__name__}"
+        if tensor.shape != exp_inputs.shape or tensor.dtype != torch.long:
+            return (
+                f"output: {name} must be a torch.long tensor of shape "
+                f"{tuple(exp_inputs.shape)}, got {tensor.dtype} {tuple(tensor.shape)}"
+            )
+    inputs, labels = got
+    original = torch.where(exp_labels != IGNORE_INDEX, exp_labels, exp_inputs)
+    vocab_size = int(original.max()) + 1  # the cases put the token V - 1 in every batch
+    chosen = labels != IGNORE_INDEX
+    if (chosen & (original < MLM_FIRST_ORDINARY)).any():
+        row, pos = torch.nonzero(chosen & (original < MLM_FIRST_ORDINARY))[0].tolist()
+        return (
+            f"output: labels[{row}, {pos}] = {int(labels[row, pos])} marks position {pos} of "
+            f"row {row} as chosen, but it holds the special token {int(original[row, pos])}; "
+            f"only ordinary tokens (ids 5 and up) may be chosen, every other label is "
+            f"{IGNORE_INDEX}"
+        )
+    wrong_label = chosen & (labels != original)
+    if wrong_label.any():
+        row, pos = torch.nonzero(wrong_label)[0].tolist()
+        return (
+            f"output: labels[{row}, {pos}] = {int(labels[row, pos])}, but the original token "
+            f"there is {int(original[row, pos])}: a chosen position's label is its original "
+            f"token, every other label is {IGNORE_INDEX}"
+        )
+    touched = ~chosen & (inputs != original)
+    if touched.any():
+        row, pos = torch.nonzero(touched)[0].tolist()
+        return (
+            f"output: inputs[{row}, {pos}] changed from {int(original[row, pos])} to "
+            f"{int(inputs[row, pos])} although its label says it was not chosen"
+        )
+    want, have = (exp_labels != IGNORE_INDEX).sum(dim=1), chosen.sum(dim=1)
+    if not torch.equal(want, have):
+        row = int(torch.nonzero(want != have)[0])
+        n = int((original[row] >= MLM_FIRST_ORDINARY).sum())
+        return (
+            f"output: row {row} has n = {n} ordinary tokens: expected k = {int(want[row])} "
+            f"chosen positions, got {int(have[row])}"
+        )
+    replaced = inputs[chosen]
+    bad = (replaced != MLM_MASK_ID) & ((replaced < MLM_FIRST_ORDINARY) | (replaced >= vocab_size))
+    if bad.any():
+        return (
+            f"output: a chosen position holds {int(replaced[bad][0])}; a chosen token becomes "
+            f"<mask> ({MLM_MASK_ID}), an ordinary token ({MLM_FIRST_ORDINARY} to "
+            f"{vocab_size - 1}) or stays as it is"
+        )
+    if int(chosen.sum()) >= 10_000:
+        return _bert_mask_statistics(original, inputs, chosen, vocab_size)
+    return None
+
+
+def _bert_mask_statistics(original, inputs, chosen, vocab_size) -> str | None:
+    m = vocab_size - MLM_FIRST_ORDINARY  # ordinary ids a random draw can take
+    before, after = original[chosen], inputs[chosen]
+    shares = {
+        "<mask>": ((after == MLM_MASK_ID).double().mean().item(), 0.8),
+        "another token": (
+            ((after != MLM_MASK_ID) & (after != before)).double().mean().item(),
+            0.1 * (1 - 1 / m),
+        ),
+        "unchanged": ((after == before).double().mean().item(), 0.1 + 0.1 / m),
+    }
+    for what, (share, target) in shares.items():
+        if abs(share - target) > MLM_SHARE_TOLERANCE:
+            return (
+                f"output: share of chosen positions that became {what}: {share:.3f}, expected "
+                f"{target:.3f} +- {MLM_SHARE_TOLERANCE} (of {int(chosen.sum()):,} chosen)"
+            )
+    drawn = after[(after != MLM_MASK_ID) & (after != before)]
+    missing = sorted(set(range(MLM_FIRST_ORDINARY, vocab_size)) - set(drawn.tolist()))
+    if missing:
+        return (
+            f"output: the random replacements never took the ids {missing} (of "
+            f"{len(drawn):,} replacements): draw uniformly from {MLM_FIRST_ORDINARY} to "
+            f"{vocab_size - 1}"
+        )
+    per_position = chosen.double().sum(dim=0)  # all rows alike: <bos>, 40 tokens, <eos>
+    ordinary = (original >= MLM_FIRST_ORDINARY).all(dim=0)
+    counts = per_position[ordinary]
+    mean = counts.mean().item()
+    if (counts - mean).abs().max().item() > 0.25 * mean:
+        low, high = int(counts.min()), int(counts.max())
+        return (
+            f"output: positions are not chosen uniformly: over {original.shape[0]:,} rows a "
+            f"position was chosen between {low} and {high} times (expected about {mean:.0f} "
+            "each)"
+        )
+    return None
 
 
 q6 = Question(
     "ch07.q6",
-    "The sampling distribution: temperature and top-k",
-    reference=_reference_distribution,
-    cases=_distribution_cases,
+    "BERT's own masking: a fixed number per sequence",
+    reference=_reference_bert_mask,
+    cases=_bert_mask_cases,
     mistakes=[
         Mistake(
-            "softmax before the temperature",
-            _distribution_softmax_first,
-            "Divide the logits by the temperature and only then take the softmax; scaling "
-            "probabilities and taking a second softmax flattens everything.",
+            "Python's round(), which rounds halves to the even neighbour",
+            _mask_python_round,
+            "round(4.5) is 4 in Python; here halves go up (4.5 -> 5): use (15 * n + 50) // 100 "
+            "or math.floor(0.15 * n + 0.5).",
         ),
         Mistake(
-            "logits multiplied by the temperature instead of divided",
-            _distribution_times_temperature,
-            "A temperature above 1 must flatten the distribution: divide the logits by it.",
+            "0.15 n truncated instead of rounded",
+            _mask_truncated,
+            "int() drops the fraction (4.5 -> 4, 1.95 -> 1); round to the nearest integer, "
+            "halves up.",
         ),
         Mistake(
-            "top-k probabilities not renormalised",
-            _distribution_not_renormalised,
-            "Filter the logits (set the others to -inf) before the softmax, so the kept "
-            "probabilities add up to 1 again.",
+            "no minimum of one chosen position",
+            _mask_no_minimum,
+            "A row with at least one ordinary token gets at least one chosen position, even "
+            "when 0.15 n rounds to 0.",
         ),
         Mistake(
-            "exactly k tokens kept when several tie for the k-th place",
-            _distribution_exactly_k,
-            "Keep every token whose scaled logit is at least the k-th largest value: tied "
-            "tokens are equally likely and should be treated alike.",
+            "max_predictions ignored",
+            _mask_no_cap,
+            "No row gets more than max_predictions chosen positions (20 when not given).",
         ),
     ],
     hints=[
-        "Two steps on the logits, then one softmax: divide by the temperature, then hide "
-        "everything below the k-th best value.",
-        "torch.topk(x, k, dim=-1).values[..., -1:] is the k-th largest value of each row, "
-        "kept as a column so it broadcasts.",
-        "k = None, or k at least V, means no filtering.",
+        "Work row by row: find the positions of the ordinary tokens, compute k from their "
+        "number n, and pick k of those positions at random (a random permutation helps).",
+        "For each chosen position draw one uniform number u: u < 0.8, 0.8 <= u < 0.9 and "
+        "u >= 0.9 are the three outcomes.",
     ],
+    compare_fn=_compare_bert_mask,
+    timeout=30.0,
     kind="implement",
-    library=_library_distribution,
-    forbidden=("tfbook.generate.top_k_filter", "tfbook.generate.top_p_filter"),
+    library_note=(
+        "none: tfbook.objectives.mask_tokens chooses each position independently (probability "
+        "0.15), as Hugging Face's collator does; this is BERT's original fixed count"
+    ),
 )
 
 
