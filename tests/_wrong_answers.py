@@ -17,8 +17,9 @@ def pairs(wrong: dict) -> tuple[list, list[str]]:
     return found, [f"{qid}-{fn.__name__}" for qid, fn in found]
 
 
-def assert_rejected(qid: str, wrong) -> None:
-    """``wrong`` fails question ``qid`` and earns nothing."""
+def assert_rejected(qid: str, wrong, phrase: str = "") -> None:
+    """``wrong`` fails question ``qid``, earns nothing, and its feedback contains ``phrase``."""
     result = question(qid).evaluate(wrong)
     assert result.status != "passed", f"{qid} passed a wrong answer {wrong.__name__}"
     assert result.points == 0
+    assert phrase in result.text(), result.text()

@@ -24,9 +24,9 @@ from tfbook.exercises._engine import (
     ExerciseSet,
     Mistake,
     Result,
-    _clone,
     _run_with_timeout,
     _show,
+    failed_case_copy,
     hint_text,
     run_answer,
 )
@@ -209,14 +209,7 @@ class RemoteQuestion:
 
     def last_case(self) -> Case:
         """The inputs of the last case a check failed on (a fresh copy), as in a notebook."""
-        if self._last_case is None:
-            raise LookupError(
-                f"[{self.qid}] no failed case yet: last_case() returns the inputs of the case "
-                "a check failed on, after a check that did not pass"
-            )
-        case = self._last_case
-        args = tuple(_clone(a) for a in case.args)
-        return Case(case.name, args, {k: _clone(v) for k, v in case.kwargs.items()}, case.seed)
+        return failed_case_copy(self.qid, self._last_case)
 
     def hint(self) -> None:
         if not self.hints:

@@ -81,7 +81,15 @@ from tfbook.exercises._display import (
     hint_text,
 )
 from tfbook.exercises._drivers import DRIVERS, drive_training_step
-from tfbook.exercises._run import OUTCOME_KINDS, Case, Frozen, Outcome, _call, _clone, run_answer
+from tfbook.exercises._run import (
+    OUTCOME_KINDS,
+    Case,
+    Frozen,
+    Outcome,
+    _call,
+    failed_case_copy,
+    run_answer,
+)
 from tfbook.exercises._watch import OPERATIONS, _OneThread, describe_operation
 from tfbook.exercises._watch import _run_with_timeout as _run_with_timeout  # for the sandbox
 
@@ -277,14 +285,7 @@ class Question:
     def last_case(self) -> Case:
         """The inputs of the last case this question's check failed on (a fresh copy):
         ``case = ex.q1.last_case()``, then ``my_function(*case.args, **case.kwargs)``."""
-        if self._last_case is None:
-            raise LookupError(
-                f"[{self.qid}] no failed case yet: last_case() returns the inputs of the case "
-                "a check failed on, after a check that did not pass"
-            )
-        case = self._last_case
-        args = tuple(_clone(a) for a in case.args)
-        return Case(case.name, args, {k: _clone(v) for k, v in case.kwargs.items()}, case.seed)
+        return failed_case_copy(self.qid, self._last_case)
 
     def _rerun_text(self, name: str, case: Case) -> str:
         """How to rebuild ``case`` in the notebook: one line."""

@@ -78,6 +78,18 @@ def _clone(x: Any) -> Any:
     return copy.deepcopy(x)
 
 
+def failed_case_copy(qid: str, case: Case | None) -> Case:
+    """A fresh copy of the case a check of question ``qid`` last failed on (``last_case()``
+    in the notebook and in the grading sandbox); a clear error before any failure."""
+    if case is None:
+        raise LookupError(
+            f"[{qid}] no failed case yet: last_case() returns the inputs of the case "
+            "a check failed on, after a check that did not pass"
+        )
+    args = tuple(_clone(a) for a in case.args)
+    return Case(case.name, args, {k: _clone(v) for k, v in case.kwargs.items()}, case.seed)
+
+
 def _seed(seed: int | None) -> None:
     if seed is not None:
         torch.manual_seed(seed)
