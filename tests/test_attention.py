@@ -454,3 +454,13 @@ def test_a_replaced_projection_is_called_not_bypassed_by_the_stacked_product():
     mha.v_proj = shifted  # every value vector + 1: the output moves by out_proj(1)
     after = mha(x, x, x)[0]
     torch.testing.assert_close(after, before + mha.out_proj.weight.sum(dim=1), **TIGHT)
+
+
+def test_a_hooked_projection_is_called_not_bypassed_by_the_stacked_product():
+    mha = MultiHeadAttention(d_model=8, n_heads=2)
+    x = torch.randn(1, 4, 8)
+    seen = []
+    hook = mha.k_proj.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    mha(x, x, x)
+    hook.remove()
+    assert seen == [torch.Size([1, 4, 8])]

@@ -577,15 +577,17 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(merge_heads(heads)), weights  # (B, T_q, d_model)
 
     def _stackable(self, cache: KVCache | None) -> bool:
-        """Whether Q, K and V may come from one product: plain linear layers (a wrapped or
-        replaced projection, e.g. a LoRA adapter, is called as the module it is) and no
-        static cache."""
-        plain = all(type(m) is nn.Linear for m in (self.q_proj, self.k_proj, self.v_proj))
-        return plain and (cache is None or not cache.static)
+        """Whether Q, K and V may come from one product: plain linear layers without hooks
+        (a wrapped, replaced or hooked projection, e.g. a LoRA adapter, is called as the module
+        it is) and no static cache."""
+        layers = (self.q_proj, self.k_proj, self.v_proj)
+        plain = all(type(m) is nn.Linear for m in layers)
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in layers)
+        return plain and not hooked and (cache is None or not cache.static)
 
     def _project_stacked(self, x: Tensor) -> tuple[Tensor, ...]:
         """``(x W^Q, x W^K, x W^V)`` in one matrix product with the three weights stacked:
-        the three products of the module's own layers, in one larger (faster) kernel call."""
+        the three products of the module's own layers, in one kernel call instead of three."""
         layers = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([m.weight for m in layers])  # (3 d_model, d_model)
         bias = None if self.q_proj.bias is None else torch.cat([m.bias for m in layers])
