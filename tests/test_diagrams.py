@@ -52,6 +52,7 @@ def test_every_figure_draws_without_a_warning():
             diagrams.residual_wiring(),
             diagrams.cross_attention_flow(cfg),
             diagrams.kv_cache_growth(cfg),
+            diagrams.fine_tuning_ways(cfg),
         ]
         for fig in figures:
             fig.canvas.draw()  # renders every text: a missing glyph would warn here
@@ -175,6 +176,16 @@ def test_the_kv_cache_grows_one_column_per_step():
     assert "= (1, 8, 2, 64)" in joined(diagrams.kv_cache_growth(None, prompt_len=1, new_tokens=1))
 
 
+def test_fine_tuning_ways_counts_lora_from_the_config():
+    text = joined(diagrams.fine_tuning_ways(small(), r=4, n_classes=5))
+    assert "A: 4 × 32" in text and "B: 32 × 4" in text and "W\n32 × 32\nfrozen" in text
+    assert "trains r(d_in + d_out) = 256\ninstead of d_in·d_out = 1,024" in text
+    assert "trained: the head: 165" in text  # 5 x (32 + 1)
+    assert "pre-trained body\n2 layers" in text and "task head (5 classes)" in text
+    default = joined(diagrams.fine_tuning_ways())
+    assert "2,048" in default and "16,384" in default and "4 layers" in default
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match="cfg must be a TransformerConfig .* without d_model"):
         diagrams.multi_head_split(SimpleNamespace(n_heads=4))
@@ -184,3 +195,5 @@ def test_bad_arguments_are_named():
         diagrams.kv_cache_growth(small(), prompt_len=0)
     with pytest.raises(TypeError, match="source_len must be an int"):
         diagrams.cross_attention_flow(small(), source_len=2.5)
+    with pytest.raises(ValueError, match="r must be an int in \\[1, 32\\], got 33"):
+        diagrams.fine_tuning_ways(small(), r=33)

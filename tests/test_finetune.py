@@ -91,6 +91,21 @@ def test_tag_line_on_a_hand_checked_line_of_macbeth(folder):
     assert tasks.tag_line("MACBETH's heart; macbeth", ("Macbeth",)) == [1] + [2] * 6 + [0] * 17
 
 
+def test_capitalised_words_rule_on_hand_checked_lines():
+    def tags(line):
+        return "".join(tasks.TAGS[t] for t in tasks.capitalised_words(line))
+
+    # the first word, "I" and "O" are never names; a possessive 's is left out; inner
+    # apostrophes stay in the word; lower-case words are not names
+    assert tags("Macbeth doth murder sleep") == "O" * 25
+    assert tags("O Banquo, I am") == "OOBIIIIIOOOOOO"
+    assert tags("and Duncan's horses") == "OOOOBIIIIIOOOOOOOOO"
+    assert tags("hail to thee, Thane o' Cawdor") == "O" * 14 + "BIIII" + "OOOO" + "BIIIII"
+    assert tasks.capitalised_words("") == []
+    with pytest.raises(TypeError, match="line must be a str"):
+        tasks.capitalised_words(["Macbeth"])
+
+
 def test_abbreviated_headings_leave_a_play_out_of_tagging(folder, tagging):
     hamlet = tasks.read_play(folder, "hamlet")  # headings "Ham.", "Hor.": no names given
     assert tasks.names_cover(hamlet, tasks.play_names(hamlet)) < 0.5

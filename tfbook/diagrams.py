@@ -17,7 +17,9 @@ Public API, one function per figure, each returning a matplotlib ``Figure``:
 - :func:`cross_attention_flow`: queries from the decoder, keys and values from the encoder
   (chapter 6);
 - :func:`kv_cache_growth`: the KV cache filled by the prompt, then one column per step
-  (chapter 7).
+  (chapter 7);
+- :func:`fine_tuning_ways`: full fine-tuning, a frozen body and LoRA side by side, with one
+  adapted projection enlarged (chapter 9).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "residual_wiring",
     "cross_attention_flow",
     "kv_cache_growth",
+    "fine_tuning_ways",
 ]
 
 #: kind of block -> (edge colour, fill colour); edges from the Okabe and Ito palette.
@@ -681,5 +684,119 @@ def kv_cache_growth(
         ha="center",
         va="bottom",
         fontsize=9,
+    )
+    return fig
+
+
+_FROZEN = ("#8C8C8C", "#E6E6E6")  # edge, fill of a block whose weights do not change
+
+
+def _box(ax, x, y, w, h, colors, text, size=9.5, hatch=None):
+    """A rounded block centred at ``(x, y)`` in ``colors`` (edge, fill) with ``text``."""
+    edge, fill = colors
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0,rounding_size=0.12",
+            fc=fill,
+            ec=edge,
+            lw=1.6,
+            hatch=hatch,
+            zorder=3,
+        )
+    )
+    draw.fit(ax.text(x, y, text, ha="center", va="center", fontsize=size, zorder=4), w)
+
+
+def fine_tuning_ways(cfg: object | None = None, r: int = 8, n_classes: int = 3) -> Figure:
+    """Three ways to fine-tune a pre-trained body with a task head, and one LoRA layer.
+
+    Grey blocks keep their pre-trained weights, coloured ones are trained. Full fine-tuning
+    trains everything; the frozen body trains only the head; LoRA freezes every pre-trained
+    weight and trains, beside each adapted projection ``W`` (``d_model x d_model``), two thin
+    matrices ``A`` (``r x d_model``) and ``B`` (``d_model x r``, zero at the start) whose
+    product, scaled by ``alpha / r``, is added to ``W``'s output. The numbers are read from
+    ``cfg``.
+
+    Args:
+        cfg: anything with ``d_model``, ``n_heads`` and ``n_layers`` (``None``: chapter 8's
+            GPT, 128 wide with 4 layers).
+        r: the adapters' rank.
+        n_classes: the head's outputs ``C``.
+
+    Returns:
+        The figure, 6.7 inches wide.
+    """
+    s = draw.sizes(SimpleNamespace(d_model=128, n_heads=4, n_layers=4) if cfg is None else cfg)
+    r = check.int_in("r", r, 1, s.d_model)
+    n_classes = check.positive_int("n_classes", n_classes)
+    trained = BLOCK_COLORS["attention"]
+    width, height = 17.0, 9.4
+    fig, ax = draw.canvas(width, height, draw.BOOK_WIDTH / width)
+    panels = (
+        ("full fine-tuning", trained, trained, "every weight"),
+        ("frozen body + head", _FROZEN, trained, f"the head: {n_classes * (s.d_model + 1):,}"),
+        ("LoRA", _FROZEN, trained, "A, B and the head"),
+    )
+    for i, (title, body, head, what) in enumerate(panels):
+        x = 1.75 + i * 3.75
+        ax.text(x, 9.2, title, ha="center", va="top", fontsize=10.5)
+        ax.text(x, 0.1, f"trained: {what}", ha="center", va="bottom", fontsize=8.5)
+        ax.text(x, 1.05, "token ids", ha="center", va="center", fontsize=9)
+        draw.arrow(ax, (x, 1.3), (x, 1.75))
+        _box(ax, x, 3.75, 2.9, 4.0, body, f"pre-trained body\n{s.n_layers} layers")
+        if i == 2:  # one adapter beside each layer's projections
+            for k in range(s.n_layers):
+                y = 2.15 + (k + 0.5) * 3.2 / s.n_layers
+                ax.add_patch(
+                    Rectangle((x + 1.5, y - 0.16), 0.3, 0.32, fc=trained[0], ec="#333333", lw=0.8)
+                )
+        draw.arrow(ax, (x, 5.75), (x, 6.25))
+        _box(ax, x, 6.7, 2.9, 0.9, head, f"task head ({n_classes} classes)")
+        draw.arrow(ax, (x, 7.15), (x, 7.65))
+        ax.text(x, 7.9, "logits", ha="center", va="center", fontsize=9)
+    for k, (colors, label) in enumerate(((_FROZEN, "kept frozen"), (trained, "trained"))):
+        ax.add_patch(Rectangle((0.3 + 3.2 * k, 8.35), 0.4, 0.3, fc=colors[1], ec=colors[0]))
+        ax.text(0.85 + 3.2 * k, 8.5, label, ha="left", va="center", fontsize=8.5)
+    # the LoRA layer, enlarged
+    x0, xc = 11.75, 14.45
+    ax.plot([9.25 + 0.3, x0], [4.4, 7.5], color="#999999", lw=0.8, ls="--", zorder=1)
+    ax.plot([9.25 + 0.3, x0], [4.05, 1.3], color="#999999", lw=0.8, ls="--", zorder=1)
+    ax.add_patch(Rectangle((x0, 1.3), 5.4, 6.2, fc="#FAFAFA", ec="#999999", lw=0.8, zorder=0))
+    ax.text(xc, 9.2, "one adapted projection", ha="center", va="top", fontsize=10.5)
+    d = s.d_model
+    ax.text(
+        xc,
+        1.6,
+        f"x: {draw.shape('...', d)}",
+        ha="center",
+        va="center",
+        fontsize=8.5,
+        family=draw.MONO,
+    )
+    xw, xa = x0 + 1.35, x0 + 4.05
+    draw.path(ax, [(xc, 1.8), (xc, 2.05), (xw, 2.05), (xw, 2.5)])
+    draw.path(ax, [(xc, 2.05), (xa, 2.05), (xa, 2.5)])
+    _box(ax, xw, 3.9, 2.1, 2.8, _FROZEN, f"W\n{d} × {d}\nfrozen", size=9)
+    for y, text in ((2.5, f"A: {r} × {d}"), (3.5, f"B: {d} × {r}")):
+        ax.add_patch(Rectangle((xa - 0.8, y), 1.6, 0.6, fc=trained[1], ec=trained[0], lw=1.4))
+        draw.fit(ax.text(xa, y + 0.3, text, ha="center", va="center", fontsize=8.5), 1.6)
+    draw.arrow(ax, (xa, 3.1), (xa, 3.5))
+    ax.text(xa, 4.35, "starts at 0", ha="center", va="center", fontsize=7.5, color="#555555")
+    draw.path(ax, [(xa, 4.6), (xa, 6.0), (xc + 0.17, 6.0)])
+    ax.text(xa + 0.1, 5.3, "× α/r", ha="left", va="center", fontsize=8.5)
+    draw.path(ax, [(xw, 5.3), (xw, 6.0), (xc - 0.17, 6.0)])
+    draw.plus(ax, xc, 6.0)
+    draw.arrow(ax, (xc, 6.17), (xc, 6.8))
+    ax.text(xc, 7.05, "y", ha="center", va="center", fontsize=9.5)
+    ax.text(
+        xc,
+        0.1,
+        f"trains r(d_in + d_out) = {r * 2 * d:,}\ninstead of d_in·d_out = {d * d:,}",
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
     )
     return fig

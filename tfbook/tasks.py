@@ -41,7 +41,9 @@ Public API:
 - :class:`Speech` and :func:`parse_play` ``(text)``: a play's speeches (speaker, lines).
 - :func:`play_names` ``(speeches)``: the character names its headings give;
   :func:`names_cover` ``(speeches, names)``: the share of speeches whose speaker is named.
-- :func:`tag_line` ``(line, names)``: the ``B``/``I``/``O`` tag ids of every character.
+- :func:`tag_line` ``(line, names)``: the ``B``/``I``/``O`` tag ids of every character;
+  :func:`capitalised_words` ``(line)``: the same from a rule (every capitalised word but the
+  first), the baseline a tagger must beat.
 - :func:`read_play` ``(folder, play)``: parse one play of a corpus folder.
 - :func:`genre_task` ``(folder, ...)`` and :func:`name_tagging_task` ``(folder, ...)``: a
   :class:`TaskSplit` of training and test examples.
@@ -70,6 +72,7 @@ __all__ = [
     "play_names",
     "names_cover",
     "tag_line",
+    "capitalised_words",
     "read_play",
     "genre_task",
     "name_tagging_task",
@@ -318,6 +321,37 @@ def tag_line(line: str, names: tuple[str, ...] | list[str]) -> list[int]:
     for match in _names_pattern(tuple(names)).finditer(line):
         tags[match.start()] = 1
         tags[match.start() + 1 : match.end()] = [2] * (match.end() - match.start() - 1)
+    return tags
+
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+
+
+def capitalised_words(line: str) -> list[int]:
+    """``B``/``I``/``O`` tags from a rule, not a model: every capitalised word is a name.
+
+    The baseline a tagger has to beat. A word (letters, with inner apostrophes; a possessive
+    ``'s`` left out) is tagged as a name when its first letter is a capital, except the
+    line's first word (verse capitalises it whatever it is) and the pronouns ``I`` and ``O``.
+
+    Args:
+        line: a line of text.
+
+    Example:
+        >>> line = "Hail, Macbeth! Banquo's here, I say"
+        >>> "".join(TAGS[t] for t in capitalised_words(line))
+        'OOOOOOBIIIIIIOOBIIIIIOOOOOOOOOOOOOO'
+    """
+    if not isinstance(line, str):
+        raise TypeError(f"line must be a str, got {type(line).__name__}")
+    tags = [0] * len(line)
+    for i, match in enumerate(_WORD.finditer(line)):
+        word = match.group()
+        end = match.end() - 2 if word.endswith("'s") else match.end()
+        if i == 0 or not word[0].isupper() or word in ("I", "O"):
+            continue
+        tags[match.start()] = 1
+        tags[match.start() + 1 : end] = [2] * (end - match.start() - 1)
     return tags
 
 

@@ -43,7 +43,7 @@ __all__ = [
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-BOOK_RUNS: tuple[str, ...] = ("gpt-char", "gpt-bpe", "numbers", "ladder")
+BOOK_RUNS: tuple[str, ...] = ("gpt-char", "gpt-bpe", "numbers", "ladder", "finetune")
 MODEL_WEIGHTS = "model.pt"
 #: What a checkpoint of tfbook.run says it is (its ``"kind"``).
 KIND = "tfbook.run.gpt"

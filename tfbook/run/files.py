@@ -252,9 +252,9 @@ def book_run(name: str) -> Path:
     wherever ``tfbook`` is installed, whatever its working folder.
 
     Args:
-        name: ``"gpt-char"``, ``"gpt-bpe"``, ``"numbers"`` or ``"ladder"`` (the rung logs of
-            :mod:`tfbook.ablation`), or ``"."`` for the folder holding them and the benchmark
-            results.
+        name: ``"gpt-char"``, ``"gpt-bpe"``, ``"numbers"``, ``"ladder"`` (the rung logs of
+            :mod:`tfbook.ablation`) or ``"finetune"`` (chapter 9's tagger and measurements),
+            or ``"."`` for the folder holding them and the benchmark results.
 
     Raises:
         FileNotFoundError: no such run; the message lists the runs there are.
