@@ -22,7 +22,7 @@ help:
 	@echo "make browser-test  load every built page in headless Chromium, offline"
 	@echo "make bench         benchmarks against PyTorch and Hugging Face peers (prints ratios; JSON in tfbook/data/capstone/)"
 	@echo "make corpus        download and verify the capstone corpus (Shakespeare) into ~/.cache/tfbook"
-	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers, ablation ladder) -> tfbook/data/capstone/"
+	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers, ablation ladder, fine-tuning curve) -> tfbook/data/capstone/"
 	@echo "make clean         remove _build and caches (keeps .venv)"
 
 # Set-up: re-installs only when requirements.txt or pyproject.toml changed.
@@ -113,12 +113,14 @@ corpus: $(STAMP)
 
 # The capstone's training runs (chapter 8), from scratch, into the package (tfbook.run.book_run).
 # Each folder keeps config.json, log.jsonl, tokenizer.json, samples.txt and model.pt (committed);
-# the checkpoints are deleted at the end. About 10 minutes on 2 quiet cores.
+# the checkpoints are deleted at the end. About 10 minutes on 2 quiet cores, plus the
+# fine-tuning curve of chapter 9 (24 runs of 120 steps on one thread: 6.5 min of CPU).
 capstone: corpus
 	$(BIN)/tfbook train gpt --tokenizer char --sample-every 250 --out tfbook/data/capstone/gpt-char --overwrite
 	$(BIN)/tfbook train gpt --tokenizer bpe --out tfbook/data/capstone/gpt-bpe --overwrite
 	$(BIN)/tfbook train numbers --out tfbook/data/capstone/numbers
 	$(BIN)/python -m tfbook.ablation --threads 1 --out tfbook/data/capstone/ladder
+	$(BIN)/python benchmarks/finetune_curve.py --threads 1 --json tfbook/data/capstone/finetune/curve.json
 	rm -f tfbook/data/capstone/*/checkpoint*.pt  # the package keeps model.pt, not the resume state
 
 student: $(STAMP)

@@ -32,12 +32,22 @@ Public API:
 - :func:`fine_tune` ``(model, ids, labels, ...)``: AdamW on the trainable parameters, the
   per-step losses; :func:`predict` and :func:`accuracy`; :func:`name_f1`: F1 of the name
   characters of a tagging.
+- The shipped measurements (``make capstone``, ``benchmarks/finetune_curve.py``):
+  :func:`read_curve` ``(path)``, :func:`label_curve_points` ``(curve, way)``,
+  :func:`plot_label_curve` ``(curve, ax)`` (test F1 against labelled lines, pre-trained vs
+  scratch), :func:`cost_rows` ``(curve)`` (score, trainable share, time and bytes of each
+  way); :func:`capital_rule` ``(line)``, the tagging rule that needs no training;
+  :func:`saved_activation_bytes` ``(model, ids)``: the memory autograd keeps for a backward pass.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +74,13 @@ __all__ = [
     "predict",
     "accuracy",
     "name_f1",
+    "capital_rule",
+    "CURVE_WAYS",
+    "read_curve",
+    "label_curve_points",
+    "plot_label_curve",
+    "cost_rows",
+    "saved_activation_bytes",
 ]
 
 #: How :class:`SequenceClassifier` turns ``(B, T, d_model)`` into one vector per sequence.
@@ -598,3 +615,288 @@ def name_f1(predicted: Tensor, gold: Tensor) -> float:
     hits = (p & g).sum().item()
     denominator = p.sum().item() + g.sum().item()
     return round(2 * hits / denominator, 12) if denominator else 0.0
+
+
+# ------------------------------------------------------------------ the shipped measurements
+
+_RULE_WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+
+
+def capital_rule(line: str) -> list[int]:
+    """Tag ids by a rule that needs no training: a capitalised word is a name.
+
+    Every word (letters, joined by hyphens) that starts with a capital letter and is not the
+    line's first word (a verse line always starts with one) is tagged ``B`` then ``I``, except
+    the one-letter words *I* and *O*; every other character is ``O``. A reference score for
+    the tagging task: what a model must beat to have learnt more than capitals.
+
+    Example:
+        >>> from tfbook.tasks import TAGS
+        >>> "".join(TAGS[t] for t in capital_rule("Go, I say, to Banquo and Fleance."))
+        'OOOOOOOOOOOOOOBIIIIIOOOOOBIIIIIIO'
+    """
+    if not isinstance(line, str):
+        raise TypeError(f"line must be a str, got {type(line).__name__}")
+    tags = [0] * len(line)
+    for i, word in enumerate(_RULE_WORD.finditer(line)):
+        if i > 0 and word.group()[0].isupper() and word.group() not in ("I", "O"):
+            tags[word.start()] = 1
+            tags[word.start() + 1 : word.end()] = [2] * (word.end() - word.start() - 1)
+    return tags
+
+
+#: The ways of :func:`read_curve`'s ``cost`` records, in the order of the table.
+CURVE_WAYS = ("full", "frozen", "lora", "scratch")
+_CURVE_KEYS = (
+    "run",
+    "task",
+    "references",
+    "steps",
+    "batch_size",
+    "lr",
+    "lora",
+    "cost_count",
+    "curve",
+    "cost",
+    "machine",
+)
+_RECORD_KEYS = (
+    "train_lines",
+    "way",
+    "seed",
+    "test_f1",
+    "test_accuracy",
+    "seconds_per_step",
+    "trainable",
+    "total",
+)
+_COST_KEYS = ("weight_bytes", "gradient_bytes", "adamw_state_bytes", "activation_bytes")
+
+
+def _shipped_curve() -> Path:
+    return Path(str(resources.files("tfbook") / "data" / "capstone" / "finetune" / "curve.json"))
+
+
+def _check_curve(curve: object) -> dict:
+    if not isinstance(curve, dict):
+        raise TypeError(f"curve must be the dict read_curve() returns, got {type(curve).__name__}")
+    missing = [k for k in _CURVE_KEYS if k not in curve]
+    if missing:
+        raise ValueError(f"curve must hold the keys {list(_CURVE_KEYS)}, got one without {missing}")
+    for part, keys in (("curve", _RECORD_KEYS), ("cost", _RECORD_KEYS + _COST_KEYS)):
+        records = curve[part]
+        if not isinstance(records, list) or not records:
+            raise ValueError(
+                f"curve[{part!r}] must be a non-empty list of records, got {records!r}"
+            )
+        for i, record in enumerate(records):
+            lacking = [k for k in keys if not isinstance(record, dict) or k not in record]
+            if lacking:
+                raise ValueError(
+                    f"curve[{part!r}][{i}] must hold the keys {list(keys)}, got one without "
+                    f"{lacking}"
+                )
+    ways = {r["way"] for r in curve["curve"]}
+    if ways != {"full", "scratch"}:
+        raise ValueError(f"curve['curve'] must hold the ways full and scratch, got {sorted(ways)}")
+    return curve
+
+
+def read_curve(path: str | Path | None = None) -> dict:
+    """The measurements of ``benchmarks/finetune_curve.py``: label curve and cost of each way.
+
+    The book ships one run (``make capstone`` writes it): name tagging
+    (:func:`tfbook.tasks.name_tagging_task`) with chapter 8's character GPT, F1 of the name
+    characters on 400 lines of the held-out plays.
+
+    Args:
+        path: a JSON file the benchmark wrote; default the shipped
+            ``tfbook/data/capstone/finetune/curve.json``.
+
+    Returns:
+        A dict: ``curve`` (records of ``train_lines``, ``way`` ``"full"`` or ``"scratch"``,
+        ``seed``, ``test_f1``, ...), ``cost`` (the same at ``cost_count`` lines for every way
+        of :data:`CURVE_WAYS`, with ``trainable``, ``total``, ``seconds_per_step`` and the bytes
+        of weights, gradients, AdamW state and saved activations), ``references`` (F1 of
+        tagging every character, and of :func:`capital_rule`), the settings and ``machine``.
+
+    Raises:
+        FileNotFoundError: no such file (the message says how to make it).
+        ValueError: the file lacks a key of the schema.
+
+    Example:
+        >>> curve = read_curve()
+        >>> curve["task"]["test_lines"], sorted({r["way"] for r in curve["curve"]})
+        (400, ['full', 'scratch'])
+    """
+    path = _shipped_curve() if path is None else path
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or Path to a JSON file, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"path must be a JSON file of benchmarks/finetune_curve.py, got {path}, which does "
+            "not exist: make capstone writes it"
+        )
+    return _check_curve(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return sum(values) / len(values), min(values), max(values)
+
+
+def label_curve_points(curve: dict, way: str) -> list[tuple[int, float, float, float]]:
+    """``(train_lines, mean, min, max)`` of the test F1 over the seeds, for one way.
+
+    Args:
+        curve: what :func:`read_curve` returns.
+        way: ``"full"`` (pre-trained, fine-tuned in full) or ``"scratch"``.
+
+    Example:
+        >>> points = label_curve_points(read_curve(), "full")
+        >>> [n for n, *_ in points]
+        [25, 100, 400]
+    """
+    curve = _check_curve(curve)
+    way = check.one_of("way", way, ("full", "scratch"))
+    counts = sorted({r["train_lines"] for r in curve["curve"]})
+    points = []
+    for n in counts:
+        f1 = [r["test_f1"] for r in curve["curve"] if r["way"] == way and r["train_lines"] == n]
+        points.append((n, *_spread(f1)))
+    return points
+
+
+def plot_label_curve(curve: dict, ax=None):
+    """Test F1 against the number of labelled lines: pre-trained vs the same GPT from scratch.
+
+    One line per way through the mean over the seeds, a band from the lowest to the highest
+    seed, on a logarithmic x axis; dashed horizontal lines for the two references that need no
+    training (tagging every character as a name, and :func:`capital_rule`).
+
+    Args:
+        curve: what :func:`read_curve` returns.
+        ax: a matplotlib ``Axes`` to draw on (default: a new figure).
+
+    Returns:
+        The ``Figure``.
+
+    Example:
+        >>> fig = plot_label_curve(read_curve())
+        >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
+        ['pre-trained GPT, fine-tuned', 'same GPT from scratch']
+    """
+    curve = _check_curve(curve)
+    import matplotlib.pyplot as plt
+
+    from tfbook.plotting import COLORS, plain_log_ticks
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+    seeds = len({r["seed"] for r in curve["curve"]})
+    for way, label, color in (
+        ("full", "pre-trained GPT, fine-tuned", COLORS[0]),
+        ("scratch", "same GPT from scratch", COLORS[1]),
+    ):
+        n, mean, low, high = zip(*label_curve_points(curve, way), strict=True)
+        ax.plot(n, mean, "o-", color=color, label=label)
+        ax.fill_between(n, low, high, color=color, alpha=0.2, lw=0)
+    refs = curve["references"]
+    ax.axhline(refs["capital_rule"], ls="--", color="0.3", label="rule: capitalised word")
+    ax.axhline(refs["every_character"], ls=":", color="0.5", label="every character a name")
+    ax.set_xscale("log")
+    plain_log_ticks(ax, "x")
+    ax.set_xticks(sorted({r["train_lines"] for r in curve["curve"]}))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("labelled training lines")
+    ax.set_ylabel("name F1 on held-out plays")
+    ax.set_title(f"Name tagging: mean and range over {seeds} seeds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax.figure
+
+
+def cost_rows(curve: dict) -> list[dict]:
+    """One row per way of fine-tuning at the shipped label count, in :data:`CURVE_WAYS` order.
+
+    Each row: ``way``, ``f1_mean``, ``f1_min``, ``f1_max`` (over the seeds), ``vs_full``
+    (mean F1 minus full fine-tuning's), ``trainable``, ``total``, ``trainable_share``,
+    ``seconds_per_step`` (mean), ``training_bytes`` (gradients plus AdamW's two moments, for
+    the trainable parameters only) and ``activation_bytes`` (kept for the backward pass of one
+    batch).
+
+    Args:
+        curve: what :func:`read_curve` returns.
+
+    Example:
+        >>> rows = cost_rows(read_curve())
+        >>> [row["way"] for row in rows]
+        ['full', 'frozen', 'lora', 'scratch']
+        >>> rows[0]["trainable_share"]
+        1.0
+    """
+    curve = _check_curve(curve)
+    records = curve["cost"]
+    ways = [w for w in CURVE_WAYS if any(r["way"] == w for r in records)]
+    if "full" not in ways:
+        raise ValueError("curve['cost'] must hold records of the way 'full', got none")
+    rows = []
+    for way in ways:
+        mine = [r for r in records if r["way"] == way]
+        mean, low, high = _spread([r["test_f1"] for r in mine])
+        first = mine[0]
+        rows.append(
+            {
+                "way": way,
+                "f1_mean": mean,
+                "f1_min": low,
+                "f1_max": high,
+                "trainable": first["trainable"],
+                "total": first["total"],
+                "trainable_share": first["trainable"] / first["total"],
+                "seconds_per_step": _spread([r["seconds_per_step"] for r in mine])[0],
+                "training_bytes": first["gradient_bytes"] + first["adamw_state_bytes"],
+                "activation_bytes": first["activation_bytes"],
+            }
+        )
+    full = rows[0]["f1_mean"]
+    for row in rows:
+        row["vs_full"] = row["f1_mean"] - full
+    return rows
+
+
+def saved_activation_bytes(model: nn.Module, ids: Tensor) -> int:
+    """Bytes of the tensors autograd keeps from ``model(ids)`` for the backward pass.
+
+    Every tensor a layer saves for its gradient is counted once (``saved_tensors_hooks``),
+    except the model's own parameters, which exist whether or not it trains. A frozen body
+    keeps nothing for a head trained on top of it; full fine-tuning and LoRA keep the
+    activations of every layer, because the gradient must flow back through them. The model
+    is run in ``train()`` mode and left in ``eval()`` mode.
+
+    Example:
+        >>> from tfbook.model import TransformerConfig
+        >>> cfg = TransformerConfig(vocab_size=10, d_model=16, n_heads=4, d_ff=32, n_layers=2)
+        >>> ids = torch.full((2, 8), 5)
+        >>> frozen = TokenTagger(freeze(GPTBody(GPT(cfg))), n_tags=3)
+        >>> saved_activation_bytes(frozen, ids)  # the head's input only: 2 x 8 x 16 floats
+        1024
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    ids = check.tensor("ids", ids)
+    params = {p.data_ptr() for p in model.parameters()}
+    saved: dict[tuple[int, int], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.data_ptr() not in params:
+            saved[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(ids)
+    finally:
+        model.eval()
+    return sum(saved.values())
