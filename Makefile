@@ -22,7 +22,7 @@ help:
 	@echo "make browser-test  load every built page in headless Chromium, offline"
 	@echo "make bench         benchmarks against PyTorch and Hugging Face peers (prints ratios; JSON in tfbook/data/capstone/)"
 	@echo "make corpus        download and verify the capstone corpus (Shakespeare) into ~/.cache/tfbook"
-	@echo "make capstone      the capstone's training runs (GPT char + BPE, Korean numbers, ablation ladder, fine-tuning curve) -> tfbook/data/capstone/"
+	@echo "make capstone      the training runs (GPT char + BPE, Korean numbers, ablation ladder, ch. 9 tagger and curve) -> tfbook/data/capstone/"
 	@echo "make clean         remove _build and caches (keeps .venv)"
 
 # Set-up: re-installs only when requirements.txt or pyproject.toml changed.
@@ -120,6 +120,7 @@ capstone: corpus
 	$(BIN)/tfbook train gpt --tokenizer bpe --out tfbook/data/capstone/gpt-bpe --overwrite
 	$(BIN)/tfbook train numbers --out tfbook/data/capstone/numbers
 	$(BIN)/python -m tfbook.ablation --threads 1 --out tfbook/data/capstone/ladder
+	$(BIN)/python benchmarks/finetune_tagger.py --out tfbook/data/capstone/finetune
 	$(BIN)/python benchmarks/finetune_curve.py --threads 1 --json tfbook/data/capstone/finetune/curve.json
 	rm -f tfbook/data/capstone/*/checkpoint*.pt  # the package keeps model.pt, not the resume state
 

@@ -27,7 +27,7 @@ Two parts, written to one JSON file (``make capstone``):
 
 Two references that need no training are stored with them: tagging every character as a name,
 and the rule "a capitalised word that is not the line's first word is a name"
-(:func:`tfbook.finetune.capital_rule`).
+(:func:`tfbook.tasks.capitalised_words`).
 
     python benchmarks/finetune_curve.py --json tfbook/data/capstone/finetune/curve.json
 
@@ -130,14 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = fetch_shakespeare()
     split = test_split(folder)
     x_test, y_test = _encode(tokenizer, split.test, length)
+    rule = [tasks.capitalised_words(line) for line, _ in split.test]
     references = {
         "every_character": round(ft.name_f1(torch.ones_like(y_test), y_test), 4),
-        "capital_rule": round(
-            ft.name_f1(
-                ft.encode_tags([ft.capital_rule(line) for line, _ in split.test], length), y_test
-            ),
-            4,
-        ),
+        "capital_rule": round(ft.name_f1(ft.encode_tags(rule, length), y_test), 4),
     }
     curve, cost = [], []
     counts = sorted(set(args.counts) | {args.cost_count})

@@ -132,7 +132,7 @@ def test_references_are_what_the_rule_gives_on_the_test_lines(curve, gpt, bench)
     split = bench.test_split(fetch_shakespeare())
     assert list(split.test_plays) == curve["task"]["test_plays"]
     gold = ft.encode_tags([tags for _, tags in split.test], cfg.context)
-    rule = ft.encode_tags([ft.capital_rule(line) for line, _ in split.test], cfg.context)
+    rule = ft.encode_tags([tasks.capitalised_words(line) for line, _ in split.test], cfg.context)
     refs = curve["references"]
     assert refs["capital_rule"] == round(ft.name_f1(rule, gold), 4)
     assert refs["every_character"] == round(ft.name_f1(torch.ones_like(gold), gold), 4)
@@ -270,16 +270,6 @@ def test_curve_functions_refuse_a_bad_curve_by_name(curve):
         ft.cost_rows(no_full)
 
 
-def test_capital_rule_and_activation_bytes_bad_input():
-    with pytest.raises(TypeError, match="line must be a str, got list"):
-        ft.capital_rule(["Banquo"])
+def test_activation_bytes_bad_input():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
         ft.saved_activation_bytes("gpt", torch.zeros(1, 1, dtype=torch.long))
-
-
-def test_capital_rule_tags_capitalised_words_after_the_first():
-    line = "Thou art Macbeth, and I am O'er-joyed by Lady Macbeth"
-    tags = ft.capital_rule(line)
-    marked = [line[i] for i, t in enumerate(tags) if t == 1]
-    assert marked == ["M", "L", "M"]  # not Thou (the first word), I, nor the O of O'er
-    assert len(tags) == len(line) and set(tags) == {0, 1, 2}

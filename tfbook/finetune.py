@@ -36,7 +36,7 @@ Public API:
   :func:`read_curve` ``(path)``, :func:`label_curve_points` ``(curve, way)``,
   :func:`plot_label_curve` ``(curve, ax)`` (test F1 against labelled lines, pre-trained vs
   scratch), :func:`cost_rows` ``(curve)`` (score, trainable share, time and bytes of each
-  way); :func:`capital_rule` ``(line)``, the tagging rule that needs no training;
+  way); :func:`tfbook.tasks.capitalised_words` ``(line)``, the tagging rule that needs no training;
   :func:`saved_activation_bytes` ``(model, ids)``: the memory autograd keeps for a backward pass.
 """
 
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -74,7 +73,6 @@ __all__ = [
     "predict",
     "accuracy",
     "name_f1",
-    "capital_rule",
     "CURVE_WAYS",
     "read_curve",
     "label_curve_points",
@@ -619,31 +617,6 @@ def name_f1(predicted: Tensor, gold: Tensor) -> float:
 
 # ------------------------------------------------------------------ the shipped measurements
 
-_RULE_WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
-
-
-def capital_rule(line: str) -> list[int]:
-    """Tag ids by a rule that needs no training: a capitalised word is a name.
-
-    Every word (letters, joined by hyphens) that starts with a capital letter and is not the
-    line's first word (a verse line always starts with one) is tagged ``B`` then ``I``, except
-    the one-letter words *I* and *O*; every other character is ``O``. A reference score for
-    the tagging task: what a model must beat to have learnt more than capitals.
-
-    Example:
-        >>> from tfbook.tasks import TAGS
-        >>> "".join(TAGS[t] for t in capital_rule("Go, I say, to Banquo and Fleance."))
-        'OOOOOOOOOOOOOOBIIIIIOOOOOBIIIIIIO'
-    """
-    if not isinstance(line, str):
-        raise TypeError(f"line must be a str, got {type(line).__name__}")
-    tags = [0] * len(line)
-    for i, word in enumerate(_RULE_WORD.finditer(line)):
-        if i > 0 and word.group()[0].isupper() and word.group() not in ("I", "O"):
-            tags[word.start()] = 1
-            tags[word.start() + 1 : word.end()] = [2] * (word.end() - word.start() - 1)
-    return tags
-
 
 #: The ways of :func:`read_curve`'s ``cost`` records, in the order of the table.
 CURVE_WAYS = ("full", "frozen", "lora", "scratch")
@@ -718,7 +691,8 @@ def read_curve(path: str | Path | None = None) -> dict:
         ``seed``, ``test_f1``, ...), ``cost`` (the same at ``cost_count`` lines for every way
         of :data:`CURVE_WAYS`, with ``trainable``, ``total``, ``seconds_per_step`` and the bytes
         of weights, gradients, AdamW state and saved activations), ``references`` (F1 of
-        tagging every character, and of :func:`capital_rule`), the settings and ``machine``.
+        tagging every character, and of :func:`tfbook.tasks.capitalised_words`), the settings
+        and ``machine``.
 
     Raises:
         FileNotFoundError: no such file (the message says how to make it).
@@ -772,7 +746,7 @@ def plot_label_curve(curve: dict, ax=None):
 
     One line per way through the mean over the seeds, a band from the lowest to the highest
     seed, on a logarithmic x axis; dashed horizontal lines for the two references that need no
-    training (tagging every character as a name, and :func:`capital_rule`).
+    training (tagging every character as a name, and :func:`tfbook.tasks.capitalised_words`).
 
     Args:
         curve: what :func:`read_curve` returns.
