@@ -1,0 +1,329 @@
+"""Plausible wrong answers to the questions that replaced the last re-typing questions: every
+one must be rejected, with the message a student would need.
+
+Each question here asks for something its chapter does not print (GELU's slope without
+autograd, RMSNorm, the parallel block of GPT-J and PaLM, ...), so it cannot be answered by
+copying code from above it. The wrong answers are written as a student would write them: a
+finite difference instead of the formula, a constant rounded or cast to float32, eps in the
+wrong place or with the wrong default, the wrong axis, an in-place update of the input, a
+block wired one step off. Each entry names a part of the feedback that must appear (the named
+mistake, or the comparison's own line when no known mistake matches). Same path as
+tests/test_wrong_answers.py: ``Question.evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _wrong_answers import assert_rejected
+from torch import nn
+
+from tfbook.attention import SelfAttention, causal_mask
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.norm import LayerNorm
+
+# --------------------------------------------------------------------------- 5.2 GELU's slope
+
+
+def _own_gelu(x):
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_grad_central_difference(x):
+    h = 1e-5
+    return (_own_gelu(x + h) - _own_gelu(x - h)) / (2 * h)
+
+
+def _gelu_grad_forward_difference(x):
+    h = 1e-7
+    return (_own_gelu(x + h) - _own_gelu(x)) / h
+
+
+def _gelu_grad_in_float32(x):
+    z = x.float()  # "float32 is enough for a slope"
+    cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    return (cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)).double()
+
+
+def _gelu_grad_sigmoid_cdf(x):
+    cdf = torch.sigmoid(1.702 * x)  # the quick approximation of Phi, exact density
+    return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_grad_exp_minus_x_squared(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return cdf + x * torch.exp(-(x**2)) / math.sqrt(2.0 * math.pi)  # the 1/2 lost
+
+
+def _gelu_grad_pi_rounded(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / 1.4142))
+    return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2.0 * 3.14159)
+
+
+def _gelu_grad_density_without_x(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return cdf + torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # Phi + phi
+
+
+def _gelu_grad_roles_swapped(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return x * cdf + torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # x Phi + phi
+
+
+def _gelu_grad_clamped(x):
+    z = x.clamp(-5.0, 5.0)  # "to keep exp from underflowing"
+    cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    return cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_grad_in_place(x):
+    density = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return x.mul_(density).add_(cdf)  # right values, written into the caller's tensor
+
+
+def _gelu_grad_rounded_constant(x):
+    cdf = torch.special.ndtr(x)
+    return cdf + x * torch.exp(-0.5 * x * x) / 2.5066  # sqrt(2 pi) to 5 digits
+
+
+def _gelu_grad_float32_result(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return (cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)).float()
+
+
+def _gelu_grad_numpy(x):
+    import numpy as np
+
+    z = x.numpy()
+    erf = np.vectorize(math.erf)
+    return 0.5 * (1.0 + erf(z / np.sqrt(2.0))) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+
+def _gelu_grad_jvp(x):
+    return torch.func.jvp(_own_gelu, (x,), (torch.ones_like(x),))[1]
+
+
+# --------------------------------------------------------------------------- 5.3 RMSNorm
+
+
+def _rms_eps_after(x, gamma, eps=1e-6):
+    return gamma * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)) + eps
+
+
+def _rms_eps_hard_coded(x, gamma, eps=1e-6):
+    return gamma * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # argument ignored
+
+
+def _rms_eps_scaled_by_d(x, gamma, eps=1e-6):
+    d = x.shape[-1]
+    return gamma * x * math.sqrt(d) / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps)
+
+
+def _rms_in_float64(x, gamma, eps=1e-6):
+    x = x.double()  # "for precision"
+    return gamma.double() * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _rms_positions_axis(x, gamma, eps=1e-6):
+    return gamma * x / torch.sqrt(x.pow(2).mean(1, keepdim=True) + eps)
+
+
+def _rms_without_keepdim(x, gamma, eps=1e-6):
+    ms = x.pow(2).mean(-1)  # (B, T): broadcasts against the features, not the tokens
+    return gamma * x / torch.sqrt(ms + eps)
+
+
+def _rms_gain_first(x, gamma, eps=1e-6):
+    y = gamma * x
+    return y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _rms_max_norm(x, gamma, eps=1e-6):
+    return gamma * x / (x.abs().amax(-1, keepdim=True) + eps)
+
+
+def _rms_default_from_layer_norm(x, gamma, eps=None):
+    eps = eps or 1e-5  # LayerNorm's default
+    return gamma * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _rms_centred_for_stability(x, gamma, eps=1e-6):
+    x = x - x.mean(-1, keepdim=True)  # "subtract the mean first, it is more stable"
+    return gamma * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _rms_in_place(x, gamma, eps=1e-6):
+    return x.div_(torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)).mul_(gamma)
+
+
+def _rms_torch_module(x, gamma, eps=1e-6):
+    norm = nn.RMSNorm(x.shape[-1], eps=eps).to(x.dtype)
+    with torch.no_grad():
+        norm.weight.copy_(gamma)
+    return norm(x)
+
+
+def _rms_f_normalize(x, gamma, eps=1e-6):
+    return F.normalize(x, dim=-1) * math.sqrt(x.shape[-1]) * gamma  # no eps at all
+
+
+# --------------------------------------------------------------------------- 5.8 parallel block
+
+
+class _Parallel(nn.Module):
+    """The right parts under the right names; the subclasses get the wiring wrong."""
+
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__()
+        self.norm = LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
+
+
+class _ParallelTwoNorms(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__()
+        self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)  # one per branch
+        self.attn = SelfAttention(d_model, n_heads)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
+
+    def forward(self, x, mask=None):
+        return x + self.attn(self.norm1(x), mask) + self.ffn(self.norm2(x))
+
+
+class _ParallelDffDefaultDModel(_Parallel):
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__(d_model, n_heads, d_ff or d_model)
+
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return x + self.attn(h, mask) + self.ffn(h)
+
+
+class _ParallelTanhGelu(_Parallel):
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__(d_model, n_heads, d_ff)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, activation="gelu_tanh")
+
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return x + self.attn(h, mask) + self.ffn(h)
+
+
+class _ParallelAveraged(_Parallel):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return x + 0.5 * (self.attn(h, mask) + self.ffn(h))
+
+
+class _ParallelCausalByDefault(_Parallel):
+    def forward(self, x, mask=None):
+        if mask is None:
+            mask = causal_mask(x.shape[1])
+        h = self.norm(x)
+        return x + self.attn(h, mask) + self.ffn(h)
+
+
+class _ParallelWithDropout(_Parallel):
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__(d_model, n_heads, d_ff)
+        self.drop = nn.Dropout(0.1)  # "as in the paper"
+
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return x + self.drop(self.attn(h, mask) + self.ffn(h))
+
+
+class _ParallelReturnsPair(_Parallel):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        a = self.attn(h, mask)
+        return x + a + self.ffn(h), a
+
+
+class _ParallelOutputNormed(_Parallel):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return self.norm(x + self.attn(h, mask) + self.ffn(h))
+
+
+class _ParallelFfnReadsAttention(_Parallel):
+    def forward(self, x, mask=None):
+        a = self.attn(self.norm(x), mask)
+        return x + a + self.ffn(a)
+
+
+class _ParallelMaskInverted(_Parallel):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        blocked = None if mask is None else ~mask  # "True means masked"
+        return x + self.attn(h, blocked) + self.ffn(h)
+
+
+class _ParallelResidualNormed(_Parallel):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return h + self.attn(h, mask) + self.ffn(h)  # the stream carries LN(x)
+
+
+# --------------------------------------------------------------------------- the test
+
+# qid -> [(wrong answer, a phrase its feedback must contain)]
+WRONG = {
+    "ch05.q2": [
+        (_gelu_grad_central_difference, "allowed 1e-12"),
+        (_gelu_grad_forward_difference, "allowed 1e-12"),
+        (_gelu_grad_in_float32, "allowed 1e-12"),
+        (_gelu_grad_sigmoid_cdf, "output"),
+        (_gelu_grad_exp_minus_x_squared, "output"),
+        (_gelu_grad_pi_rounded, "output"),
+        (_gelu_grad_density_without_x, "output"),
+        (_gelu_grad_roles_swapped, "output"),
+        (_gelu_grad_clamped, "expected 1.00000, got 1.00001"),
+        (_gelu_grad_in_place, "modified its input argument 'x' in place"),
+        (_gelu_grad_rounded_constant, "output"),
+        (_gelu_grad_float32_result, "your answer is float32, the input was float64"),
+        (_gelu_grad_numpy, "expected a torch.Tensor, got ndarray"),
+        (_gelu_grad_jvp, "calls torch.func.jvp"),
+    ],
+    "ch05.q3": [
+        (_rms_eps_after, "output"),
+        (_rms_eps_hard_coded, "output"),
+        (_rms_eps_scaled_by_d, "output"),
+        (_rms_in_float64, "your answer is float64, the input was float32"),
+        (_rms_positions_axis, "output"),
+        (_rms_without_keepdim, "The size of tensor a (8) must match the size of tensor b (3)"),
+        (_rms_gain_first, "output"),
+        (_rms_max_norm, "output"),
+        (_rms_default_from_layer_norm, "eps defaults to 1e-5 (LayerNorm's), not 1e-6"),
+        (_rms_centred_for_stability, "the mean subtracted"),
+        (_rms_in_place, "modified its input argument 'x' in place"),
+        (_rms_torch_module, "calls torch.nn.RMSNorm.forward"),
+        (_rms_f_normalize, "output"),
+    ],
+    "ch05.q8": [
+        (_ParallelTwoNorms, "missing ['norm.bias', 'norm.weight']"),
+        (_ParallelDffDefaultDModel, "expected shape (32, 8), got (8, 8)"),
+        (_ParallelTanhGelu, "allowed 1e-5"),
+        (_ParallelAveraged, "values differ"),
+        (_ParallelCausalByDefault, "with mask not given (its default is None)"),
+        (_ParallelWithDropout, "in training mode"),
+        (_ParallelReturnsPair, "expected a torch.Tensor, got tuple"),
+        (_ParallelOutputNormed, "values differ"),
+        (_ParallelFfnReadsAttention, "values differ"),
+        (_ParallelMaskInverted, "values differ"),
+        (_ParallelResidualNormed, "values differ"),
+    ],
+}
+PAIRS = [(qid, fn, phrase) for qid, found in WRONG.items() for fn, phrase in found]
+
+
+@pytest.mark.parametrize(
+    ("qid", "wrong", "phrase"), PAIRS, ids=[f"{q}-{fn.__name__}" for q, fn, _ in PAIRS]
+)
+def test_wrong_answer_is_rejected_with_a_useful_message(qid, wrong, phrase):
+    assert_rejected(qid, wrong, phrase)
