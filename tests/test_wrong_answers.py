@@ -141,9 +141,10 @@ def _fixed_float_mask_added(q, k, v, mask=None):
     return weights @ v, weights
 
 
-def _jacobian_divided_by_dk(s, d_k):
-    a = torch.softmax(s / d_k, dim=-1)
-    return (torch.diag(a) - a[:, None] * a[None, :]) / d_k
+def _jacobian_divided_by_dk(q, k, v):
+    d_k = q.shape[-1]
+    a = torch.softmax(k @ q / d_k, dim=-1)  # d_k where sqrt(d_k) belongs, twice
+    return v.T @ (torch.diag(a) - a[:, None] * a[None, :]) @ k / d_k
 
 
 class _PoolingMean(nn.Module):
@@ -303,6 +304,15 @@ def _calls(name):
     return getattr(importlib.import_module(module), attr)
 
 
+def _half_through_interleaved(x, base):
+    """Exercise 3.5's half-split RoPE through the library's interleaved one, the features
+    reordered before and after (right values; the library function is refused)."""
+    d = x.shape[-1]
+    interleaved = torch.stack([x[..., : d // 2], x[..., d // 2 :]], dim=-1).flatten(-2)
+    y = _calls("tfbook.positional.apply_rotary")(interleaved, base=base)
+    return torch.cat([y[..., 0::2], y[..., 1::2]], dim=-1)
+
+
 def _gelu_grad_by_autograd(x):
     """GELU's slope by autograd, which exercise 5.2 refuses (its values are right)."""
     with torch.enable_grad():
@@ -317,7 +327,7 @@ FORBIDDEN_ANSWERS = {
     "ch03.q1": lambda seq_len, d_model: _calls("tfbook.positional.sinusoidal_encoding")(
         seq_len, d_model, dtype=torch.float64
     ),
-    "ch03.q5": lambda x: _calls("tfbook.positional.apply_rotary")(x),
+    "ch03.q5": lambda x, base=10000.0: _half_through_interleaved(x, base),
     "ch04.q1": lambda q, k, v: _calls("tfbook.attention.scaled_dot_product_attention")(q, k, v),
     "ch04.q3": lambda seq_len: _calls("tfbook.attention.causal_mask")(seq_len),
     "ch05.q2": lambda x: _gelu_grad_by_autograd(x),

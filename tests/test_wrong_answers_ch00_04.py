@@ -149,20 +149,19 @@ def _rope_parts(x, dtype):
     return torch.cos(m * theta).to(dtype), torch.sin(m * theta).to(dtype)
 
 
-def _rope_returns_float64(x):
+def _rope_returns_float64(x, base=10000.0):
     x = x.double()  # computed in float64 and returned so: not the input's dtype
     cos, sin = _rope_parts(x, torch.float64)
-    out = torch.empty_like(x)
-    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
-    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
-    return out
+    first, second = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
-def _rope_always_float32(x):
+def _rope_always_float32(x, base=10000.0):
     cos, sin = _rope_parts(x, torch.float32)
     out = torch.zeros(x.shape)  # torch's default dtype, float32, whatever x's dtype
-    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
-    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    h = x.shape[-1] // 2
+    out[..., :h] = x[..., :h] * cos - x[..., h:] * sin
+    out[..., h:] = x[..., :h] * sin + x[..., h:] * cos
     return out
 
 

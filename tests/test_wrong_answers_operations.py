@@ -85,14 +85,19 @@ def _masked_attention_library_softmax(q, k, v, mask):
 # --------------------------------------------------------------------------- 4.9 Jacobian
 
 
-def _jacobian_jacrev(s, d_k):
-    return torch.func.jacrev(lambda t: torch.softmax(t / math.sqrt(d_k), dim=-1))(s)
+def _attention_output(q, k, v):
+    return torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1) @ v  # (d_v,)
 
 
-def _jacobian_autograd_rows(s, d_k):
-    s = s.detach().requires_grad_()
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    rows = [torch.autograd.grad(a[i], s, retain_graph=True)[0] for i in range(len(s))]
+def _jacobian_jacrev(q, k, v):
+    return torch.func.jacrev(lambda t: _attention_output(t, k, v))(q)
+
+
+def _jacobian_autograd_rows(q, k, v):
+    with torch.enable_grad():
+        q = q.detach().requires_grad_()
+        out = _attention_output(q, k, v)
+        rows = [torch.autograd.grad(out[i], q, retain_graph=True)[0] for i in range(len(out))]
     return torch.stack(rows)
 
 

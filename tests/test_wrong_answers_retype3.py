@@ -25,6 +25,194 @@ from tfbook.attention import SelfAttention, causal_mask
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm
 
+# --------------------------------------------------------------------------- 2.3 a new list
+
+
+def _merge_as_tuple(symbols, pair):
+    out, i = [], 0
+    while i < len(symbols):
+        if tuple(symbols[i : i + 2]) == tuple(pair):
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)  # the right symbols, but the task asks for a new list
+
+
+# --------------------------------------------------------------------------- 3.5 half-split RoPE
+
+
+def _angles(x, base, exponent=2.0):
+    t, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(t, dtype=torch.float64)[:, None]
+    theta = base ** (-exponent * torch.arange(d // 2, dtype=torch.float64) / d)
+    return torch.cos(m * theta).to(x.dtype), torch.sin(m * theta).to(x.dtype)
+
+
+def _rope_chapter_layout(x, base=10000.0):
+    cos, sin = _angles(x, base)  # the chapter's pairs (2i, 2i+1), copied from above
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+    return out
+
+
+def _rope_rotate_half_sign(x, base=10000.0):
+    cos, sin = _angles(x, base)
+    h = x.shape[-1] // 2
+    rotated = torch.cat([x[..., h:], -x[..., :h]], dim=-1)  # (x2, -x1) instead of (-x2, x1)
+    return x * torch.cat([cos, cos], -1) + rotated * torch.cat([sin, sin], -1)
+
+
+def _rope_exponent_four(x, base=10000.0):
+    cos, sin = _angles(x, base, exponent=4.0)  # 2i / (d/2): the pair index doubled twice
+    h = x.shape[-1] // 2
+    return torch.cat([x[..., :h] * cos - x[..., h:] * sin, x[..., :h] * sin + x[..., h:] * cos], -1)
+
+
+def _rope_no_base_argument(x):
+    cos, sin = _angles(x, 10000.0)
+    h = x.shape[-1] // 2
+    return torch.cat([x[..., :h] * cos - x[..., h:] * sin, x[..., :h] * sin + x[..., h:] * cos], -1)
+
+
+def _rope_in_place(x, base=10000.0):
+    cos, sin = _angles(x, base)
+    h = x.shape[-1] // 2
+    first, second = x[..., :h].clone(), x[..., h:].clone()
+    x[..., :h] = first * cos - second * sin  # written into the caller's tensor
+    x[..., h:] = first * sin + second * cos
+    return x
+
+
+def _rope_sequential_update(x, base=10000.0):
+    cos, sin = _angles(x, base)
+    h = x.shape[-1] // 2
+    y = x.clone()
+    y[..., :h] = y[..., :h] * cos - y[..., h:] * sin
+    y[..., h:] = y[..., :h] * sin + y[..., h:] * cos  # reads the already rotated first half
+    return y
+
+
+def _rope_transposed_angles(x, base=10000.0):
+    t, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(t, dtype=torch.float64)
+    theta = base ** (-2 * torch.arange(d // 2, dtype=torch.float64) / d)
+    angles = (theta[:, None] * m[None, :]).to(x.dtype)  # (d/2, T)
+    h = d // 2
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([x[..., :h] * cos - x[..., h:] * sin, x[..., :h] * sin + x[..., h:] * cos], -1)
+
+
+def _rope_float64_result(x, base=10000.0):
+    t, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(t, dtype=torch.float64)[:, None]
+    theta = base ** (-2 * torch.arange(d // 2, dtype=torch.float64) / d)
+    cos, sin = torch.cos(m * theta), torch.sin(m * theta)  # float64, never cast back
+    h = d // 2
+    return torch.cat([x[..., :h] * cos - x[..., h:] * sin, x[..., :h] * sin + x[..., h:] * cos], -1)
+
+
+def _rope_positive_exponent(x, base=10000.0):
+    t, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(t, dtype=torch.float64)[:, None]
+    theta = base ** (2 * torch.arange(d // 2, dtype=torch.float64) / d)  # a wavelength, not 1/it
+    cos, sin = torch.cos(m * theta).to(x.dtype), torch.sin(m * theta).to(x.dtype)
+    h = d // 2
+    return torch.cat([x[..., :h] * cos - x[..., h:] * sin, x[..., :h] * sin + x[..., h:] * cos], -1)
+
+
+def _rope_complex_neighbours(x, base=10000.0):
+    cos, sin = _angles(x, base)
+    pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())  # (2i, 2i+1)
+    turned = pairs * torch.complex(cos, sin)
+    return torch.view_as_real(turned).reshape(x.shape)
+
+
+def _rope_flip(x, base=10000.0):
+    cos, sin = _angles(x, base)
+    rotated = x.flip(-1) * torch.cat([-torch.ones_like(cos), torch.ones_like(cos)], -1)
+    return x * torch.cat([cos, cos], -1) + rotated * torch.cat([sin, sin], -1)  # flip != swap
+
+
+# --------------------------------------------------------------------------- 4.9 d out / d q
+
+
+def _weights(q, k):
+    return torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def _out_jac_central_difference(q, k, v):
+    h = 1e-5
+
+    def out(z):
+        return _weights(z, k) @ v
+
+    steps = torch.eye(q.shape[-1], dtype=q.dtype) * h
+    return torch.stack([(out(q + e) - out(q - e)) / (2 * h) for e in steps], dim=1)
+
+
+def _out_jac_unshifted_exp(q, k, v):
+    e = torch.exp(k @ q / math.sqrt(q.shape[-1]))  # no maximum subtracted
+    a = e / e.sum()
+    return v.T @ (torch.diag(a) - torch.outer(a, a)) @ k / math.sqrt(q.shape[-1])
+
+
+def _out_jac_float32_inside(q, k, v):
+    qf, kf, vf = q.float(), k.float(), v.float()  # "float32 is enough for a derivative"
+    a = torch.softmax(kf @ qf / math.sqrt(q.shape[-1]), dim=-1)
+    return (vf.T @ (torch.diag(a) - torch.outer(a, a)) @ kf / math.sqrt(q.shape[-1])).double()
+
+
+def _out_jac_scalar_a_dot_a(q, k, v):
+    a = _weights(q, k)
+    return v.T @ (torch.diag(a) - a @ a) @ k / math.sqrt(q.shape[-1])  # a scalar, not a a^T
+
+
+def _out_jac_elementwise_square(q, k, v):
+    a = _weights(q, k)
+    return v.T @ (torch.diag(a) - a * a) @ k / math.sqrt(q.shape[-1])  # broadcast, not outer
+
+
+def _out_jac_divided_by_t_k(q, k, v):
+    a = _weights(q, k)
+    return v.T @ (torch.diag(a) - torch.outer(a, a)) @ k / math.sqrt(k.shape[0])  # sqrt(T_k)
+
+
+def _out_jac_plain_mean_centring(q, k, v):
+    a = _weights(q, k)
+    centred = v - v.mean(dim=0)  # the plain mean, not the weighted one
+    return centred.T @ torch.diag(a) @ k / math.sqrt(q.shape[-1])
+
+
+def _out_jac_weights_jacobian_only(q, k, v):
+    a = _weights(q, k)
+    return (torch.diag(a) - torch.outer(a, a)) / math.sqrt(q.shape[-1])  # 4.9's old answer
+
+
+def _out_jac_averaged_over_keys(q, k, v):
+    a = _weights(q, k)
+    return v.T @ (torch.diag(a) - torch.outer(a, a)) @ k / math.sqrt(q.shape[-1]) / k.shape[0]
+
+
+def _out_jac_numpy(q, k, v):
+    a = _weights(q, k).numpy()
+    import numpy as np
+
+    return v.numpy().T @ (np.diag(a) - np.outer(a, a)) @ k.numpy() / math.sqrt(q.shape[-1])
+
+
+def _out_jac_autograd_jacobian(q, k, v):
+    with torch.enable_grad():
+        return torch.autograd.functional.jacobian(lambda z: _weights(z, k) @ v, q)
+
+
+def _out_jac_value_gradient(q, k, v):
+    a = _weights(q, k)
+    return torch.outer(v.T @ a, k.T @ a) / math.sqrt(q.shape[-1])  # only the a a^T part
+
+
 # --------------------------------------------------------------------------- 5.2 GELU's slope
 
 
@@ -274,6 +462,34 @@ class _ParallelResidualNormed(_Parallel):
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch02.q3": [(_merge_as_tuple, "expected a new list of strings, got tuple")],
+    "ch03.q5": [
+        (_rope_chapter_layout, "pairs (2i, 2i+1): the chapter's layout"),
+        (_rope_rotate_half_sign, "rotation in the wrong direction"),
+        (_rope_exponent_four, "output"),
+        (_rope_no_base_argument, "takes 1 positional argument but 2 were given"),
+        (_rope_in_place, "modified its input argument 'x' in place"),
+        (_rope_sequential_update, "output"),
+        (_rope_transposed_angles, "must match the size of tensor"),
+        (_rope_float64_result, "wrong dtype: expected torch.float32, got torch.float64"),
+        (_rope_positive_exponent, "output"),
+        (_rope_complex_neighbours, "pairs (2i, 2i+1): the chapter's layout"),
+        (_rope_flip, "output"),
+    ],
+    "ch04.q9": [
+        (_out_jac_central_difference, "allowed 1e-11"),
+        (_out_jac_unshifted_exp, "NaN"),
+        (_out_jac_float32_inside, "allowed 1e-11"),
+        (_out_jac_scalar_a_dot_a, "output"),
+        (_out_jac_elementwise_square, "output"),
+        (_out_jac_divided_by_t_k, "output"),
+        (_out_jac_plain_mean_centring, "output"),
+        (_out_jac_weights_jacobian_only, "expected (3, 4), got (5, 5)"),
+        (_out_jac_averaged_over_keys, "output"),
+        (_out_jac_numpy, "expected a torch.Tensor, got ndarray"),
+        (_out_jac_autograd_jacobian, "calls torch.autograd.functional.jacobian"),
+        (_out_jac_value_gradient, "output"),
+    ],
     "ch05.q2": [
         (_gelu_grad_central_difference, "allowed 1e-12"),
         (_gelu_grad_forward_difference, "allowed 1e-12"),

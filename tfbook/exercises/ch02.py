@@ -280,6 +280,13 @@ def _merge_cases():
     return cases
 
 
+def _compare_merged(expected, got) -> str | None:
+    """A new list is asked for: a tuple (or a string) of the right symbols is refused by name."""
+    if not isinstance(got, list):
+        return f"output: expected a new list of strings, got {type(got).__name__} {got!r}"
+    return compare(expected, got)
+
+
 def _library_merge(symbols, pair):
     """One merge applied by ``BPETokenizer.tokenize``: each distinct symbol becomes one
     private-use character (the tokenizer's alphabet), the pair the tokenizer's only merge."""
@@ -322,6 +329,7 @@ q3 = Question(
         "append symbols[i] and move by 1.",
         "Check i + 1 < len(symbols) before reading symbols[i + 1], and return a new list.",
     ],
+    compare_fn=_compare_merged,
     kind="implement",
     library=_library_merge,
 )
