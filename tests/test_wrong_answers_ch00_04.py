@@ -55,10 +55,15 @@ def _count_bias_always(d_in, d_out, bias=True):
 # --------------------------------------------------------------------------- chapter 1
 
 
-def _rnn_ignores_h0(x, h0, W_ih, W_hh, b):
+def _rnn_ignores_h0(x, h0, W_ih, W_hh, b_ih, b_hh):
+    H = h0.shape[-1]
     h, outputs = torch.zeros_like(h0), []  # starts from zeros whatever h0 is
     for t in range(x.shape[1]):
-        h = torch.tanh(x[:, t] @ W_ih.T + h @ W_hh.T + b)
+        gi, gh = x[:, t] @ W_ih.T + b_ih, h @ W_hh.T + b_hh  # (B, 3H) each
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = (1 - z) * n + z * h
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 

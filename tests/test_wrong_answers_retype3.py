@@ -25,6 +25,140 @@ from tfbook.attention import SelfAttention, causal_mask
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm
 
+# --------------------------------------------------------------------------- 1.2 the GRU loop
+
+
+def _gru_step(x_t, h, W_ih, W_hh, b_ih, b_hh, *, use_reset=True):
+    H = h.shape[-1]
+    gi, gh = x_t @ W_ih.T + b_ih, h @ W_hh.T + b_hh  # (B, 3H) each
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+    n = torch.tanh(gi[:, 2 * H :] + (r if use_reset else 1.0) * gh[:, 2 * H :])
+    return (1 - z) * n + z * h
+
+
+def _gru_order_z_r_n(x, h0, W_ih, W_hh, b_ih, b_hh):
+    H = h0.shape[-1]
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        gi, gh = x[:, t] @ W_ih.T + b_ih, h @ W_hh.T + b_hh
+        z = torch.sigmoid(gi[:, :H] + gh[:, :H])  # "update gate first", as in some papers
+        r = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = (1 - z) * n + z * h
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_chunk_wrong_axis(x, h0, W_ih, W_hh, b_ih, b_hh):
+    W_ir, W_iz, W_in = W_ih.chunk(3, dim=1)  # the input axis, not the stacked one
+    W_hr, W_hz, W_hn = W_hh.chunk(3, dim=1)
+    b_ir, b_iz, b_in = b_ih.chunk(3)
+    b_hr, b_hz, b_hn = b_hh.chunk(3)
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        r = torch.sigmoid(x[:, t] @ W_ir.T + b_ir + h @ W_hr.T + b_hr)
+        z = torch.sigmoid(x[:, t] @ W_iz.T + b_iz + h @ W_hz.T + b_hz)
+        n = torch.tanh(x[:, t] @ W_in.T + b_in + r * (h @ W_hn.T + b_hn))
+        h = (1 - z) * n + z * h
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_reset_unused(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        h = _gru_step(x[:, t], h, W_ih, W_hh, b_ih, b_hh, use_reset=False)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_torch_cell(x, h0, W_ih, W_hh, b_ih, b_hh):
+    cell = nn.GRUCell(W_ih.shape[1], h0.shape[-1]).to(x.dtype)
+    with torch.no_grad():
+        cell.weight_ih.copy_(W_ih)
+        cell.weight_hh.copy_(W_hh)
+        cell.bias_ih.copy_(b_ih)
+        cell.bias_hh.copy_(b_hh)
+        outputs, h = [], h0
+        for t in range(x.shape[1]):
+            h = cell(x[:, t], h)
+            outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_last_state_only(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h = h0
+    for t in range(x.shape[1]):
+        h = _gru_step(x[:, t], h, W_ih, W_hh, b_ih, b_hh)
+    return h  # (B, H): only h_T
+
+
+def _gru_time_first(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        h = _gru_step(x[:, t], h, W_ih, W_hh, b_ih, b_hh)
+        outputs.append(h)
+    return torch.stack(outputs)  # (T, B, H)
+
+
+def _gru_updates_h0_in_place(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        new = _gru_step(x[:, t], h, W_ih, W_hh, b_ih, b_hh)
+        h.copy_(new)  # the caller's h0 overwritten
+        outputs.append(new)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_one_bias(x, h0, W_ih, W_hh, b_ih, b_hh):
+    H = h0.shape[-1]
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        gi, gh = x[:, t] @ W_ih.T, h @ W_hh.T
+        b = b_ih + b_hh  # one bias per gate, added before the reset product
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H] + b[:H])
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H] + b[H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :] + b[2 * H :])
+        h = (1 - z) * n + z * h
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_mix_other_way(x, h0, W_ih, W_hh, b_ih, b_hh):
+    H = h0.shape[-1]
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        gi, gh = x[:, t] @ W_ih.T + b_ih, h @ W_hh.T + b_hh
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = z * n + (1 - z) * h  # Cho et al.'s letters, PyTorch's gate
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_no_transpose(x, h0, W_ih, W_hh, b_ih, b_hh):
+    H = h0.shape[-1]
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        gi, gh = x[:, t] @ W_ih[:, : x.shape[-1]].T + b_ih, h @ W_hh[:, :H] + b_hh[:H]
+        r = torch.sigmoid(gi[:, :H] + gh)
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh)
+        n = torch.tanh(gi[:, 2 * H :] + r * gh)
+        h = (1 - z) * n + z * h
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+def _gru_tanh_of_sum(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, outputs = h0, []
+    for t in range(x.shape[1]):
+        h = torch.tanh(_gru_step(x[:, t], h, W_ih, W_hh, b_ih, b_hh))  # one squashing too many
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
 # --------------------------------------------------------------------------- 2.3 a new list
 
 
@@ -462,6 +596,19 @@ class _ParallelResidualNormed(_Parallel):
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch01.q2": [
+        (_gru_order_z_r_n, "reset and update gates swapped"),
+        (_gru_chunk_wrong_axis, "raised"),
+        (_gru_reset_unused, "output"),
+        (_gru_torch_cell, "calls torch.nn.GRUCell.forward"),
+        (_gru_last_state_only, "wrong shape"),
+        (_gru_time_first, "wrong shape"),
+        (_gru_updates_h0_in_place, "modified its input argument 'h0' in place"),
+        (_gru_one_bias, "the reset gate applied before adding b_hn"),
+        (_gru_mix_other_way, "the mix the other way round"),
+        (_gru_no_transpose, "mat1 and mat2 shapes cannot be multiplied"),
+        (_gru_tanh_of_sum, "output"),
+    ],
     "ch02.q3": [(_merge_as_tuple, "expected a new list of strings, got tuple")],
     "ch03.q5": [
         (_rope_chapter_layout, "pairs (2i, 2i+1): the chapter's layout"),
