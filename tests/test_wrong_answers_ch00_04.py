@@ -228,18 +228,35 @@ def test_plausible_wrong_answer_is_rejected(qid, wrong):
 # F.cosine_similarity"; both compute the right values, so only the watch rejects them.
 
 
-def _cosine_by_library(x):
+def _analogy_target(weight, a, b, c):
+    unit = weight / weight.norm(dim=1, keepdim=True)
+    return unit[b] - unit[a] + unit[c]  # (Q, d)
+
+
+def _best_allowed(cos, a, b, c):
+    queries = torch.arange(len(a))
+    for ids in (a, b, c):
+        cos[queries, ids] = float("-inf")
+    return cos.argmax(dim=1)
+
+
+def _cosine_by_library(weight, a, b, c):
     from tfbook.embedding import cosine_similarity_matrix
 
-    return cosine_similarity_matrix(x)
+    target = _analogy_target(weight, a, b, c)
+    cos = cosine_similarity_matrix(torch.cat([target, weight]))[: len(a), len(a) :]
+    return _best_allowed(cos, a, b, c)
 
 
-def _cosine_by_torch(x):
-    return F.cosine_similarity(x[:, None, :], x[None, :, :], dim=-1)
+def _cosine_by_torch(weight, a, b, c):
+    target = _analogy_target(weight, a, b, c)
+    return _best_allowed(F.cosine_similarity(target[:, None], weight[None], dim=-1), a, b, c)
 
 
-def _cosine_by_torch_module(x):
-    return torch.nn.CosineSimilarity(dim=-1)(x[:, None, :], x[None, :, :])
+def _cosine_by_torch_module(weight, a, b, c):
+    target = _analogy_target(weight, a, b, c)
+    cos = torch.nn.CosineSimilarity(dim=-1)(target[:, None], weight[None])
+    return _best_allowed(cos, a, b, c)
 
 
 FORBIDDEN = [

@@ -174,6 +174,113 @@ def _merge_as_tuple(symbols, pair):
     return tuple(out)  # the right symbols, but the task asks for a new list
 
 
+# --------------------------------------------------------------------------- 2.5 analogies
+
+
+def _unit(weight):
+    return weight / weight.norm(dim=1, keepdim=True)
+
+
+def _analogy_scores(weight, a, b, c):
+    unit = _unit(weight)
+    return (unit[b] - unit[a] + unit[c]) @ unit.T  # (Q, V)
+
+
+def _analogy_columns_for_every_query(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    for given in (a, b, c):
+        scores[:, given] = float("-inf")  # every query loses every query's given tokens
+    return scores.argmax(dim=1)
+
+
+def _analogy_rows_indexed(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    for given in (a, b, c):
+        scores[given] = float("-inf")  # rows (queries), not columns (tokens)
+    return scores.argmax(dim=1)
+
+
+def _analogy_argmax_dim0(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=0)
+
+
+def _analogy_list_of_ints(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1).tolist()
+
+
+def _analogy_float_ids(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1).float()
+
+
+def _analogy_columns_normalised(weight, a, b, c):
+    unit = weight / weight.norm(dim=0, keepdim=True)  # each feature, not each row
+    scores = (unit[b] - unit[a] + unit[c]) @ unit.T
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1)
+
+
+def _analogy_3cosmul(weight, a, b, c):
+    unit = _unit(weight)
+    cos = unit @ unit.T  # (V, V)
+
+    def shifted(i):
+        return (cos[i] + 1) / 2  # in [0, 1]
+
+    scores = shifted(b) * shifted(c) / (shifted(a) + 1e-3)  # Levy and Goldberg's 3CosMul
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1)
+
+
+def _analogy_c_kept(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    rows = torch.arange(len(a))
+    for given in (a, b):  # c forgotten
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1)
+
+
+def _analogy_fill_minus_one(weight, a, b, c):
+    scores = _analogy_scores(weight, a, b, c)
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = -1.0  # "the smallest cosine", but the target is not unit length
+    return scores.argmax(dim=1)
+
+
+def _analogy_normalises_in_place(weight, a, b, c):
+    weight /= weight.norm(dim=1, keepdim=True)  # the caller's table changed
+    scores = (weight[b] - weight[a] + weight[c]) @ weight.T
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1)
+
+
+def _analogy_nearest_to_b(weight, a, b, c):
+    unit = _unit(weight)
+    scores = unit[b] @ unit.T  # the neighbour of b, the offset c - a ignored
+    rows = torch.arange(len(a))
+    for given in (a, b, c):
+        scores[rows, given] = float("-inf")
+    return scores.argmax(dim=1)
+
+
 # --------------------------------------------------------------------------- 3.5 half-split RoPE
 
 
@@ -596,6 +703,19 @@ class _ParallelResidualNormed(_Parallel):
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch02.q5": [
+        (_analogy_columns_for_every_query, "output"),
+        (_analogy_rows_indexed, "index 19 is out of bounds"),
+        (_analogy_argmax_dim0, "output"),
+        (_analogy_list_of_ints, "expected a torch.long tensor of token ids, got list"),
+        (_analogy_float_ids, "expected a torch.long tensor of token ids, got Tensor"),
+        (_analogy_columns_normalised, "output"),
+        (_analogy_3cosmul, "output"),
+        (_analogy_c_kept, "output"),
+        (_analogy_fill_minus_one, "a finite score (such as 0 or -1), not -inf"),
+        (_analogy_normalises_in_place, "modified its input argument 'weight' in place"),
+        (_analogy_nearest_to_b, "output"),
+    ],
     "ch01.q2": [
         (_gru_order_z_r_n, "reset and update gates swapped"),
         (_gru_chunk_wrong_axis, "raised"),
