@@ -2,10 +2,10 @@
 dropout (chapter 5).
 
 1. a gated feed-forward network, SwiGLU; 2. the derivative of GELU, without autograd;
-3. RMSNorm;
-4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the widest
-SwiGLU feed-forward network with no more parameters than the ReLU one; 7. predict, then run:
-the mean, std and norm of a LayerNorm output (``tfbook.norm.LayerNorm`` reveals them);
+3. RMSNorm; 4. debugging: a sub-layer whose dropout acts at evaluation time too;
+5. inverted dropout; 6. derivation: the widest SwiGLU feed-forward network with no more
+parameters than the ReLU one; 7. predict, then run: the mean, std and norm of a LayerNorm
+output (``tfbook.norm.LayerNorm`` reveals them);
 8. build with the library: the parallel block of GPT-J and PaLM from ``LayerNorm``,
 ``SelfAttention`` and ``PositionwiseFeedForward``.
 
@@ -26,6 +26,7 @@ from torch import nn
 from tfbook.attention import SelfAttention
 from tfbook.exercises._compare import adopt_weights, compare, run_module
 from tfbook.exercises._engine import (
+    Bugs,
     Case,
     ExerciseSet,
     Frozen,
@@ -533,95 +534,114 @@ q3 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q4: pre-LN block
+# --------------------------------------------------------------------------- q4: debug
 
 
-def _reference_pre_ln(x, norm, sublayer, p):
-    branch = F.dropout(sublayer(norm(x)), p, training=True)  # dropout on the branch only
-    return x + branch  # residual: the raw input x
+def _sublayer_with_bugs(x, norm, ffn, p, training, *, always_drops=True, rescales_eval=True):
+    """The given code of exercise 5.4, each bug behind a switch (all False: the fixed code)."""
+    branch = ffn(norm(x))
+    branch = F.dropout(branch, p) if always_drops else F.dropout(branch, p, training=training)
+    if rescales_eval and not training:
+        branch = branch * (1 - p)  # the original dropout paper's test-time scaling
+    return x + branch
 
 
-def _pre_ln_source_001(x, norm, sublayer, p):
-    h = norm(x)
-    return F.dropout(h + sublayer(h), p, training=True)
+def _reference_eval_sublayer(x, norm, ffn, p, training):
+    branch = F.dropout(ffn(norm(x)), p, training=training)  # inverted: nothing to do at eval
+    return x + branch
 
 
-def _pre_ln_residual_of_norm(x, norm, sublayer, p):
-    h = norm(x)
-    return h + F.dropout(sublayer(h), p, training=True)
+def _eval_no_dropout(x, norm, ffn, p, training):
+    return x + ffn(norm(x))  # dropout removed, in training too
 
 
-def _pre_ln_is_post_ln(x, norm, sublayer, p):
-    return norm(x + F.dropout(sublayer(x), p, training=True))
+def _eval_dropout_on_sum(x, norm, ffn, p, training):
+    return F.dropout(x + ffn(norm(x)), p, training=training)
 
 
-def _pre_ln_dropout_on_sum(x, norm, sublayer, p):
-    return F.dropout(x + sublayer(norm(x)), p, training=True)
+def _eval_scaled_up(x, norm, ffn, p, training):
+    branch = F.dropout(ffn(norm(x)), p, training=training)
+    return x + (branch if training else branch / (1 - p))
 
 
-def _pre_ln_cases():
+def _eval_cases():
     cases = []
-    for seed, (b, t, d), p in [(0, (2, 4, 8), 0.25), (1, (1, 6, 6), 0.5), (2, (3, 3, 4), 0.0)]:
-        g = torch.Generator().manual_seed(seed)
+    for seed, (b, t, d), p, training in [
+        (0, (2, 4, 8), 0.25, True),
+        (1, (1, 6, 6), 0.5, False),
+        (2, (3, 3, 4), 0.9, False),
+        (3, (2, 2, 8), 0.0, False),
+        (4, (2, 5, 4), 0.1, True),
+    ]:
+        g = torch.Generator().manual_seed(40 + seed)
         norm = nn.LayerNorm(d)
-        sublayer = nn.Linear(d, d)
+        ffn = PositionwiseFeedForward(d, 2 * d)
         with torch.no_grad():
             norm.weight.copy_(1.0 + 0.3 * torch.randn(d, generator=g))
             norm.bias.copy_(0.3 * torch.randn(d, generator=g))
-            sublayer.weight.copy_(torch.randn(d, d, generator=g) / math.sqrt(d))
-            sublayer.bias.copy_(0.1 * torch.randn(d, generator=g))
+            for param in ffn.parameters():
+                param.copy_(torch.randn(param.shape, generator=g) / math.sqrt(d))
         x = 3.0 * torch.randn(b, t, d, generator=g) + 1.0
-        args = (x, Frozen(f"LayerNorm({d})", norm), Frozen(f"Linear({d}, {d})", sublayer), p)
-        cases.append(Case(f"random, p={p}, seed {seed}", args, seed=100 + seed))
+        args = (x, Frozen(f"LayerNorm({d})", norm), Frozen(f"FFN({d}, {2 * d})", ffn), p, training)
+        mode = "training" if training else "evaluation"
+        cases.append(Case(f"{mode}, p = {p}, seed {seed}", args, seed=100 + seed))
     return cases
 
 
-def _library_pre_ln(x, norm, sublayer, p):
-    norm, sublayer = norm.fn, sublayer.fn  # the cases pass Frozen modules
-    block = ResidualSublayer(x.shape[-1], sublayer, norm_first=True, dropout=p).to(x.dtype)
+def _library_eval_sublayer(x, norm, ffn, p, training):
+    norm, ffn = norm.fn, ffn.fn  # the cases pass Frozen modules
+    block = ResidualSublayer(x.shape[-1], ffn, norm_first=True, dropout=p).to(x.dtype)
     block.norm.load_state_dict(norm.state_dict())
-    return block.train()(x)
+    return block.train(training)(x)
 
 
 q4 = Question(
     "ch05.q4",
-    "Spot the difference: a pre-LN residual sub-layer",
-    reference=_reference_pre_ln,
-    cases=_pre_ln_cases,
+    "Fix a sub-layer that drops out at evaluation time",
+    reference=_reference_eval_sublayer,
+    cases=_eval_cases,
     mistakes=[
         Mistake(
-            "source 001's listing: residual added to the normalised input, dropout on the sum",
-            _pre_ln_source_001,
-            "Two fixes: keep the raw x for the residual (x + branch, not norm(x) + branch), "
-            "and apply dropout to the branch before the addition, not to the whole sum.",
+            "dropout removed altogether",
+            _eval_no_dropout,
+            "Keep the dropout in training; only at evaluation must the branch pass unchanged: "
+            "F.dropout(..., p, training=training).",
         ),
         Mistake(
-            "residual added to the normalised input",
-            _pre_ln_residual_of_norm,
-            "The residual stream is the un-normalised x: return x + dropout(sublayer(norm(x))). "
-            "Adding norm(x) renormalises the stream in every layer.",
+            "dropout applied to the whole sum",
+            _eval_dropout_on_sum,
+            "Dropout belongs on the sub-layer's output only, before the residual addition.",
         ),
         Mistake(
-            "post-LN order instead of pre-LN",
-            _pre_ln_is_post_ln,
-            "That is the original paper's post-LN order. Pre-LN normalises the branch's input: "
-            "x + dropout(sublayer(norm(x))).",
-        ),
-        Mistake(
-            "dropout applied to the residual stream too",
-            _pre_ln_dropout_on_sum,
-            "Dropout goes on the sub-layer's output only; dropping entries of x itself throws "
-            "away what earlier layers wrote into the residual stream.",
+            "the branch divided by 1 - p at evaluation",
+            _eval_scaled_up,
+            "F.dropout already divides the kept values by 1 - p in training (inverted "
+            "dropout); at evaluation the branch passes as it is, with no scaling at all.",
         ),
     ],
+    bugs=Bugs(
+        _sublayer_with_bugs,
+        {
+            "always_drops": (
+                "dropout still drops entries at evaluation (F.dropout's training argument "
+                "defaults to True)",
+                "Pass the mode on: F.dropout(branch, p, training=training).",
+            ),
+            "rescales_eval": (
+                "the branch is still multiplied by 1 - p at evaluation",
+                "Inverted dropout already scaled the training values up by 1 / (1 - p); remove "
+                "the test-time scaling.",
+            ),
+        },
+    ),
     hints=[
-        "Only the branch sees normalised vectors; the residual stream itself is never "
-        "normalised in pre-LN.",
-        "Dropout acts on the branch's output alone, before the addition, in training mode.",
-        "What gets added back is the raw input, not its normalised copy.",
+        "Read F.dropout's signature: which value does its training argument take when the "
+        "call does not give one?",
+        "torch.nn.functional.dropout is inverted dropout: in training it zeroes entries and "
+        "divides the rest by 1 - p, so the expected value needs no correction later.",
     ],
     kind="debug",
-    library=_library_pre_ln,
+    library=_library_eval_sublayer,
 )
 
 
