@@ -190,11 +190,6 @@ def _attention_scaled_by_t_k(q, k, v):
     return weights @ v, weights  # sqrt(T_k): the cases keep T_k != d_k
 
 
-def _split_heads_batch_and_time_swapped(x, n_heads):
-    b, t, d_model = x.shape  # read as (T, B, ...): right only when B = 1
-    return x.reshape(t, b, n_heads, d_model // n_heads).permute(1, 2, 0, 3)
-
-
 # "passed before": the check accepted it until this file's cases were added to the question;
 # "kept": always rejected, kept for the difference between the cases it relies on.
 WRONG = {
@@ -213,7 +208,6 @@ WRONG = {
     "ch03.q2": [_shift_matrix_exponent_over_half],  # kept
     "ch03.q5": [_rope_returns_float64, _rope_always_float32],  # passed before
     "ch04.q1": [_attention_scaled_by_d_v, _attention_scaled_by_t_k],  # kept
-    "ch04.q5": [_split_heads_batch_and_time_swapped],  # kept
 }
 PAIRS, PAIR_IDS = pairs(WRONG)
 

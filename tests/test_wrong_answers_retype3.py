@@ -377,6 +377,79 @@ def _rope_flip(x, base=10000.0):
     return x * torch.cat([cos, cos], -1) + rotated * torch.cat([sin, sin], -1)  # flip != swap
 
 
+# --------------------------------------------------------------------------- 4.5 sliding window
+
+
+def _window_float(seq_len, window):
+    t = torch.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return ((back >= 0) & (back < window)).float()
+
+
+def _window_tril_triu_wrong_diagonal(seq_len, window):
+    ones = torch.ones(seq_len, seq_len, dtype=torch.bool)
+    return ones.tril() & ones.triu(-window)  # one diagonal too many
+
+
+def _window_prebuilt(seq_len, window):
+    full = torch.ones(1024, 1024, dtype=torch.bool)
+    band = full.tril() & full.triu(-(window - 1)) if window <= 1024 else full.tril()
+    return band[:seq_len, :seq_len].clone()  # right up to 1024 positions
+
+
+def _window_loop_strict(seq_len, window):
+    mask = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+    for t in range(seq_len):
+        mask[t, max(0, t - window + 1) : t] = True  # the query's own key left out
+    return mask
+
+
+def _window_int_mask(seq_len, window):
+    t = torch.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return (back >= 0).long() * (back < window).long()  # 0/1 integers
+
+
+def _window_numpy(seq_len, window):
+    import numpy as np
+
+    t = np.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return (back >= 0) & (back < window)
+
+
+def _window_clamped(seq_len, window):
+    w = min(window, seq_len - 1)  # "the window cannot be longer than the sequence"
+    t = torch.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return (back >= 0) & (back < w)
+
+
+def _window_from_distance_rows(seq_len, window):
+    t = torch.arange(seq_len)
+    back = t[None, :] - t[:, None]  # s - t: the sign the other way
+    return (back >= 0) & (back < window)
+
+
+def _window_inclusive_start(seq_len, window):
+    t = torch.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return (back > 0) & (back <= window)  # the window shifted one back
+
+
+def _window_half_each_side(seq_len, window):
+    t = torch.arange(seq_len)
+    back = t[:, None] - t[None, :]
+    return back.abs() < (window + 1) // 2  # centred on the query
+
+
+def _window_tril_only_when_short(seq_len, window):
+    ones = torch.ones(seq_len, seq_len, dtype=torch.bool)
+    if seq_len <= window:
+        return ones.tril()
+    return ones.triu(-(window - 1))  # the causal part forgotten when the window is short
+
+
 # --------------------------------------------------------------------------- 4.9 d out / d q
 
 
@@ -600,6 +673,63 @@ def _rms_f_normalize(x, gamma, eps=1e-6):
     return F.normalize(x, dim=-1) * math.sqrt(x.shape[-1]) * gamma  # no eps at all
 
 
+# --------------------------------------------------------------------------- 5.4 evaluation mode
+
+
+def _drop_module_inside(x, norm, ffn, p, training):
+    return x + nn.Dropout(p)(ffn(norm(x)))  # a fresh module is in training mode
+
+
+def _drop_only_rescale_removed(x, norm, ffn, p, training):
+    return x + F.dropout(ffn(norm(x)), p)  # F.dropout's training=True default kept
+
+
+def _drop_only_mode_passed(x, norm, ffn, p, training):
+    branch = F.dropout(ffn(norm(x)), p, training=training)
+    return x + (branch if training else branch * (1 - p))
+
+
+def _drop_in_place_residual(x, norm, ffn, p, training):
+    x += F.dropout(ffn(norm(x)), p, training=training)
+    return x
+
+
+def _drop_alpha_dropout(x, norm, ffn, p, training):
+    return x + F.alpha_dropout(ffn(norm(x)), p, training=training)
+
+
+def _drop_mask_by_hand(x, norm, ffn, p, training):
+    branch = ffn(norm(x))
+    if training:
+        keep = (torch.rand_like(branch) >= p).to(branch.dtype)  # its own draw, not F.dropout's
+        branch = branch * keep / (1 - p)
+    return x + branch
+
+
+def _drop_training_flag_inverted(x, norm, ffn, p, training):
+    return x + F.dropout(ffn(norm(x)), p, training=not training)
+
+
+def _drop_eval_branch_skipped(x, norm, ffn, p, training):
+    if not training:
+        return x  # "no dropout at evaluation" read as "no branch at evaluation"
+    return x + F.dropout(ffn(norm(x)), p)
+
+
+def _drop_norm_on_residual(x, norm, ffn, p, training):
+    h = norm(x)
+    return h + F.dropout(ffn(h), p, training=training)
+
+
+def _drop_twice(x, norm, ffn, p, training):
+    branch = F.dropout(F.dropout(ffn(norm(x)), p, training=training), p, training=training)
+    return x + branch
+
+
+def _drop_p_as_keep(x, norm, ffn, p, training):
+    return x + F.dropout(ffn(norm(x)), 1 - p, training=training)  # p read as the keep rate
+
+
 # --------------------------------------------------------------------------- 5.8 parallel block
 
 
@@ -703,6 +833,32 @@ class _ParallelResidualNormed(_Parallel):
 
 # qid -> [(wrong answer, a phrase its feedback must contain)]
 WRONG = {
+    "ch04.q5": [
+        (_window_float, "wrong dtype: expected torch.bool, got torch.float32"),
+        (_window_tril_triu_wrong_diagonal, "window + 1 keys"),
+        (_window_prebuilt, "wrong shape"),
+        (_window_loop_strict, "expected True, got False"),
+        (_window_int_mask, "wrong dtype: expected torch.bool, got torch.int64"),
+        (_window_numpy, "expected a torch.Tensor"),
+        (_window_clamped, "expected True, got False"),
+        (_window_from_distance_rows, "transposed: keys after the query"),
+        (_window_inclusive_start, "expected True, got False"),
+        (_window_half_each_side, "expected"),
+        (_window_tril_only_when_short, "expected False, got True"),
+    ],
+    "ch05.q4": [
+        (_drop_module_inside, "dropout still drops entries at evaluation"),
+        (_drop_only_rescale_removed, "one of the two bugs is fixed"),
+        (_drop_only_mode_passed, "still multiplied by 1 - p at evaluation"),
+        (_drop_in_place_residual, "modified its input argument 'x' in place"),
+        (_drop_alpha_dropout, "output"),
+        (_drop_mask_by_hand, "output"),
+        (_drop_training_flag_inverted, "output"),
+        (_drop_eval_branch_skipped, "output"),
+        (_drop_norm_on_residual, "output"),
+        (_drop_twice, "output"),
+        (_drop_p_as_keep, "output"),
+    ],
     "ch02.q5": [
         (_analogy_columns_for_every_query, "output"),
         (_analogy_rows_indexed, "index 19 is out of bounds"),

@@ -5,7 +5,7 @@
 3. the causal mask;
 4. the mask of a prefix language model for a padded batch (a prefix read both ways, then
    causal, padding hidden);
-5. splitting the model width into heads;
+5. a sliding-window causal mask (local attention: the last ``window`` keys);
 6. grouped-query attention: query heads sharing fewer key/value heads;
 7. predict, then run: the shapes of a ``MultiHeadAttention`` call and its parameter count;
 8. debugging: an attention written for (B, T, d) without masks, used with heads and masks;
@@ -27,7 +27,6 @@ from tfbook.attention import (
     causal_mask,
     padding_mask,
     scaled_dot_product_attention,
-    split_heads,
 )
 from tfbook.exercises._engine import (
     Case,
@@ -517,71 +516,91 @@ q4 = Question(
 # --------------------------------------------------------------------------- q5
 
 
-def _split_heads(x, n_heads):
-    """(B, T, d_model) -> (B, h, T, d_head), head i holding features i*d_head..(i+1)*d_head-1."""
-    b, t, d_model = x.shape
-    return x.view(b, t, n_heads, d_model // n_heads).transpose(1, 2)
+def _sliding_window_mask(seq_len, window):
+    """(T, T) bool: query t may attend to key s when s <= t and t - s < window."""
+    t = torch.arange(seq_len)
+    distance = t[:, None] - t[None, :]  # (T, T): how far back key s lies from query t
+    return (distance >= 0) & (distance < window)
 
 
-def _split_no_transpose_view(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, n_heads, t, d_model // n_heads)
+def _window_off_by_one(seq_len, window):
+    t = torch.arange(seq_len)
+    distance = t[:, None] - t[None, :]
+    return (distance >= 0) & (distance <= window)  # window + 1 keys
 
 
-def _split_interleaved(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, t, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+def _window_symmetric(seq_len, window):
+    t = torch.arange(seq_len)
+    return (t[:, None] - t[None, :]).abs() < window  # a band, future included
 
 
-def _split_forgot_transpose(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, t, n_heads, d_model // n_heads)
+def _window_ignored(seq_len, window):
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
 
 
-def _split_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(40000)
+def _window_transposed(seq_len, window):
+    return _sliding_window_mask(seq_len, window).T  # keys after the query
+
+
+def _window_first_keys(seq_len, window):
+    t = torch.arange(seq_len)
+    return (t[None, :] <= t[:, None]) & (t[None, :] < window)  # the first keys, not the last
+
+
+def _window_cases() -> list[Case]:
     return [
-        Case("random: B=2, T=5, d_model=12, h=3", (_randn(g, 2, 5, 12), 3)),
-        Case("random: B=1, T=3, d_model=8, h=4", (_randn(g, 1, 3, 8), 4)),
-        Case("one head", (_randn(g, 2, 3, 6), 1)),
-        Case("one feature per head", (_randn(g, 1, 2, 4), 4)),
+        Case("T = 6, window = 3", (6, 3)),
+        Case("window = 1: each query sees itself only (T = 5)", (5, 1)),
+        Case("window = T = 7: the causal mask", (7, 7)),
+        Case("window larger than T (T = 4, window = 10)", (4, 10)),
+        Case("T = 1", (1, 1)),
+        Case("T = 3000, window = 1024 (longer than any pre-built mask)", (3000, 1024)),
     ]
 
 
 q5 = Question(
     "ch04.q5",
-    "Split the model width into heads",
-    reference=_split_heads,
-    cases=_split_cases,
+    "A sliding-window causal mask",
+    reference=_sliding_window_mask,
+    cases=_window_cases,
     mistakes=[
         Mistake(
-            "reshaped straight to (B, h, T, d_head): positions and heads mixed up",
-            _split_no_transpose_view,
-            "Memory is laid out as (B, T, d_model): reshape to (B, T, h, d_head) first, "
-            "then swap the T and h axes with transpose(1, 2).",
+            "window + 1 keys: t - s <= window",
+            _window_off_by_one,
+            "The window counts the query's own key: keys t - window + 1, ..., t, so "
+            "t - s < window (window = 1 leaves only the diagonal).",
         ),
         Mistake(
-            "heads interleaved (head i takes features i, i+h, i+2h, ...)",
-            _split_interleaved,
-            "Each head takes a contiguous slice of d_head features: reshape the last axis "
-            "to (h, d_head), not (d_head, h).",
+            "a symmetric band: future keys within the window allowed",
+            _window_symmetric,
+            "The mask stays causal: a key after the query (s > t) is hidden whatever the window.",
         ),
         Mistake(
-            "transpose forgotten: shape (B, T, h, d_head)",
-            _split_forgot_transpose,
-            "Attention runs per head over the positions, so the heads must come before T: "
-            "add .transpose(1, 2).",
+            "the window ignored: the plain causal mask",
+            _window_ignored,
+            "Keys more than window - 1 positions back are hidden too.",
+        ),
+        Mistake(
+            "transposed: keys after the query",
+            _window_transposed,
+            "Row t is the query, column s the key: allow s <= t, on and below the diagonal.",
+        ),
+        Mistake(
+            "the first window keys instead of the last",
+            _window_first_keys,
+            "The window slides with the query: query t sees keys t - window + 1 to t, not "
+            "keys 0 to window - 1.",
         ),
     ],
     hints=[
-        "Each head gets d_model / n_heads consecutive features. First cut the last axis into "
-        "two axes: one numbering the heads, one within a head.",
-        "After the cut the numbers are right but the axes are in the order (B, T, h, d_head); "
-        "swap the time axis and the head axis.",
+        "Entry (t, s) compares the two positions: work with the distance t - s of every pair, "
+        "a (T, T) tensor from two aranges.",
+        "A key is visible when it is not in the future and not too far back: two comparisons "
+        "on the distance, combined with &.",
     ],
+    check_dtype=True,
     kind="implement",
-    library=split_heads,
-    forbidden=("tfbook.attention.split_heads",),
+    library_note="none: tfbook's attention builds causal and padding masks, not local ones",
 )
 
 
