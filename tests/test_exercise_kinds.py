@@ -114,6 +114,22 @@ def test_input_layer_reference_is_model_embeddings(positional):
         torch.testing.assert_close(ours(ids), theirs(ids))
 
 
+# ----------------------------------------------------------------------- ch05.q3: RMSNorm
+
+
+def test_rms_norm_reference_is_torch_rms_norm_on_every_case():
+    """Exercise 5.3 has no tfbook counterpart (library_note): PyTorch's own RMSNorm is it."""
+    for case in ch05.q3.make_cases():
+        x, gamma = case.args[:2]
+        eps = case.args[2] if len(case.args) > 2 else case.kwargs.get("eps", 1e-6)
+        module = torch.nn.RMSNorm(x.shape[-1], eps=eps).to(x.dtype)
+        with torch.no_grad():
+            module.weight.copy_(gamma)
+            theirs = module(x)
+        ours = ch05.q3.reference(*case.args, **case.kwargs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=case.name)
+
+
 # ----------------------------------------------------------------------- ch05.q8: parallel block
 
 
