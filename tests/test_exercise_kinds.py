@@ -114,22 +114,62 @@ def test_input_layer_reference_is_model_embeddings(positional):
         torch.testing.assert_close(ours(ids), theirs(ids))
 
 
-# ----------------------------------------------------------------------- ch05.q8: encoder layer
+# ----------------------------------------------------------------------- ch05.q3: RMSNorm
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_encoder_layer_reference_is_model_encoder_layer(norm_first):
-    from tfbook.attention import padding_mask
-    from tfbook.model import EncoderLayer
+def test_rms_norm_reference_is_torch_rms_norm_on_every_case():
+    """Exercise 5.3 has no tfbook counterpart (library_note): PyTorch's own RMSNorm is it."""
+    for case in ch05.q3.make_cases():
+        x, gamma = case.args[:2]
+        eps = case.args[2] if len(case.args) > 2 else case.kwargs.get("eps", 1e-6)
+        module = torch.nn.RMSNorm(x.shape[-1], eps=eps).to(x.dtype)
+        with torch.no_grad():
+            module.weight.copy_(gamma)
+            theirs = module(x)
+        ours = ch05.q3.reference(*case.args, **case.kwargs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=case.name)
+
+
+# ----------------------------------------------------------------------- ch05.q8: parallel block
+
+
+@pytest.mark.parametrize("mask_kind", ["padding", "causal", "none"])
+def test_parallel_block_reference_is_the_formula_in_torch_modules(mask_kind):
+    """x + Attention(LN(x)) + FFN(LN(x)), written with PyTorch's own LayerNorm, attention and
+    GELU network, equals the reference block given the same weights."""
+    from torch import nn
+
+    from tfbook.attention import SelfAttention
 
     torch.manual_seed(2)
-    theirs = EncoderLayer(8, 2, 32, norm_first=norm_first).eval()
-    ours = ch05._ReferenceEncoderLayer(8, 2, 32, norm_first).eval()
-    ours.load_state_dict(theirs.state_dict())
-    x = 3.0 * torch.randn(2, 5, 8) + 1.0
-    mask = padding_mask(torch.tensor([5, 3]), max_len=5)
+    d, h, d_ff, b, t = 8, 2, 20, 3, 5
+    norm = nn.LayerNorm(d)
+    mha = nn.MultiheadAttention(d, h, batch_first=True)
+    ffn = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, mask), theirs(x, mask))
+        norm.weight.add_(0.3 * torch.randn(d))
+        norm.bias.add_(0.3 * torch.randn(d))
+    ours = ch05._ReferenceParallelBlock(d, h, d_ff).eval()
+    with torch.no_grad():
+        ours.norm.load_state_dict(norm.state_dict())
+        ours.attn.load_state_dict(SelfAttention.from_torch(mha).state_dict())
+        ours.ffn.linear1.load_state_dict(ffn[0].state_dict())
+        ours.ffn.linear2.load_state_dict(ffn[2].state_dict())
+    x = 3.0 * torch.randn(b, t, d) + 1.0
+    if mask_kind == "padding":
+        lengths = torch.tensor([5, 3, 4])
+        ours_mask = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
+        torch_kwargs = {"key_padding_mask": ~ours_mask[:, 0, :]}  # torch: True = blocked
+    elif mask_kind == "causal":
+        ours_mask = torch.ones(t, t, dtype=torch.bool).tril()
+        torch_kwargs = {"attn_mask": ~ours_mask}
+    else:
+        ours_mask, torch_kwargs = None, {}
+    with torch.no_grad():
+        n = norm(x)
+        expected = x + mha(n, n, n, need_weights=False, **torch_kwargs)[0] + ffn(n)
+        got = ours(x, ours_mask) if ours_mask is not None else ours(x)
+    torch.testing.assert_close(got, expected)
 
 
 # ----------------------------------------------------------------------- ch08.q2: the budget

@@ -137,8 +137,8 @@ def test_integer_tensors_are_compared_as_integers():
     assert text.endswith("index (2,): expected 9, got 12 (3 more)"), text
 
 
-def _jacobian_in_float32(s, d_k):
-    return ch04.q9.reference(s, d_k).float()
+def _jacobian_in_float32(q, k, v):
+    return ch04.q9.reference(q, k, v).float()
 
 
 def test_a_float32_answer_to_a_float64_input_is_named():

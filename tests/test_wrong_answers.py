@@ -15,9 +15,7 @@ import torch
 from _wrong_answers import assert_rejected, pairs, question
 from torch import nn
 
-from tfbook.attention import MultiHeadAttention, SelfAttention
-from tfbook.feedforward import PositionwiseFeedForward
-from tfbook.norm import ResidualSublayer
+from tfbook.attention import MultiHeadAttention
 from tfbook.positional import SinusoidalPositionalEncoding, apply_rotary
 from tfbook.rnn import RNN
 
@@ -43,12 +41,6 @@ def _masked_zero(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
     weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
-
-
-def _layer_norm_sequence_stats(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=(-2, -1), keepdim=True)
-    var = x.var(dim=(-2, -1), unbiased=False, keepdim=True)
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
 
 
 def _sinusoid_two_i_twice(seq_len, d_model):
@@ -149,9 +141,10 @@ def _fixed_float_mask_added(q, k, v, mask=None):
     return weights @ v, weights
 
 
-def _jacobian_divided_by_dk(s, d_k):
-    a = torch.softmax(s / d_k, dim=-1)
-    return (torch.diag(a) - a[:, None] * a[None, :]) / d_k
+def _jacobian_divided_by_dk(q, k, v):
+    d_k = q.shape[-1]
+    a = torch.softmax(k @ q / d_k, dim=-1)  # d_k where sqrt(d_k) belongs, twice
+    return v.T @ (torch.diag(a) - a[:, None] * a[None, :]) @ k / d_k
 
 
 class _PoolingMean(nn.Module):
@@ -168,16 +161,6 @@ class _PoolingMean(nn.Module):
 def _ln_rounded(kind):
     values = {"y.mean()": 0.0, "y.std()": 1.03, "y.norm()": 4.0}
     return values.get(kind, 2.07 if "gamma" in kind else 0.0)
-
-
-class _EncoderDffIgnored(nn.Module):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
-        super().__init__()
-        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model), norm_first)
-
-    def forward(self, x, mask=None):
-        return self.ffn(self.self_attn(x, mask))
 
 
 # ---- chapter 8: the capstone's exercises
@@ -275,7 +258,6 @@ WRONG = {
     "ch03.q1": [_sinusoid_two_i_twice],
     "ch04.q2": [_masked_zero],
     "ch04.q3": [_causal_float, _causal_int],
-    "ch05.q3": [_layer_norm_sequence_stats],
     "ch01.q6": [_counts_without_first_input_product],
     "ch01.q7": [_final_state_clamped],
     "ch01.q8": [_BiRNNOneSharedRNN],
@@ -291,7 +273,6 @@ WRONG = {
     "ch04.q9": [_jacobian_divided_by_dk],
     "ch04.q10": [_PoolingMean],
     "ch05.q7": [_ln_rounded],
-    "ch05.q8": [_EncoderDffIgnored],
     "ch08.q1": [_ch08_predict_rounded],
     "ch08.q2": [_ch08_budget_fp16_weights, _ch08_budget_context_plus_one],
     "ch08.q3": [_ch08_accumulate_strided, _ch08_accumulate_divided_losses],
@@ -323,18 +304,35 @@ def _calls(name):
     return getattr(importlib.import_module(module), attr)
 
 
+def _half_through_interleaved(x, base):
+    """Exercise 3.5's half-split RoPE through the library's interleaved one, the features
+    reordered before and after (right values; the library function is refused)."""
+    d = x.shape[-1]
+    interleaved = torch.stack([x[..., : d // 2], x[..., d // 2 :]], dim=-1).flatten(-2)
+    y = _calls("tfbook.positional.apply_rotary")(interleaved, base=base)
+    return torch.cat([y[..., 0::2], y[..., 1::2]], dim=-1)
+
+
+def _gelu_grad_by_autograd(x):
+    """GELU's slope by autograd, which exercise 5.2 refuses (its values are right)."""
+    with torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.gelu(leaf).sum(), leaf)
+    return grad
+
+
 FORBIDDEN_ANSWERS = {
     "ch00.q1": lambda x, dim=-1: x.softmax(dim),
     "ch01.q4": lambda x: _calls("tfbook.rnn.attention_preview")(x),
     "ch03.q1": lambda seq_len, d_model: _calls("tfbook.positional.sinusoidal_encoding")(
         seq_len, d_model, dtype=torch.float64
     ),
-    "ch03.q5": lambda x: _calls("tfbook.positional.apply_rotary")(x),
+    "ch03.q5": lambda x, base=10000.0: _half_through_interleaved(x, base),
     "ch04.q1": lambda q, k, v: _calls("tfbook.attention.scaled_dot_product_attention")(q, k, v),
     "ch04.q3": lambda seq_len: _calls("tfbook.attention.causal_mask")(seq_len),
-    "ch05.q2": lambda x: torch.nn.GELU()(x),
-    "ch05.q3": lambda x, gamma, beta, eps=1e-5: torch.nn.functional.layer_norm(
-        x, (x.shape[-1],), gamma, beta, eps
+    "ch05.q2": lambda x: _gelu_grad_by_autograd(x),
+    "ch05.q3": lambda x, gamma, eps=1e-6: torch.nn.functional.rms_norm(
+        x, (x.shape[-1],), gamma, eps
     ),
 }
 

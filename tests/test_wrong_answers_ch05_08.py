@@ -18,28 +18,10 @@ from _wrong_answers import assert_rejected, pairs, question
 from tfbook.attention import CrossAttention, SelfAttention, causal_mask
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.generate import top_p_filter
-from tfbook.model import DecoderLayer, EncoderLayer
+from tfbook.model import DecoderLayer
 from tfbook.norm import ResidualSublayer
 
 # --------------------------------------------------------------------------- chapter 5
-
-
-def _gelu_in_float64(x):
-    # right values, but a float64 tensor for a float32 input (a float64 detour for "precision")
-    x = x.double()
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
-def _layer_norm_eps_hard_coded(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
-    return gamma * (x - mu) / torch.sqrt(var + 1e-5) + beta  # the eps argument ignored
-
-
-def _layer_norm_one_pass_variance(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=-1, keepdim=True)
-    var = (x**2).mean(dim=-1, keepdim=True) - mu**2  # E[x^2] - mu^2 cancels for large means
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
 
 
 def _dropout_strictly_above_p(x, u, p, training):
@@ -48,16 +30,6 @@ def _dropout_strictly_above_p(x, u, p, training):
     if p >= 1.0:
         return torch.zeros_like(x)
     return torch.where(u > p, x / (1.0 - p), torch.zeros_like(x))  # drops u == p, asked to keep
-
-
-class _EncoderPostLNByDefault(torch.nn.Module):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=False):  # the default should be True
-        super().__init__()
-        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
-
-    def forward(self, x, mask=None):
-        return self.ffn(self.self_attn(x, mask))
 
 
 # --------------------------------------------------------------------------- chapter 6
@@ -87,11 +59,6 @@ class _DecoderOwnCausalMask(_DecoderPostLNByDefault):
 
 
 class _DecoderSubclassOfLibrary(DecoderLayer):  # the library layer the exercise rebuilds
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
-        super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
-
-
-class _EncoderSubclassOfLibrary(EncoderLayer):  # chapter 6's layer, which 5.8 rebuilds
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
 
@@ -151,10 +118,7 @@ def _ch08_step_padding_id_hard_coded(model, optimizer, src, tgt, pad_id, clip):
 
 
 WRONG = {
-    "ch05.q2": [_gelu_in_float64],
-    "ch05.q3": [_layer_norm_eps_hard_coded, _layer_norm_one_pass_variance],
     "ch05.q5": [_dropout_strictly_above_p],
-    "ch05.q8": [_EncoderPostLNByDefault],
     "ch06.q3": [_DecoderPostLNByDefault, _DecoderOwnCausalMask],
     "ch07.q3": [_train_padding_id_hard_coded],
     "ch07.q5": [_top_p_unstable_sort, _top_p_strictly_above_p],
@@ -178,7 +142,6 @@ def _top_p_from_the_library(logits, p):
 
 
 FORBIDDEN_ANSWERS = {
-    "ch05.q8": (_EncoderSubclassOfLibrary, "tfbook.model.EncoderLayer"),
     "ch06.q3": (_DecoderSubclassOfLibrary, "tfbook.model.DecoderLayer"),
     "ch07.q5": (_top_p_from_the_library, "tfbook.generate.top_p_filter"),
 }

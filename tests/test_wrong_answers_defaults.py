@@ -17,7 +17,7 @@ from _wrong_answers import question
 from tfbook.attention import CrossAttention, MultiHeadAttention, SelfAttention, causal_mask
 from tfbook.embedding import TokenEmbedding
 from tfbook.feedforward import PositionwiseFeedForward
-from tfbook.norm import ResidualSublayer
+from tfbook.norm import LayerNorm, ResidualSublayer
 from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
 # --------------------------------------------------------------------------- 3.8
@@ -64,14 +64,16 @@ class _PoolingCausalByDefault(_PoolingMaskRequired):
 # --------------------------------------------------------------------------- 5.8
 
 
-class _EncoderMaskRequired(torch.nn.Module):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+class _ParallelMaskRequired(torch.nn.Module):
+    def __init__(self, d_model, n_heads, d_ff=None):
         super().__init__()
-        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+        self.norm = LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
 
     def forward(self, x, mask):  # no default: forward(x) raises
-        return self.ffn(self.self_attn(x, mask))
+        h = self.norm(x)
+        return x + self.attn(h, mask) + self.ffn(h)
 
 
 # --------------------------------------------------------------------------- 6.3
@@ -102,7 +104,7 @@ class _DecoderMasksRequired(_DecoderCausalByDefault):
 WRONG_DEFAULTS = {
     "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
     "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
-    "ch05.q8": [(_EncoderMaskRequired, "default is None")],
+    "ch05.q8": [(_ParallelMaskRequired, "default is None")],
     "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],
 }
 CASES = [(qid, fn, named) for qid, fns in WRONG_DEFAULTS.items() for fn, named in fns]

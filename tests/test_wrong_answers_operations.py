@@ -85,35 +85,49 @@ def _masked_attention_library_softmax(q, k, v, mask):
 # --------------------------------------------------------------------------- 4.9 Jacobian
 
 
-def _jacobian_jacrev(s, d_k):
-    return torch.func.jacrev(lambda t: torch.softmax(t / math.sqrt(d_k), dim=-1))(s)
+def _attention_output(q, k, v):
+    return torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1) @ v  # (d_v,)
 
 
-def _jacobian_autograd_rows(s, d_k):
-    s = s.detach().requires_grad_()
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    rows = [torch.autograd.grad(a[i], s, retain_graph=True)[0] for i in range(len(s))]
+def _jacobian_jacrev(q, k, v):
+    return torch.func.jacrev(lambda t: _attention_output(t, k, v))(q)
+
+
+def _jacobian_autograd_rows(q, k, v):
+    with torch.enable_grad():
+        q = q.detach().requires_grad_()
+        out = _attention_output(q, k, v)
+        rows = [torch.autograd.grad(out[i], q, retain_graph=True)[0] for i in range(len(out))]
     return torch.stack(rows)
 
 
 # --------------------------------------------------------------------------- 5.2, 5.3
 
 
-def _gelu_aten(x):
-    return torch.ops.aten.gelu(x)
+def _gelu_grad_aten(x):
+    return torch.ops.aten.gelu_backward(torch.ones_like(x), x)  # autograd's own formula
 
 
-def _layer_norm_native(x, gamma, beta, eps=1e-5):
-    return torch.native_layer_norm(x, (x.shape[-1],), gamma, beta, eps)[0]
+def _mirrored(x):
+    """(x, -x) side by side: mean 0 and variance mean(x^2), so a layer norm of it is an
+    RMSNorm of x."""
+    return torch.cat([x, -x], dim=-1)
 
 
-def _layer_norm_aten(x, gamma, beta, eps=1e-5):
-    return torch.ops.aten.layer_norm(x, [x.shape[-1]], gamma, beta, eps)
+def _rms_norm_native_layer_norm(x, gamma, eps=1e-6):
+    d = x.shape[-1]
+    return torch.native_layer_norm(_mirrored(x), (2 * d,), None, None, eps)[0][..., :d] * gamma
 
 
-def _layer_norm_group_norm(x, gamma, beta, eps=1e-5):
-    flat = x.reshape(-1, 1, x.shape[-1])  # one group over the last axis: a layer norm
-    return F.group_norm(flat, 1, eps=eps).reshape(x.shape) * gamma + beta
+def _rms_norm_aten_layer_norm(x, gamma, eps=1e-6):
+    d = x.shape[-1]
+    return torch.ops.aten.layer_norm(_mirrored(x), [2 * d], None, None, eps)[..., :d] * gamma
+
+
+def _rms_norm_group_norm(x, gamma, eps=1e-6):
+    d = x.shape[-1]
+    flat = _mirrored(x).reshape(-1, 1, 2 * d)  # one group over the last axis: a layer norm
+    return F.group_norm(flat, 1, eps=eps)[..., :d].reshape(x.shape) * gamma
 
 
 SHORTCUTS = [
@@ -129,10 +143,10 @@ SHORTCUTS = [
     ("ch04.q2", _masked_attention_library_softmax, "tfbook.attention.masked_softmax"),
     ("ch04.q9", _jacobian_jacrev, "torch.func.jacrev"),
     ("ch04.q9", _jacobian_autograd_rows, "torch.autograd.grad"),
-    ("ch05.q2", _gelu_aten, "aten.gelu"),
-    ("ch05.q3", _layer_norm_native, "aten.native_layer_norm"),
-    ("ch05.q3", _layer_norm_aten, "aten.native_layer_norm"),
-    ("ch05.q3", _layer_norm_group_norm, "aten.native_group_norm"),
+    ("ch05.q2", _gelu_grad_aten, "aten.gelu_backward"),
+    ("ch05.q3", _rms_norm_native_layer_norm, "aten.native_layer_norm"),
+    ("ch05.q3", _rms_norm_aten_layer_norm, "aten.native_layer_norm"),
+    ("ch05.q3", _rms_norm_group_norm, "aten.native_group_norm"),
 ]
 IDS = [f"{qid}-{fn.__name__}" for qid, fn, _ in SHORTCUTS]
 

@@ -120,6 +120,7 @@ OPERATIONS = {
     "aten.native_group_norm": "group_norm (a layer norm when there is one group)",
     "aten.native_batch_norm": "batch_norm or instance_norm (a layer norm on transposed input)",
     "aten.gelu": "gelu (F.gelu, nn.GELU, torch.ops.aten.gelu)",
+    "aten.gelu_backward": "autograd through a gelu (backward, autograd.grad, jacrev)",
     "aten._softmax_backward_data": "autograd through a softmax (backward, autograd.grad, jacrev)",
 }
 

@@ -1,7 +1,7 @@
 """Graded exercises of chapter 1: From RNNs to Transformers.
 
 1. ``q1``: additive (Bahdanau) attention, the attention that first read an RNN's states.
-2. ``q2``: the recurrent loop over a batch-first sequence.
+2. ``q2``: the loop of a GRU (gated recurrent unit) over a batch-first sequence.
 3. ``q3``: the Jacobian of a late state with respect to an early one (why gradients vanish
    or explode).
 4. ``q4``: self-attention without learned weights, in one matrix product.
@@ -202,116 +202,202 @@ q1 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q2: the loop
+# --------------------------------------------------------------------------- q2: the GRU loop
 
 
-def run_rnn(x, h0, W_ih, W_hh, b):
-    """All states of a tanh RNN; x (B, T, D), h0 (B, H) -> outputs (B, T, H)."""
-    h = h0
-    outputs = []
+def _gates(W, H):
+    """The three (H, ...) blocks of a stacked GRU weight or bias, in PyTorch's order r, z, n."""
+    return W[:H], W[H : 2 * H], W[2 * H :]
+
+
+def run_gru(x, h0, W_ih, W_hh, b_ih, b_hh):
+    """All states of a GRU; x (B, T, D), h0 (B, H), stacked weights (3H, D) and (3H, H) and
+    biases (3H,) in the order reset, update, candidate -> outputs (B, T, H)."""
+    H = h0.shape[-1]
+    (W_ir, W_iz, W_in), (W_hr, W_hz, W_hn) = _gates(W_ih, H), _gates(W_hh, H)
+    (b_ir, b_iz, b_in), (b_hr, b_hz, b_hn) = _gates(b_ih, H), _gates(b_hh, H)
+    h, outputs = h0, []
     for t in range(x.shape[1]):  # time is axis 1 (batch first)
-        h = torch.tanh(x[:, t] @ W_ih.T + h @ W_hh.T + b)
+        x_t = x[:, t]  # (B, D)
+        r = torch.sigmoid(x_t @ W_ir.T + b_ir + h @ W_hr.T + b_hr)  # reset gate (B, H)
+        z = torch.sigmoid(x_t @ W_iz.T + b_iz + h @ W_hz.T + b_hz)  # update gate (B, H)
+        n = torch.tanh(x_t @ W_in.T + b_in + r * (h @ W_hn.T + b_hn))  # candidate (B, H)
+        h = (1 - z) * n + z * h  # keep a share z of the old state
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
 
-def _loop_over_batch_axis(x, h0, W_ih, W_hh, b):
-    h = h0
-    outputs = []
-    for x_t in x:  # iterates over axis 0, the batch
-        h = torch.tanh(x_t @ W_ih.T + h @ W_hh.T + b)
-        outputs.append(h)
-    return torch.stack(outputs, dim=1)
-
-
-def _state_not_carried(x, h0, W_ih, W_hh, b):
-    outputs = [torch.tanh(x[:, t] @ W_ih.T + h0 @ W_hh.T + b) for t in range(x.shape[1])]
-    return torch.stack(outputs, dim=1)
-
-
-def _returns_previous_states(x, h0, W_ih, W_hh, b):
-    h = h0
-    outputs = []
+def _gru_variant(
+    x,
+    h0,
+    W_ih,
+    W_hh,
+    b_ih,
+    b_hh,
+    *,
+    order=(0, 1, 2),
+    swap_mix=False,
+    reset_where="inside",
+    carry=True,
+    gate=torch.sigmoid,
+    use_b_hh=True,
+    previous=False,
+):
+    H = h0.shape[-1]
+    wi, wh = _gates(W_ih, H), _gates(W_hh, H)
+    bi, bh = _gates(b_ih, H), _gates(b_hh if use_b_hh else torch.zeros_like(b_hh), H)
+    r_, z_, n_ = order
+    h, outputs = h0, []
     for t in range(x.shape[1]):
-        outputs.append(h)
-        h = torch.tanh(x[:, t] @ W_ih.T + h @ W_hh.T + b)
+        x_t, h_in = x[:, t], (h if carry else h0)
+        r = gate(x_t @ wi[r_].T + bi[r_] + h_in @ wh[r_].T + bh[r_])
+        z = gate(x_t @ wi[z_].T + bi[z_] + h_in @ wh[z_].T + bh[z_])
+        if reset_where == "inside":
+            hidden = r * (h_in @ wh[n_].T + bh[n_])
+        elif reset_where == "outside the bias":
+            hidden = r * (h_in @ wh[n_].T) + bh[n_]
+        else:  # "before the product", as in Cho et al. (2014)
+            hidden = (r * h_in) @ wh[n_].T + bh[n_]
+        n = torch.tanh(x_t @ wi[n_].T + bi[n_] + hidden)
+        new = z * n + (1 - z) * h_in if swap_mix else (1 - z) * n + z * h_in
+        outputs.append(h_in if previous else new)
+        h = new
     return torch.stack(outputs, dim=1)
 
 
-def _stacked_time_first(x, h0, W_ih, W_hh, b):
-    h = h0
-    outputs = []
-    for t in range(x.shape[1]):
-        h = torch.tanh(x[:, t] @ W_ih.T + h @ W_hh.T + b)
-        outputs.append(h)
-    return torch.stack(outputs, dim=0)
+def _gru_r_z_swapped(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, order=(1, 0, 2))
+
+
+def _gru_mix_swapped(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, swap_mix=True)
+
+
+def _gru_reset_outside_bias(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, reset_where="outside the bias")
+
+
+def _gru_reset_before_product(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, reset_where="before the product")
+
+
+def _gru_state_not_carried(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, carry=False)
+
+
+def _gru_tanh_gates(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, gate=torch.tanh)
+
+
+def _gru_b_hh_ignored(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, use_b_hh=False)
+
+
+def _gru_previous_states(x, h0, W_ih, W_hh, b_ih, b_hh):
+    return _gru_variant(x, h0, W_ih, W_hh, b_ih, b_hh, previous=True)
 
 
 def _loop_cases() -> list[Case]:
-    def case(name: str, batch: int, steps: int, d: int, h: int, seed: int) -> Case:
+    def case(name, batch, steps, d, h, seed, scale=1.0):
         return Case(
             name,
             (
-                _randn(batch, steps, d, seed=seed),
+                scale * _randn(batch, steps, d, seed=seed),
                 _randn(batch, h, seed=seed + 1),
-                _randn(h, d, seed=seed + 2) / math.sqrt(d),
-                _randn(h, h, seed=seed + 3) / math.sqrt(h),
-                _randn(h, seed=seed + 4),
+                _randn(3 * h, d, seed=seed + 2) / math.sqrt(d),
+                _randn(3 * h, h, seed=seed + 3) / math.sqrt(h),
+                0.5 * _randn(3 * h, seed=seed + 4),
+                0.5 * _randn(3 * h, seed=seed + 5),
             ),
         )
 
     return [
-        case("random, B = T = 3", 3, 3, 2, 4, seed=40),
-        case("random, B = 2, T = 6", 2, 6, 3, 5, seed=50),
+        case("random, B = 3, T = 4, D = 2, H = 3", 3, 4, 2, 3, seed=40),
+        case("random, B = 2, T = 6, D = 5, H = 4", 2, 6, 5, 4, seed=50),
         case("one time step", 2, 1, 3, 2, seed=60),
-        case("one sequence, T = 9", 1, 9, 2, 3, seed=70),
+        case("one sequence, T = 12, H = 1", 1, 12, 2, 1, seed=70),
+        case("inputs in the hundreds (saturated gates)", 2, 3, 3, 4, seed=80, scale=300.0),
     ]
 
 
-def _library_rnn(x, h0, W_ih, W_hh, b):
-    rnn = RNN(W_ih.shape[1], W_ih.shape[0]).to(W_ih.dtype)
+def _library_gru(x, h0, W_ih, W_hh, b_ih, b_hh):
+    """PyTorch's own GRU with these weights (the student may not call it; the test may)."""
+    gru = torch.nn.GRU(W_ih.shape[1], h0.shape[-1], batch_first=True).to(x.dtype)
     with torch.no_grad():
-        rnn.cell.weight_ih.copy_(W_ih)
-        rnn.cell.weight_hh.copy_(W_hh)
-        rnn.cell.bias_ih.copy_(b)
-        rnn.cell.bias_hh.zero_()
-    return rnn(x, h0)[0]
+        for name, value in (("ih", W_ih), ("hh", W_hh)):
+            getattr(gru, f"weight_{name}_l0").copy_(value)
+        gru.bias_ih_l0.copy_(b_ih)
+        gru.bias_hh_l0.copy_(b_hh)
+        return gru(x, h0[None])[0]
 
 
 q2 = Question(
     "ch01.q2",
-    "The recurrent loop over a sequence",
-    reference=run_rnn,
+    "The GRU loop over a sequence",
+    reference=run_gru,
     cases=_loop_cases,
     mistakes=[
         Mistake(
-            "looped over the batch axis",
-            _loop_over_batch_axis,
-            "The input is batch first, (B, T, D): step through time with x[:, t], not over x.",
+            "reset and update gates swapped: the blocks are r, z, n",
+            _gru_r_z_swapped,
+            "The stacked weights hold the reset gate's rows first (0 .. H-1), then the update "
+            "gate's (H .. 2H-1), then the candidate's (2H .. 3H-1).",
+        ),
+        Mistake(
+            "z n + (1 - z) h: the mix the other way round",
+            _gru_mix_swapped,
+            "Here z is the share of the old state that is kept: h_t = (1 - z) n + z h_(t-1). "
+            "Some texts swap the roles; this task (and PyTorch) does not.",
+        ),
+        Mistake(
+            "the reset gate applied before adding b_hn",
+            _gru_reset_outside_bias,
+            "The reset gate multiplies the whole recurrent term, bias included: "
+            "r * (h W_hn^T + b_hn).",
+        ),
+        Mistake(
+            "the reset gate applied to h before the product (the 2014 paper's variant)",
+            _gru_reset_before_product,
+            "This task (and PyTorch) applies r after the product: r * (h W_hn^T + b_hn), not "
+            "(r * h) W_hn^T + b_hn. Both are GRUs, but they give different numbers.",
         ),
         Mistake(
             "state not carried between steps",
-            _state_not_carried,
+            _gru_state_not_carried,
             "Feed the state you just computed into the next step; h0 is used only at t = 0.",
         ),
         Mistake(
-            "outputs shifted by one step (h0 stored, last state dropped)",
-            _returns_previous_states,
-            "Append the new state after computing it, so outputs[:, t] is h_t, not h_(t-1).",
+            "tanh for the gates",
+            _gru_tanh_gates,
+            "The gates r and z are shares between 0 and 1: use the sigmoid; tanh is for the "
+            "candidate n only.",
         ),
         Mistake(
-            "stacked along the time-first axis",
-            _stacked_time_first,
-            "Stack the T states with dim=1 so the result is (B, T, H), batch first.",
+            "the recurrent biases b_hh left out",
+            _gru_b_hh_ignored,
+            "Each gate has two biases, b_ih and b_hh: add both (the candidate's b_hn inside "
+            "the reset product).",
+        ),
+        Mistake(
+            "outputs shifted by one step (h0 stored, last state dropped)",
+            _gru_previous_states,
+            "Append the new state after computing it, so outputs[:, t] is h_t, not h_(t-1).",
         ),
     ],
     hints=[
-        "Keep a variable h, start it at h0, and loop t over range(x.shape[1]).",
-        "Inside the loop apply the cell's formula to x[:, t] and h (W_ih is (H, D): "
-        "multiply by its transpose); collect every new h and torch.stack the list with dim=1.",
+        "Cut each stacked weight and bias into three blocks of H rows: W[:H] for the reset "
+        "gate, W[H:2H] for the update gate, W[2H:] for the candidate.",
+        "Loop t over range(x.shape[1]) with a state h that starts at h0; compute r and z "
+        "first, then the candidate n (it needs r), then the new h; collect every new h.",
     ],
     kind="implement",
-    library=_library_rnn,
+    library=_library_gru,
+    forbidden=(
+        "torch.nn.GRU.forward",
+        "torch.nn.GRUCell.forward",
+        "torch.gru",
+        "torch.gru_cell",
+    ),
 )
 
 

@@ -2,7 +2,7 @@
 
 Five implementation questions: a whitespace vocabulary with special tokens, the pair counts
 and the merge step of byte-pair encoding, encoding a word by replaying the learnt merges, and
-the cosine similarity matrix; then four of other kinds:
+analogies by vector arithmetic (3CosAdd, cosines of normalised rows); then four of other kinds:
 
 6. predict, then run: what BPE learns from "aaabdaaabac" (``tfbook.tokenizers.BPETokenizer``
    reveals it);
@@ -280,6 +280,13 @@ def _merge_cases():
     return cases
 
 
+def _compare_merged(expected, got) -> str | None:
+    """A new list is asked for: a tuple (or a string) of the right symbols is refused by name."""
+    if not isinstance(got, list):
+        return f"output: expected a new list of strings, got {type(got).__name__} {got!r}"
+    return compare(expected, got)
+
+
 def _library_merge(symbols, pair):
     """One merge applied by ``BPETokenizer.tokenize``: each distinct symbol becomes one
     private-use character (the tokenizer's alphabet), the pair the tokenizer's only merge."""
@@ -322,6 +329,7 @@ q3 = Question(
         "append symbols[i] and move by 1.",
         "Check i + 1 < len(symbols) before reading symbols[i + 1], and return a new list.",
     ],
+    compare_fn=_compare_merged,
     kind="implement",
     library=_library_merge,
 )
@@ -562,69 +570,205 @@ q4 = Question(
 )
 
 
-# --------------------------------------------------------------------- q5: cosine matrix
+# --------------------------------------------------------------------- q5: analogies
 
 
-def _reference_cosine(x):
-    unit = x / x.norm(dim=1, keepdim=True)
-    return unit @ unit.T
+def _unit_rows(weight):
+    return weight / weight.norm(dim=1, keepdim=True)
 
 
-def _cosine_no_norm(x):
-    return x @ x.T
+def _reference_analogy(weight, a, b, c):
+    """3CosAdd: for each query, the token d (not a, b or c) whose row is most similar in cosine
+    to u_b - u_a + u_c, the rows normalised first ("a is to b as c is to d")."""
+    unit = _unit_rows(weight)  # (V, d), rows of length 1
+    target = unit[b] - unit[a] + unit[c]  # (Q, d)
+    scores = target @ unit.T  # (Q, V): cosine up to the positive factor 1 / |target|
+    queries = torch.arange(len(a))
+    for ids in (a, b, c):  # the three given tokens are never the answer
+        scores[queries, ids] = float("-inf")
+    return scores.argmax(dim=1)  # (Q,) int64
 
 
-def _cosine_wrong_axis(x):
-    unit = x / x.norm(dim=0, keepdim=True)
-    return unit @ unit.T
+def _analogy_parts(
+    weight,
+    a,
+    b,
+    c,
+    *,
+    normalise=True,
+    sign=1.0,
+    exclude=("a", "b", "c"),
+    fill=float("-inf"),
+    dot=False,
+    pick=torch.argmax,
+):
+    unit = _unit_rows(weight) if normalise else weight
+    target = sign * (unit[b] - unit[a]) + unit[c]
+    rows = weight if dot else _unit_rows(weight)
+    scores = target @ rows.T
+    queries = torch.arange(len(a))
+    for name, ids in (("a", a), ("b", b), ("c", c)):
+        if name in exclude:
+            scores[queries, ids] = fill if pick is torch.argmax else -fill
+    return pick(scores, dim=1)
 
 
-def _cosine_one_side(x):
-    unit = x / x.norm(dim=1, keepdim=True)
-    return unit @ x.T
+def _analogy_raw_arithmetic(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, normalise=False)
 
 
-def _cosine_cases():
-    cases = []
-    for seed, (n, d) in enumerate([(5, 8), (4, 3), (6, 16)]):
-        g = torch.Generator().manual_seed(50 + seed)
-        cases.append(Case(f"random, N={n}, d={d}", (torch.randn(n, d, generator=g),)))
-    x = torch.tensor([[1.0, 2.0, 0.0], [100.0, 200.0, 0.0], [-2.0, 1.0, 0.0]])
-    cases.append(Case("parallel, scaled and orthogonal rows", (x,)))
-    return cases
+def _analogy_reversed(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, sign=-1.0)
+
+
+def _analogy_no_exclusion(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, exclude=())
+
+
+def _analogy_only_c_excluded(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, exclude=("c",))
+
+
+def _analogy_zero_fill(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, fill=0.0)
+
+
+def _analogy_dot_products(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, dot=True)
+
+
+def _analogy_argmin(weight, a, b, c):
+    return _analogy_parts(weight, a, b, c, pick=torch.argmin)
+
+
+def _analogy_cases():
+    def table(seed, v, d, spread=0.0, dtype=torch.float32):
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(v, d, generator=g, dtype=torch.float64)
+        if spread:  # row norms from 10^-spread to 10^spread
+            w = w * 10.0 ** (spread * (2 * torch.rand(v, 1, generator=g, dtype=torch.float64) - 1))
+        return w.to(dtype), g
+
+    def ids(g, v, q):
+        return [torch.randint(0, v, (q,), generator=g) for _ in range(3)]
+
+    w1, g1 = table(70, 30, 8)
+    w2, g2 = table(71, 40, 6, spread=2.0)
+    w3, _ = table(72, 4, 3)
+    w4, g4 = table(73, 25, 5, dtype=torch.float64)
+    # c's own row is the nearest to b - a + c when b and a nearly cancel: exclusion matters
+    w5, g5 = table(74, 20, 6)
+    w5[1] = w5[0] + 0.01 * torch.randn(6, generator=g5)
+    # b - a + c = (-1, 1, 1); the three other rows all point away from it (cosines < 0)
+    w6 = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [1.0, -0.2, -0.1],
+            [0.5, -1.0, 0.2],
+            [0.3, 0.1, -1.0],
+        ]
+    )
+    return [
+        Case("random table V = 30, d = 8, 6 queries", (w1, *ids(g1, 30, 6))),
+        Case("rows whose norms range from 0.01 to 100, V = 40, 8 queries", (w2, *ids(g2, 40, 8))),
+        Case(
+            "b and a almost the same row: c itself is the nearest (V = 20)",
+            (w5, torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([7, 12])),
+        ),
+        Case(
+            "a = c and a = b in some queries (V = 30)",
+            (w1, torch.tensor([3, 5, 9]), torch.tensor([3, 8, 2]), torch.tensor([3, 5, 4])),
+        ),
+        Case(
+            "every allowed cosine negative (V = 6): the best is the least negative",
+            (w6, torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([2, 1])),
+        ),
+        Case(
+            "V = 4 and a, b, c distinct: one token left",
+            (w3, torch.tensor([0, 3]), torch.tensor([1, 2]), torch.tensor([2, 1])),
+        ),
+        Case("float64 table V = 25, d = 5, 5 queries", (w4, *ids(g4, 25, 5))),
+    ]
+
+
+def _library_analogy(weight, a, b, c):
+    """The same search with the library's cosine matrix: the candidates' cosines with the
+    target row, computed among all rows at once."""
+    unit = _unit_rows(weight)
+    target = unit[b] - unit[a] + unit[c]  # (Q, d)
+    cos = cosine_similarity_matrix(torch.cat([target, weight]))[: len(a), len(a) :]  # (Q, V)
+    queries = torch.arange(len(a))
+    for ids in (a, b, c):
+        cos[queries, ids] = float("-inf")
+    return cos.argmax(dim=1)
 
 
 q5 = Question(
     "ch02.q5",
-    "Cosine similarity matrix",
-    reference=_reference_cosine,
-    cases=_cosine_cases,
+    "Analogies by vector arithmetic",
+    reference=_reference_analogy,
+    cases=_analogy_cases,
     mistakes=[
         Mistake(
-            "dot products, not cosines",
-            _cosine_no_norm,
-            "Divide each row by its length first; a raw dot product grows with the norms.",
+            "b - a + c on the raw rows, not on the normalised ones",
+            _analogy_raw_arithmetic,
+            "Normalise every row to length 1 first, then form u_b - u_a + u_c: with raw rows a "
+            "long vector dominates the sum.",
         ),
         Mistake(
-            "normalised over the wrong axis",
-            _cosine_wrong_axis,
-            "Each vector is a row: take the norm over dim=1 (x.norm(dim=1, keepdim=True)).",
+            "a - b + c: the offset the wrong way round",
+            _analogy_reversed,
+            "'a is to b as c is to d' means d - c = b - a, so the target is u_b - u_a + u_c.",
         ),
         Mistake(
-            "only one side normalised",
-            _cosine_one_side,
-            "Both vectors of every pair must have length 1: use unit @ unit.T.",
+            "a, b and c not excluded",
+            _analogy_no_exclusion,
+            "The nearest row to u_b - u_a + u_c is often b or c itself; the answer must be "
+            "another token: exclude a, b and c before taking the argmax.",
+        ),
+        Mistake(
+            "only c excluded",
+            _analogy_only_c_excluded,
+            "Exclude all three given tokens, a and b as well as c.",
+        ),
+        Mistake(
+            "the excluded tokens given a finite score (such as 0 or -1), not -inf",
+            _analogy_zero_fill,
+            "Scores can be negative, and below -1 too (the target is not of length 1): when "
+            "every allowed token scores below the fill value, an excluded one is picked. Use "
+            "float('-inf').",
+        ),
+        Mistake(
+            "dot products with the raw rows instead of cosines",
+            _analogy_dot_products,
+            "Compare the target with the normalised rows: a dot product with a raw row favours "
+            "long rows whatever their direction.",
+        ),
+        Mistake(
+            "argmin: the least similar token",
+            _analogy_argmin,
+            "The answer is the most similar remaining token: argmax of the cosine.",
         ),
     ],
     hints=[
-        "cos(a, b) = a . b / (|a| |b|). With unit-length rows it is just the dot product.",
-        "Divide every row by its own length; keep the length's axis so the division "
-        "broadcasts over the features.",
-        "One matrix product of the unit-length rows with their transpose gives every pair's "
-        "cosine at once, an (N, N) matrix.",
+        "Normalise the table's rows once (each divided by its norm, keepdim=True), then index "
+        "it with a, b and c to get three (Q, d) tensors.",
+        "One matrix product of the (Q, d) targets with the normalised table's transpose gives "
+        "every query's scores against every token, (Q, V); dividing by the target's norm "
+        "would not change the argmax.",
+        "Before the argmax, set the scores of each query's own a, b and c to -inf "
+        "(scores[torch.arange(Q), a] = ...).",
     ],
+    compare_fn=lambda expected, got: (
+        f"output: expected a torch.long tensor of token ids, got {type(got).__name__}"
+        + (f" {got.dtype}" if isinstance(got, torch.Tensor) else "")
+        if not isinstance(got, torch.Tensor) or got.dtype != torch.long
+        else compare(expected, got)
+    ),
     kind="implement",
-    library=cosine_similarity_matrix,
+    library=_library_analogy,
     forbidden=(
         "tfbook.embedding.cosine_similarity_matrix",
         "torch.nn.functional.cosine_similarity",

@@ -2,7 +2,8 @@
 
 Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
 (a derivation), ALiBi's distance penalty for a causal decoder, RoPE's angles with position
-interpolation for sequences longer than the trained ones, and rotary embeddings; then
+interpolation for sequences longer than the trained ones, and rotary embeddings in the
+half-split layout of GPT-NeoX and LLaMA; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
 7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
@@ -612,93 +613,153 @@ q4 = Question(
 # --------------------------------------------------------------------------- q5
 
 
-def rope(x):
-    """Rotate the pair (x[..., 2i], x[..., 2i+1]) of the token at position m by m * theta_i."""
+def rope_half(x, base=10000.0):
+    """RoPE in the half-split layout: rotate the pair (x[..., i], x[..., i + d/2]) of the token
+    at position m by m * theta_i, theta_i = base^(-2i/d)."""
     seq_len, d = x.shape[-2], x.shape[-1]
     m = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
-    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    theta = base ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)  # (d/2,)
     cos = torch.cos(m * theta).to(x.dtype)  # (T, d/2)
     sin = torch.sin(m * theta).to(x.dtype)
-    x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    out = torch.empty_like(x)
-    out[..., 0::2] = x_even * cos - x_odd * sin
-    out[..., 1::2] = x_even * sin + x_odd * cos
-    return out
+    first, second = x[..., : d // 2], x[..., d // 2 :]  # pair i is (first[i], second[i])
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
-def _q5_rotate(x, *, positions, direction=1.0, split_halves=False):
+def _q5_rotate(x, base=10000.0, *, start=0, direction=1.0, exponent=2, interleaved=False):
     seq_len, d = x.shape[-2], x.shape[-1]
-    m = positions(seq_len)[:, None]
-    theta = _BASE ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    m = torch.arange(start, start + seq_len, dtype=torch.float64)[:, None]
+    theta = base ** (-torch.arange(0, d // 2, dtype=torch.float64) * exponent / d)
     cos = torch.cos(m * theta).to(x.dtype)
     sin = (direction * torch.sin(m * theta)).to(x.dtype)
-    if split_halves:
-        first, second = x[..., : d // 2], x[..., d // 2 :]
-        return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
-    out = torch.empty_like(x)
-    out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
-    out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
-    return out
+    if interleaved:  # the chapter's layout
+        out = torch.empty_like(x)
+        out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
+        out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
+        return out
+    first, second = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
-def _q5_halves(x):
-    return _q5_rotate(x, positions=_from0, split_halves=True)
+def _q5_interleaved(x, base=10000.0):
+    return _q5_rotate(x, base, interleaved=True)
 
 
-def _q5_backwards(x):
-    return _q5_rotate(x, positions=_from0, direction=-1.0)
+def _q5_backwards(x, base=10000.0):
+    return _q5_rotate(x, base, direction=-1.0)
 
 
-def _q5_from_one(x):
-    return _q5_rotate(x, positions=_from1)
+def _q5_from_one(x, base=10000.0):
+    return _q5_rotate(x, base, start=1)
+
+
+def _q5_exponent_i_over_d(x, base=10000.0):
+    return _q5_rotate(x, base, exponent=1)
+
+
+def _q5_base_ignored(x, base=10000.0):
+    return _q5_rotate(x)
+
+
+def _q5_repeat_interleave(x, base=10000.0):
+    """cos and sin widened to d columns with repeat_interleave, as for the interleaved layout,
+    then used with rotate_half."""
+    seq_len, d = x.shape[-2], x.shape[-1]
+    m = torch.arange(seq_len, dtype=torch.float64)[:, None]
+    theta = base ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
+    cos = torch.cos(m * theta).repeat_interleave(2, dim=-1).to(x.dtype)  # (T, d)
+    sin = torch.sin(m * theta).repeat_interleave(2, dim=-1).to(x.dtype)
+    rotated = torch.cat([-x[..., d // 2 :], x[..., : d // 2]], dim=-1)
+    return x * cos + rotated * sin
 
 
 def _q5_cases():
     gen = torch.Generator().manual_seed(9)
     return [
-        Case("random (2, 5, 8), seed 9", (torch.randn(2, 5, 8, generator=gen),)),
-        Case("random (3, 2, 7, 4), seed 9", (torch.randn(3, 2, 7, 4, generator=gen),)),
+        Case("random (2, 5, 8), base 10000", (torch.randn(2, 5, 8, generator=gen), 10000.0)),
+        Case(
+            "base not given (its default is 10000), (3, 2, 7, 4)",
+            (torch.randn(3, 2, 7, 4, generator=gen),),
+        ),
+        Case(
+            "base = 500000 given by name (LLaMA 3), (1, 9, 12)",
+            (torch.randn(1, 9, 12, generator=gen),),
+            {"base": 500000.0},
+        ),
         Case("one token (position 0 is not rotated)", (torch.randn(1, 1, 6, generator=gen),)),
-        Case("d = 2, long sequence", (torch.randn(1, 40, 2, generator=gen),)),
+        Case("d = 2, 60 positions", (torch.randn(1, 60, 2, generator=gen), 10000.0)),
+        Case(
+            "entries in the hundreds, base = 100",
+            (300.0 * torch.randn(2, 4, 6, generator=gen), 100.0),
+        ),
         # the task asks for the dtype of x: float64 in, float64 out (the dtype is checked)
-        Case("float64 (2, 6, 4)", (torch.randn(2, 6, 4, generator=gen, dtype=torch.float64),)),
+        Case(
+            "float64 (2, 6, 4)",
+            (torch.randn(2, 6, 4, generator=gen, dtype=torch.float64), 10000.0),
+        ),
     ]
+
+
+def _library_rope_half(x, base=10000.0):
+    """The library's interleaved RoPE on the features reordered: feature i of the half layout
+    goes to column 2i, feature i + d/2 to column 2i + 1, and back afterwards."""
+    d = x.shape[-1]
+    interleaved = torch.stack([x[..., : d // 2], x[..., d // 2 :]], dim=-1).flatten(-2)
+    y = apply_rotary(interleaved, base=base)
+    return torch.cat([y[..., 0::2], y[..., 1::2]], dim=-1)
 
 
 q5 = Question(
     "ch03.q5",
-    "Rotary position embedding (RoPE)",
-    reference=rope,
+    "RoPE in the half-split layout",
+    reference=rope_half,
     cases=_q5_cases,
     mistakes=[
         Mistake(
-            "dimension i paired with i + d/2 instead of 2i with 2i+1",
-            _q5_halves,
-            "Pair neighbouring dimensions (0, 1), (2, 3), ... as the task asks. Pairing i with "
-            "i + d/2 (the 'rotate_half' layout of some libraries) is a valid variant, but it "
-            "rotates different pairs of numbers, so its output differs.",
+            "pairs (2i, 2i+1): the chapter's layout, not the half-split one",
+            _q5_interleaved,
+            "Here dimension i is paired with dimension i + d/2 (the first half with the second "
+            "half), not with its neighbour.",
         ),
         Mistake(
             "rotation in the wrong direction",
             _q5_backwards,
-            "Rotate counter-clockwise: first = x0 cos - x1 sin, second = x0 sin + x1 cos.",
+            "Rotate counter-clockwise: x_i' = x_i cos - x_(i+d/2) sin and "
+            "x_(i+d/2)' = x_i sin + x_(i+d/2) cos; a sign error in rotate_half turns it round.",
         ),
         Mistake(
             "positions counted from 1",
             _q5_from_one,
             "The first token is at position 0 and is not rotated at all.",
         ),
+        Mistake(
+            "theta_i = base^(-i/d): the 2 in the exponent lost",
+            _q5_exponent_i_over_d,
+            "theta_i = base^(-2i/d) for i = 0, ..., d/2 - 1: the exponents run from 0 towards 1, "
+            "not towards 1/2.",
+        ),
+        Mistake(
+            "base ignored (always 10000)",
+            _q5_base_ignored,
+            "Use the base argument in theta_i = base^(-2i/d); its default is 10000.",
+        ),
+        Mistake(
+            "cos and sin widened with repeat_interleave (the interleaved layout's columns)",
+            _q5_repeat_interleave,
+            "In the half-split layout column j and column j + d/2 share the angle of pair j: "
+            "widen the (T, d/2) tables with torch.cat([c, c], dim=-1), not repeat_interleave.",
+        ),
     ],
     hints=[
-        "Compute the angles m * theta_i as a (T, d/2) table, as for the sinusoidal encoding; "
-        "it broadcasts against x[..., 0::2] of shape (..., T, d/2).",
-        "For each pair (x0, x1) = (x[..., 2i], x[..., 2i+1]): new x0 = x0 cos - x1 sin and "
-        "new x1 = x0 sin + x1 cos. Write into a new tensor (torch.empty_like(x)).",
+        "Compute the angles m * theta_i as a (T, d/2) table in float64, then cos and sin in "
+        "x's dtype; they broadcast against x[..., :d/2] of shape (..., T, d/2).",
+        "With first = x[..., :d/2] and second = x[..., d/2:], the result is the concatenation "
+        "of first cos - second sin and first sin + second cos, along the last axis.",
     ],
     atol=1e-5,
+    rtol=1e-5,
     check_dtype=True,  # "a new tensor of the same shape and dtype"
     kind="implement",
-    library=apply_rotary,
+    library=_library_rope_half,
     forbidden=("tfbook.positional.apply_rotary",),
 )
 

@@ -5,11 +5,11 @@
 3. the causal mask;
 4. the mask of a prefix language model for a padded batch (a prefix read both ways, then
    causal, padding hidden);
-5. splitting the model width into heads;
+5. a sliding-window causal mask (local attention: the last ``window`` keys);
 6. grouped-query attention: query heads sharing fewer key/value heads;
 7. predict, then run: the shapes of a ``MultiHeadAttention`` call and its parameter count;
 8. debugging: an attention written for (B, T, d) without masks, used with heads and masks;
-9. derivation: the Jacobian of the attention weights with respect to the raw scores;
+9. derivation: the Jacobian of one query's attention output with respect to the query;
 10. build with the library: attention pooling (one learned query) from ``MultiHeadAttention``.
 
 Usage: ``from tfbook.exercises import ch04 as ex; ex.q1.check(my_attention)``.
@@ -25,10 +25,8 @@ from torch import nn
 from tfbook.attention import (
     MultiHeadAttention,
     causal_mask,
-    masked_softmax,
     padding_mask,
     scaled_dot_product_attention,
-    split_heads,
 )
 from tfbook.exercises._engine import (
     Case,
@@ -518,71 +516,91 @@ q4 = Question(
 # --------------------------------------------------------------------------- q5
 
 
-def _split_heads(x, n_heads):
-    """(B, T, d_model) -> (B, h, T, d_head), head i holding features i*d_head..(i+1)*d_head-1."""
-    b, t, d_model = x.shape
-    return x.view(b, t, n_heads, d_model // n_heads).transpose(1, 2)
+def _sliding_window_mask(seq_len, window):
+    """(T, T) bool: query t may attend to key s when s <= t and t - s < window."""
+    t = torch.arange(seq_len)
+    distance = t[:, None] - t[None, :]  # (T, T): how far back key s lies from query t
+    return (distance >= 0) & (distance < window)
 
 
-def _split_no_transpose_view(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, n_heads, t, d_model // n_heads)
+def _window_off_by_one(seq_len, window):
+    t = torch.arange(seq_len)
+    distance = t[:, None] - t[None, :]
+    return (distance >= 0) & (distance <= window)  # window + 1 keys
 
 
-def _split_interleaved(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, t, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+def _window_symmetric(seq_len, window):
+    t = torch.arange(seq_len)
+    return (t[:, None] - t[None, :]).abs() < window  # a band, future included
 
 
-def _split_forgot_transpose(x, n_heads):
-    b, t, d_model = x.shape
-    return x.reshape(b, t, n_heads, d_model // n_heads)
+def _window_ignored(seq_len, window):
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
 
 
-def _split_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(40000)
+def _window_transposed(seq_len, window):
+    return _sliding_window_mask(seq_len, window).T  # keys after the query
+
+
+def _window_first_keys(seq_len, window):
+    t = torch.arange(seq_len)
+    return (t[None, :] <= t[:, None]) & (t[None, :] < window)  # the first keys, not the last
+
+
+def _window_cases() -> list[Case]:
     return [
-        Case("random: B=2, T=5, d_model=12, h=3", (_randn(g, 2, 5, 12), 3)),
-        Case("random: B=1, T=3, d_model=8, h=4", (_randn(g, 1, 3, 8), 4)),
-        Case("one head", (_randn(g, 2, 3, 6), 1)),
-        Case("one feature per head", (_randn(g, 1, 2, 4), 4)),
+        Case("T = 6, window = 3", (6, 3)),
+        Case("window = 1: each query sees itself only (T = 5)", (5, 1)),
+        Case("window = T = 7: the causal mask", (7, 7)),
+        Case("window larger than T (T = 4, window = 10)", (4, 10)),
+        Case("T = 1", (1, 1)),
+        Case("T = 3000, window = 1024 (longer than any pre-built mask)", (3000, 1024)),
     ]
 
 
 q5 = Question(
     "ch04.q5",
-    "Split the model width into heads",
-    reference=_split_heads,
-    cases=_split_cases,
+    "A sliding-window causal mask",
+    reference=_sliding_window_mask,
+    cases=_window_cases,
     mistakes=[
         Mistake(
-            "reshaped straight to (B, h, T, d_head): positions and heads mixed up",
-            _split_no_transpose_view,
-            "Memory is laid out as (B, T, d_model): reshape to (B, T, h, d_head) first, "
-            "then swap the T and h axes with transpose(1, 2).",
+            "window + 1 keys: t - s <= window",
+            _window_off_by_one,
+            "The window counts the query's own key: keys t - window + 1, ..., t, so "
+            "t - s < window (window = 1 leaves only the diagonal).",
         ),
         Mistake(
-            "heads interleaved (head i takes features i, i+h, i+2h, ...)",
-            _split_interleaved,
-            "Each head takes a contiguous slice of d_head features: reshape the last axis "
-            "to (h, d_head), not (d_head, h).",
+            "a symmetric band: future keys within the window allowed",
+            _window_symmetric,
+            "The mask stays causal: a key after the query (s > t) is hidden whatever the window.",
         ),
         Mistake(
-            "transpose forgotten: shape (B, T, h, d_head)",
-            _split_forgot_transpose,
-            "Attention runs per head over the positions, so the heads must come before T: "
-            "add .transpose(1, 2).",
+            "the window ignored: the plain causal mask",
+            _window_ignored,
+            "Keys more than window - 1 positions back are hidden too.",
+        ),
+        Mistake(
+            "transposed: keys after the query",
+            _window_transposed,
+            "Row t is the query, column s the key: allow s <= t, on and below the diagonal.",
+        ),
+        Mistake(
+            "the first window keys instead of the last",
+            _window_first_keys,
+            "The window slides with the query: query t sees keys t - window + 1 to t, not "
+            "keys 0 to window - 1.",
         ),
     ],
     hints=[
-        "Each head gets d_model / n_heads consecutive features. First cut the last axis into "
-        "two axes: one numbering the heads, one within a head.",
-        "After the cut the numbers are right but the axes are in the order (B, T, h, d_head); "
-        "swap the time axis and the head axis.",
+        "Entry (t, s) compares the two positions: work with the distance t - s of every pair, "
+        "a (T, T) tensor from two aranges.",
+        "A key is visible when it is not in the future and not too far back: two comparisons "
+        "on the distance, combined with &.",
     ],
+    check_dtype=True,
     kind="implement",
-    library=split_heads,
-    forbidden=("tfbook.attention.split_heads",),
+    library_note="none: tfbook's attention builds causal and padding masks, not local ones",
 )
 
 
@@ -968,112 +986,159 @@ q8 = Question(
 # --------------------------------------------------------------------------- q9: derivation
 
 
-def _reference_weight_jacobian(s, d_k):
-    """d softmax(s / sqrt(d_k)) / d s for one query's raw scores s (T_k,): a (T_k, T_k)
-    matrix whose entry (i, j) is d a_i / d s_j."""
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)  # the attention weights
-    softmax_jacobian = torch.diag(a) - a[:, None] * a[None, :]  # d a / d z at z = s / sqrt(d_k)
-    return softmax_jacobian / math.sqrt(d_k)  # chain rule: d z / d s = 1 / sqrt(d_k)
+def _reference_output_jacobian(q, k, v):
+    """d out / d q for one query q (d_k,) over keys k (T_k, d_k) and values v (T_k, d_v),
+    out = softmax(k q / sqrt(d_k)) v: a (d_v, d_k) matrix, entry (i, j) = d out_i / d q_j."""
+    d_k = q.shape[-1]
+    a = torch.softmax(k @ q / math.sqrt(d_k), dim=-1)  # (T_k,): the weights
+    softmax_jacobian = torch.diag(a) - torch.outer(a, a)  # d a / d z, (T_k, T_k)
+    # out = v^T a, a = softmax(z), z = k q / sqrt(d_k): three factors of the chain rule
+    return v.T @ softmax_jacobian @ k / math.sqrt(d_k)  # (d_v, d_k)
 
 
-def _jacobian_no_chain_factor(s, d_k):
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    return torch.diag(a) - a[:, None] * a[None, :]
+def _out_jac_no_scale(q, k, v):
+    a = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1)
+    return v.T @ (torch.diag(a) - torch.outer(a, a)) @ k
 
 
-def _jacobian_unscaled_weights(s, d_k):
-    a = torch.softmax(s, dim=-1)
-    return (torch.diag(a) - a[:, None] * a[None, :]) / math.sqrt(d_k)
+def _out_jac_unscaled_weights(q, k, v):
+    a = torch.softmax(k @ q, dim=-1)
+    return v.T @ (torch.diag(a) - torch.outer(a, a)) @ k / math.sqrt(q.shape[-1])
 
 
-def _jacobian_diag_only(s, d_k):
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    return torch.diag(a) / math.sqrt(d_k)
+def _out_jac_diag_only(q, k, v):
+    a = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1)
+    return v.T @ torch.diag(a) @ k / math.sqrt(q.shape[-1])
 
 
-def _jacobian_diagonal_entries_only(s, d_k):
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    return torch.diag(a * (1 - a)) / math.sqrt(d_k)
+def _out_jac_sign_flipped(q, k, v):
+    a = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1)
+    return v.T @ (torch.outer(a, a) - torch.diag(a)) @ k / math.sqrt(q.shape[-1])
 
 
-def _jacobian_sign_flipped(s, d_k):
-    a = torch.softmax(s / math.sqrt(d_k), dim=-1)
-    return (a[:, None] * a[None, :] - torch.diag(a)) / math.sqrt(d_k)
+def _out_jac_transposed(q, k, v):
+    a = torch.softmax(k @ q / math.sqrt(q.shape[-1]), dim=-1)
+    return k.T @ (torch.diag(a) - torch.outer(a, a)) @ v / math.sqrt(q.shape[-1])
 
 
-def _jacobian_cases():
+def _out_jac_weights_constant(q, k, v):
+    return torch.zeros(v.shape[-1], q.shape[-1], dtype=q.dtype)
+
+
+def _out_jac_linear(q, k, v):  # the softmax's own derivative skipped: as if a = z
+    return v.T @ k / math.sqrt(q.shape[-1])
+
+
+def _out_jac_cases():
     g = torch.Generator().manual_seed(49)
+
+    def rnd(*shape, scale=1.0):
+        return scale * torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    aligned_k = rnd(4, 6)
+    big_q = torch.tensor([20.0, 0.0, 0.0, 0.0], dtype=torch.float64)  # d_k = 4: z = 10 k[:, 0]
+    top = torch.tensor([[150.0], [149.9], [100.0], [-30.0], [149.75]], dtype=torch.float64)
+    big_k = torch.cat([top, rnd(5, 3)], dim=1)  # scaled scores 1500, 1499, 1000, -300, 1497.5
     return [
-        Case("random scores, T_k=5, d_k=16", (4 * torch.randn(5, generator=g).double(), 16)),
-        Case("random scores, T_k=3, d_k=64", (8 * torch.randn(3, generator=g).double(), 64)),
-        Case("equal scores: uniform weights", (torch.zeros(4, dtype=torch.float64), 9)),
+        Case("random: T_k = 5, d_k = 4, d_v = 3", (rnd(4, scale=2.0), rnd(5, 4), rnd(5, 3))),
+        Case("random: T_k = 3, d_k = d_v = 8", (rnd(8, scale=2.0), rnd(3, 8), rnd(3, 8))),
         Case(
-            "one score far above the rest (saturated)",
-            (torch.tensor([40.0, 0.0, -3.0], dtype=torch.float64), 4),
+            "q = 0: uniform weights, T_k = 4, d_k = 2, d_v = 5",
+            (rnd(2, scale=0.0), rnd(4, 2), rnd(4, 5)),
         ),
-        Case("edge: d_k = 1 (no scaling)", (torch.randn(4, generator=g).double(), 1)),
+        Case("edge: one key (T_k = 1)", (rnd(3), rnd(1, 3), rnd(1, 2))),
+        Case("edge: d_k = 1 (no scaling)", (rnd(1), rnd(6, 1, scale=2.0), rnd(6, 2))),
+        Case(
+            "one key close to the query: weights near one-hot, T_k = 4, d_k = 6",
+            (2.0 * aligned_k[0] + 0.1 * rnd(6), aligned_k, rnd(4, 3)),
+        ),
+        Case(
+            "scaled scores near 1500, the two largest 1 apart: exp overflows unless shifted",
+            (big_q, big_k, rnd(5, 3)),
+        ),
+        Case(
+            "values in the thousands, scores near 1",
+            (rnd(5, scale=0.5), rnd(6, 5), rnd(6, 4, scale=3000.0)),
+        ),
     ]
 
 
-def _library_weight_jacobian(s, d_k):
+def _library_output_jacobian(q, k, v):
+    def out(query):  # the library's attention for one query, (d_v,)
+        return scaled_dot_product_attention(query[None, None], k[None], v[None])[0][0, 0]
+
     with torch.enable_grad():
-        return torch.autograd.functional.jacobian(lambda z: masked_softmax(z / math.sqrt(d_k)), s)
+        return torch.autograd.functional.jacobian(out, q)
 
 
 q9 = Question(
     "ch04.q9",
-    "The gradient of the attention weights",
-    reference=_reference_weight_jacobian,
-    cases=_jacobian_cases,
+    "How the output moves with the query",
+    reference=_reference_output_jacobian,
+    cases=_out_jac_cases,
     mistakes=[
         Mistake(
             "the chain-rule factor 1/sqrt(d_k) left out",
-            _jacobian_no_chain_factor,
-            "The weights are softmax(z) with z = s / sqrt(d_k): multiply the softmax's Jacobian "
-            "by d z / d s = 1 / sqrt(d_k).",
+            _out_jac_no_scale,
+            "The softmax sees z = k q / sqrt(d_k), so d z / d q = k / sqrt(d_k): the factor "
+            "1/sqrt(d_k) stays in the product.",
         ),
         Mistake(
             "the weights taken at the unscaled scores",
-            _jacobian_unscaled_weights,
-            "The softmax is evaluated at s / sqrt(d_k), so its Jacobian uses those weights, "
-            "not softmax(s).",
+            _out_jac_unscaled_weights,
+            "The weights are softmax(k q / sqrt(d_k)): evaluate the softmax's Jacobian at the "
+            "scaled scores, not at k q.",
         ),
         Mistake(
             "the term -a a^T left out",
-            _jacobian_diag_only,
-            "Each weight depends on every score through the normalising sum: d a_i / d s_j "
-            "has a -a_i a_j part for every pair (i, j).",
-        ),
-        Mistake(
-            "only the diagonal entries a_i (1 - a_i)",
-            _jacobian_diagonal_entries_only,
-            "Raising one score lowers every other weight: the off-diagonal entries are "
-            "-a_i a_j / sqrt(d_k), not 0.",
+            _out_jac_diag_only,
+            "Each weight depends on every score through the normalising sum: the softmax's "
+            "Jacobian is diag(a) - a a^T, not diag(a).",
         ),
         Mistake(
             "the sign flipped",
-            _jacobian_sign_flipped,
-            "Raising s_i raises a_i: the diagonal entries are positive, a_i (1 - a_i) / sqrt(d_k).",
+            _out_jac_sign_flipped,
+            "Raising a score raises its own weight: the softmax's Jacobian is diag(a) - a a^T.",
+        ),
+        Mistake(
+            "the transpose: (d_k, d_v) instead of (d_v, d_k)",
+            _out_jac_transposed,
+            "Row i of the Jacobian belongs to out_i and column j to q_j: v^T (...) k, "
+            "of shape (d_v, d_k).",
+        ),
+        Mistake(
+            "the weights treated as constants: all zeros",
+            _out_jac_weights_constant,
+            "The weights depend on q through the scores; only v is constant here. Differentiate "
+            "through the softmax.",
+        ),
+        Mistake(
+            "the softmax's derivative skipped: v^T k / sqrt(d_k)",
+            _out_jac_linear,
+            "Between the scores and the output sits the softmax: multiply by its Jacobian "
+            "diag(a) - a a^T in the middle.",
         ),
     ],
     hints=[
-        "Write a_i = exp(z_i) / sum_k exp(z_k) with z = s / sqrt(d_k) and differentiate with "
-        "respect to z_j, treating i = j and i != j separately.",
-        "You should find a_i (delta_ij - a_j). Then one more factor from the chain rule, "
-        "because the softmax sees s / sqrt(d_k), not s.",
-        "As a matrix: the diagonal matrix of the weights minus the outer product of the weights "
-        "with themselves, times the chain-rule factor. Check that every row sums to 0.",
+        "Three steps: z = k q / sqrt(d_k) (T_k scores), a = softmax(z), out = v^T a. "
+        "Write the Jacobian of each step, then multiply them in order (the chain rule).",
+        "d z / d q = k / sqrt(d_k), of shape (T_k, d_k); d out / d a = v^T, of shape "
+        "(d_v, T_k); the softmax's Jacobian sits between them.",
+        "Compute the weights with torch.softmax (it subtracts the maximum for you) and check "
+        "the shape of your product: (d_v, d_k).",
     ],
-    atol=1e-10,
-    rtol=1e-8,
+    atol=1e-12,
+    rtol=1e-11,  # a float32 answer fails on its values, and the feedback names its dtype
     kind="derive",
-    library=_library_weight_jacobian,
+    library=_library_output_jacobian,
     forbidden=(  # "use the formula, not autograd"
         "aten._softmax_backward_data",
         "torch.Tensor.backward",
         "torch.autograd.backward",
         "torch.autograd.grad",
         "torch.autograd.functional.jacobian",
+        "torch.autograd.functional.vjp",
+        "torch.autograd.functional.jvp",
         "torch.func.jacrev",
         "torch.func.jacfwd",
         "torch.func.vjp",

@@ -1,12 +1,13 @@
 """Chapter 5 exercises: feed-forward network, GELU, layer normalisation, residual sub-layers,
 dropout (chapter 5).
 
-1. a gated feed-forward network, SwiGLU; 2. exact GELU; 3. layer normalisation;
-4. debugging: source 001's pre-LN sub-layer; 5. inverted dropout; 6. derivation: the widest
-SwiGLU feed-forward network with no more parameters than the ReLU one; 7. predict, then run:
-the mean, std and norm of a LayerNorm output (``tfbook.norm.LayerNorm`` reveals them);
-8. build with the library: an encoder layer from ``SelfAttention``,
-``PositionwiseFeedForward`` and ``ResidualSublayer`` (``tfbook.model.EncoderLayer`` in chapter 6).
+1. a gated feed-forward network, SwiGLU; 2. the derivative of GELU, without autograd;
+3. RMSNorm; 4. debugging: a sub-layer whose dropout acts at evaluation time too;
+5. inverted dropout; 6. derivation: the widest SwiGLU feed-forward network with no more
+parameters than the ReLU one; 7. predict, then run: the mean, std and norm of a LayerNorm
+output (``tfbook.norm.LayerNorm`` reveals them);
+8. build with the library: the parallel block of GPT-J and PaLM from ``LayerNorm``,
+``SelfAttention`` and ``PositionwiseFeedForward``.
 
 Usage in the notebook::
 
@@ -23,13 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfbook.attention import SelfAttention
+from tfbook.exercises._compare import adopt_weights, compare, run_module
 from tfbook.exercises._engine import (
+    Bugs,
     Case,
     ExerciseSet,
     Frozen,
     Mistake,
     Question,
-    compare_modules,
 )
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
@@ -186,205 +188,345 @@ q1 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q2: GELU
+# --------------------------------------------------------------------------- q2: GELU's slope
 
 
-def _reference_gelu(x):
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+def _reference_gelu_grad(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))  # Phi(x)
+    pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # phi(x) = Phi'(x)
+    return cdf + x * pdf  # product rule on x * Phi(x)
 
 
-def _gelu_tanh(x):
-    c = math.sqrt(2.0 / math.pi)
-    return 0.5 * x * (1.0 + torch.tanh(c * (x + 0.044715 * x**3)))
-
-
-def _gelu_sigmoid(x):
-    return x * torch.sigmoid(x)
-
-
-def _gelu_no_sqrt2(x):
-    return x * 0.5 * (1.0 + torch.erf(x))
-
-
-def _gelu_cdf_only(x):
+def _gelu_grad_cdf_only(x):
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def _gelu_cases():
-    g = torch.Generator().manual_seed(0)
+def _gelu_grad_pdf_only(x):
+    return torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_grad_unnormalised_pdf(x):
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))) + x * torch.exp(-0.5 * x * x)
+
+
+def _gelu_grad_minus(x):
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return cdf - x * torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_grad_no_sqrt2(x):  # the slope of x * 0.5 * (1 + erf(x)), a different curve
+    return 0.5 * (1.0 + torch.erf(x)) + x * torch.exp(-x * x) / math.sqrt(math.pi)
+
+
+def _gelu_grad_tanh(x):  # the slope of the tanh approximation
+    c = math.sqrt(2.0 / math.pi)
+    th = torch.tanh(c * (x + 0.044715 * x**3))
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * c * (1.0 + 3 * 0.044715 * x * x)
+
+
+def _gelu_grad_sigmoid_approx(x):  # the slope of x * sigmoid(1.702 x)
+    s = torch.sigmoid(1.702 * x)
+    return s + 1.702 * x * s * (1.0 - s)
+
+
+def _gelu_grad_silu(x):  # the slope of SiLU, x * sigmoid(x)
+    s = torch.sigmoid(x)
+    return s + x * s * (1.0 - s)
+
+
+def _gelu_grad_float32_constant(x):  # sqrt(2 pi) rounded to float32 first
+    cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+    return cdf + x * torch.exp(-0.5 * x * x) / torch.tensor(math.sqrt(2.0 * math.pi))
+
+
+def _gelu_grad_cases():
+    g = torch.Generator().manual_seed(20)
+    f64 = torch.float64
     return [
-        Case("random normal, seed 0", (torch.randn(4, 6, generator=g),)),
-        Case("grid from -4 to 4", (torch.linspace(-4.0, 4.0, 17),)),
-        Case("random wide, seed 0", (3.0 * torch.randn(2, 3, 5, generator=g),)),
-        Case("edge: zeros", (torch.zeros(3),)),
+        Case("random normal, (4, 6), seed 20", (torch.randn(4, 6, generator=g, dtype=f64),)),
+        Case("grid from -4 to 4 in steps of 0.5", (torch.linspace(-4.0, 4.0, 17, dtype=f64),)),
+        Case(
+            "around the slope's minimum, where it is negative (-3 to -1)",
+            (torch.linspace(-3.0, -1.0, 9, dtype=f64),),
+        ),
+        Case("edge: zeros (the slope is 1/2 there)", (torch.zeros(2, 3, dtype=f64),)),
+        Case(
+            "large magnitudes: |x| from 9 to 300",
+            (torch.tensor([-300.0, -40.0, -9.0, 9.0, 40.0, 300.0], dtype=f64),),
+        ),
+        Case(
+            "random wide (std 3), (2, 3, 5), seed 20",
+            (3 * torch.randn(2, 3, 5, generator=g, dtype=f64),),
+        ),
     ]
 
 
-def _library_gelu(x):
-    return PositionwiseFeedForward(1, activation="gelu").activation(x)
+def _library_gelu_grad(x):
+    """Autograd through the library's GELU (the student may not use it; the test may)."""
+    with torch.enable_grad():  # the check may run under no_grad
+        x = x.detach().clone().requires_grad_(True)
+        y = PositionwiseFeedForward(1, activation="gelu").activation(x)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+    return grad
 
 
 q2 = Question(
     "ch05.q2",
-    "Exact GELU",
-    reference=_reference_gelu,
-    cases=_gelu_cases,
+    "The gradient GELU passes back",
+    reference=_reference_gelu_grad,
+    cases=_gelu_grad_cases,
     mistakes=[
         Mistake(
-            "tanh approximation instead of the exact GELU",
-            _gelu_tanh,
-            "The tanh formula is only an approximation (off by up to about 5e-4); use the "
-            "error function: Phi(x) = 0.5 * (1 + erf(x / sqrt(2))).",
+            "Phi(x) only: the product rule's second term is missing",
+            _gelu_grad_cdf_only,
+            "GELU(x) = x * Phi(x) is a product of two functions of x: its derivative is "
+            "Phi(x) + x * Phi'(x), and Phi'(x) is the normal density phi(x).",
         ),
         Mistake(
-            "x * sigmoid(x) (that is SiLU/Swish, not GELU)",
-            _gelu_sigmoid,
-            "GELU weights x by the standard normal CDF Phi(x), not by the logistic sigmoid.",
+            "phi(x) only: the derivative of Phi, not of x * Phi(x)",
+            _gelu_grad_pdf_only,
+            "Differentiate the product x * Phi(x): Phi(x) * 1 + x * phi(x).",
         ),
         Mistake(
-            "erf(x) without dividing x by sqrt(2)",
-            _gelu_no_sqrt2,
-            "The normal CDF is 0.5 * (1 + erf(x / sqrt(2))): divide by sqrt(2) inside erf.",
+            "the density without its 1 / sqrt(2 pi)",
+            _gelu_grad_unnormalised_pdf,
+            "The standard normal density is phi(x) = exp(-x^2 / 2) / sqrt(2 pi); without the "
+            "factor it does not integrate to 1 and is not the derivative of Phi.",
         ),
         Mistake(
-            "returned Phi(x) without multiplying by x",
-            _gelu_cdf_only,
-            "GELU(x) = x * Phi(x): Phi(x) alone is the gate, not the output.",
+            "Phi(x) - x phi(x): a sign lost",
+            _gelu_grad_minus,
+            "Both terms of the product rule are added: Phi(x) + x * phi(x). The slope dips "
+            "below 0 for negative x because x itself is negative there.",
+        ),
+        Mistake(
+            "erf(x) without dividing x by sqrt(2): the slope of another curve",
+            _gelu_grad_no_sqrt2,
+            "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))); with erf(x) the curve is the CDF of "
+            "N(0, 1/2), and its density exp(-x^2) / sqrt(pi) is not phi.",
+        ),
+        Mistake(
+            "the slope of the tanh approximation",
+            _gelu_grad_tanh,
+            "The tanh formula only approximates GELU, and its derivative misses the exact one "
+            "by about 1e-3: differentiate x * Phi(x) itself.",
+        ),
+        Mistake(
+            "the slope of the sigmoid approximation x * sigmoid(1.702 x)",
+            _gelu_grad_sigmoid_approx,
+            "x * sigmoid(1.702 x) only approximates GELU, and its slope misses the exact one "
+            "by up to about 0.03; the exact GELU uses the normal CDF Phi.",
+        ),
+        Mistake(
+            "the slope of SiLU, x * sigmoid(x)",
+            _gelu_grad_silu,
+            "SiLU is a different activation: GELU weights x by the normal CDF Phi(x).",
+        ),
+        Mistake(
+            "sqrt(2 pi) as a float32 tensor: 8 digits in a float64 computation",
+            _gelu_grad_float32_constant,
+            "torch.tensor(math.sqrt(2 * math.pi)) is float32 and is rounded to about 8 digits "
+            "before it divides the float64 values; divide by the Python float itself.",
         ),
     ],
     hints=[
-        "GELU(x) = x * Phi(x), where Phi is the cumulative distribution function of N(0, 1).",
-        "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))); torch.erf is the error function.",
+        "GELU(x) = x * Phi(x) is a product of x and Phi(x): use the product rule.",
+        "The derivative of the normal CDF Phi is the normal density "
+        "phi(x) = exp(-x^2 / 2) / sqrt(2 pi).",
+        "Evaluate Phi with torch.erf, as for GELU itself, and keep every constant a Python "
+        "float so the computation stays in float64.",
     ],
-    atol=1e-6,
-    rtol=1e-5,
-    check_dtype=True,  # a float32 input gives a float32 output (no float64 detour)
+    atol=1e-13,
+    rtol=1e-12,
+    check_dtype=True,
     kind="implement",
-    library=_library_gelu,
-    forbidden=("torch.nn.functional.gelu", "aten.gelu"),
+    library=_library_gelu_grad,
+    forbidden=(  # "from the formula, not autograd"
+        "torch.nn.functional.gelu",
+        "aten.gelu",
+        "aten.gelu_backward",
+        "torch.Tensor.backward",
+        "torch.autograd.backward",
+        "torch.autograd.grad",
+        "torch.autograd.functional.jacobian",
+        "torch.autograd.functional.vjp",
+        "torch.func.jacrev",
+        "torch.func.jacfwd",
+        "torch.func.vjp",
+        "torch.func.jvp",
+        "torch.func.grad",
+    ),
 )
 
 
-# --------------------------------------------------------------------------- q3: LayerNorm
+# --------------------------------------------------------------------------- q3: RMSNorm
 
 
-def _reference_layer_norm(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=-1, keepdim=True)  # one mean per token
-    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)  # biased variance
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+def _reference_rms_norm(x, gamma, eps=1e-6):
+    mean_square = (x * x).mean(dim=-1, keepdim=True)  # (B, T, 1): one per token, not centred
+    return gamma * x / torch.sqrt(mean_square + eps)
 
 
-def _ln_batch_axes(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=(0, 1), keepdim=True)
-    var = ((x - mu) ** 2).mean(dim=(0, 1), keepdim=True)
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
-
-
-def _ln_sequence_axes(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=(-2, -1), keepdim=True)  # one mean per sequence, not per token
-    var = ((x - mu) ** 2).mean(dim=(-2, -1), keepdim=True)
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
-
-
-def _ln_unbiased(x, gamma, beta, eps=1e-5):
+def _rms_centred(x, gamma, eps=1e-6):  # LayerNorm without its shift
     mu = x.mean(dim=-1, keepdim=True)
-    var = x.var(dim=-1, keepdim=True)  # torch's default: unbiased, divides by d - 1
-    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+    return gamma * (x - mu) / torch.sqrt(((x - mu) ** 2).mean(dim=-1, keepdim=True) + eps)
 
 
-def _ln_eps_outside(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=-1, keepdim=True)
-    std = ((x - mu) ** 2).mean(dim=-1, keepdim=True).sqrt()
-    return gamma * (x - mu) / (std + eps) + beta
+def _rms_divided_by_std(x, gamma, eps=1e-6):
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    return gamma * x / torch.sqrt(var + eps)
 
 
-def _ln_no_affine(x, gamma, beta, eps=1e-5):
-    mu = x.mean(dim=-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(dim=-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps)
+def _rms_eps_outside(x, gamma, eps=1e-6):
+    return gamma * x / ((x * x).mean(dim=-1, keepdim=True).sqrt() + eps)
 
 
-def _ln_cases():
+def _rms_sum_not_mean(x, gamma, eps=1e-6):
+    return gamma * x / torch.sqrt((x * x).sum(dim=-1, keepdim=True) + eps)
+
+
+def _rms_over_d_minus_1(x, gamma, eps=1e-6):
+    ms = (x * x).sum(dim=-1, keepdim=True) / (x.shape[-1] - 1)
+    return gamma * x / torch.sqrt(ms + eps)
+
+
+def _rms_mean_abs(x, gamma, eps=1e-6):
+    return gamma * x / (x.abs().mean(dim=-1, keepdim=True) + eps)
+
+
+def _rms_sequence_axes(x, gamma, eps=1e-6):
+    return gamma * x / torch.sqrt((x * x).mean(dim=(-2, -1), keepdim=True) + eps)
+
+
+def _rms_no_gain(x, gamma, eps=1e-6):
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+
+
+def _rms_one_plus_gain(x, gamma, eps=1e-6):
+    return (1.0 + gamma) * x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+
+
+def _rms_layer_norm_eps(x, gamma, eps=1e-5):  # LayerNorm's default, not RMSNorm's
+    return gamma * x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+
+
+def _rms_cases():
+    def gain(d, g):
+        return 1.0 + 0.5 * torch.randn(d, generator=g)
+
     cases = []
-    for seed, shape in [(0, (2, 3, 8)), (1, (4, 2, 6))]:
+    for seed, shape in [(30, (2, 3, 8)), (31, (4, 2, 6))]:
         g = torch.Generator().manual_seed(seed)
-        x = 2.0 * torch.randn(shape, generator=g) + 1.0
-        gamma = 1.0 + 0.5 * torch.randn(shape[-1], generator=g)
-        beta = 0.5 * torch.randn(shape[-1], generator=g)
-        cases.append(Case(f"random, seed {seed}", (x, gamma, beta)))
-    g = torch.Generator().manual_seed(2)
-    tiny = 1e-3 * torch.randn(1, 2, 5, generator=g)  # variance close to eps
-    cases.append(Case("edge: nearly constant vectors", (tiny, torch.ones(5), torch.zeros(5))))
-    const = torch.full((1, 2, 4), 7.0)
+        x = 2.0 * torch.randn(shape, generator=g) + 0.5
+        cases.append(
+            Case(f"random {shape}, eps = 1e-6, seed {seed}", (x, gain(shape[-1], g), 1e-6))
+        )
+    g = torch.Generator().manual_seed(32)
+    small = 1e-3 * torch.randn(2, 3, 6, generator=g)  # mean square about 1e-6: eps matters
     cases.append(
-        Case("edge: constant vectors give beta", (const, torch.ones(4), torch.arange(4.0)))
+        Case("eps not given (its default is 1e-6), entries near 1e-3", (small, gain(6, g)))
     )
-    g = torch.Generator().manual_seed(3)
-    small = 0.2 * torch.randn(2, 2, 6, generator=g)  # variance 0.04: eps = 0.1 matters
-    cases.append(Case("eps=0.1 given", (small, torch.ones(6), torch.zeros(6)), {"eps": 0.1}))
-    far = 100.0 + torch.randn(2, 3, 8, generator=g)  # E[x^2] - mu^2 loses the variance here
-    cases.append(Case("edge: vectors far from 0 (mean 100)", (far, torch.ones(8), torch.zeros(8))))
+    cases.append(
+        Case(
+            "eps = 0.1 given by name, entries near 0.3",
+            (0.3 * torch.randn(1, 4, 5, generator=g), gain(5, g)),
+            {"eps": 0.1},
+        )
+    )
+    far = 1e4 + 10.0 * torch.randn(2, 2, 8, generator=g)  # mean 10^4: centring would matter
+    cases.append(Case("large entries with mean 10^4, eps not given", (far, gain(8, g))))
+    const = torch.full((1, 2, 4), -3.0)
+    cases.append(Case("edge: a constant vector of -3", (const, torch.arange(1.0, 5.0), 1e-6)))
+    one = torch.tensor([[[2.0], [-0.5], [1e-3]]])
+    cases.append(Case("edge: d = 1", (one, torch.tensor([1.5]), 1e-6)))
+    x64 = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+    cases.append(Case("float64 input", (x64, gain(7, g).double(), 1e-6)))
     return cases
-
-
-def _library_layer_norm(x, gamma, beta, eps=1e-5):
-    ln = LayerNorm(x.shape[-1], eps=eps).to(x.dtype)
-    with torch.no_grad():
-        ln.weight.copy_(gamma)
-        ln.bias.copy_(beta)
-    return ln(x)
 
 
 q3 = Question(
     "ch05.q3",
-    "Layer normalisation from scratch",
-    reference=_reference_layer_norm,
-    cases=_ln_cases,
+    "RMSNorm: normalising without the mean",
+    reference=_reference_rms_norm,
+    cases=_rms_cases,
     mistakes=[
         Mistake(
-            "statistics over the batch and positions (BatchNorm's axes)",
-            _ln_batch_axes,
-            "LayerNorm normalises each token vector on its own: take the mean and variance "
-            "over the last axis (dim=-1, keepdim=True), not over the batch.",
+            "the mean subtracted: that is LayerNorm without its shift",
+            _rms_centred,
+            "RMSNorm does not centre: divide x itself by the root of the mean of x^2 "
+            "(plus eps), and never subtract the mean.",
         ),
         Mistake(
-            "statistics over (T, d_model): one mean per sequence",
-            _ln_sequence_axes,
-            "Every token vector gets its own mean and variance: reduce over the last axis "
-            "only, so a token's normalisation does not depend on the other tokens.",
+            "divided by the standard deviation instead of the root mean square",
+            _rms_divided_by_std,
+            "The standard deviation measures the spread around the mean; RMSNorm divides by "
+            "sqrt(mean(x^2) + eps), which is not centred.",
         ),
         Mistake(
-            "unbiased variance (divides by d - 1)",
-            _ln_unbiased,
-            "torch.var divides by d - 1 by default; LayerNorm uses the biased variance: "
-            "pass unbiased=False (or correction=0), or compute ((x - mu) ** 2).mean(-1).",
+            "eps added to the root instead of under it",
+            _rms_eps_outside,
+            "Divide by sqrt(mean(x^2) + eps), not by sqrt(mean(x^2)) + eps; the two differ "
+            "when the mean square is close to eps.",
         ),
         Mistake(
-            "eps added to the standard deviation instead of the variance",
-            _ln_eps_outside,
-            "Divide by sqrt(var + eps), not by sqrt(var) + eps; the two differ for vectors "
-            "whose variance is close to eps.",
+            "the root of the sum of squares (the norm), not of their mean",
+            _rms_sum_not_mean,
+            "Divide the sum of squares by d: the norm of a vector grows with its length, the "
+            "root mean square does not.",
         ),
         Mistake(
-            "gamma and beta not applied",
-            _ln_no_affine,
-            "After normalising, scale by gamma and shift by beta (gamma * x_hat + beta).",
+            "sum of squares divided by d - 1",
+            _rms_over_d_minus_1,
+            "The mean square divides by d, the number of features; there is no mean "
+            "estimated here that would call for d - 1.",
+        ),
+        Mistake(
+            "the mean absolute value instead of the root mean square",
+            _rms_mean_abs,
+            "Square, average, add eps, take the square root: mean(|x|) is a different size.",
+        ),
+        Mistake(
+            "one statistic per sequence, over (T, d)",
+            _rms_sequence_axes,
+            "Each token vector is normalised on its own: average over the last axis only.",
+        ),
+        Mistake(
+            "gamma not applied",
+            _rms_no_gain,
+            "After dividing by the root mean square, multiply by gamma, feature by feature.",
+        ),
+        Mistake(
+            "scaled by 1 + gamma",
+            _rms_one_plus_gain,
+            "Some libraries store gamma - 1 and add 1 back; here gamma is the gain itself: "
+            "multiply by gamma.",
+        ),
+        Mistake(
+            "eps defaults to 1e-5 (LayerNorm's), not 1e-6",
+            _rms_layer_norm_eps,
+            "The signature is my_rms_norm(x, gamma, eps=1e-6): with eps left out the "
+            "function must use 1e-6.",
         ),
     ],
     hints=[
-        "Compute mu and var along dim=-1 with keepdim=True so they broadcast back over "
-        "the features.",
-        "Use the biased variance (divide by d, not d - 1) and put eps inside the square root.",
-        "Normalise first (subtract the mean, divide by the root of variance plus eps), and "
-        "only then apply the learned gain and shift, element by element.",
+        "Compute one number per token: the mean of x^2 over the last axis, with keepdim=True "
+        "so it broadcasts back over the features.",
+        "Add eps to that mean before the square root, divide x (not x minus anything) by the "
+        "root, then apply gamma.",
     ],
+    atol=1e-6,
+    rtol=1e-5,
+    check_dtype=True,
     kind="implement",
-    library=_library_layer_norm,
+    library_note="none: tfbook.norm has LayerNorm only; tests compare with torch.nn.RMSNorm",
     forbidden=(
+        "torch.nn.functional.rms_norm",
+        "torch.rms_norm",
+        "torch.nn.RMSNorm.forward",
         "torch.nn.functional.layer_norm",
         "torch.layer_norm",
         "tfbook.norm.LayerNorm",
-        # the operations, under whatever name (torch.native_layer_norm, torch.ops.aten ...)
+        # a layer norm of (x, -x) side by side is an RMSNorm of x: the operations are refused
         "aten.native_layer_norm",
         "aten.native_group_norm",
         "aten.native_batch_norm",
@@ -392,95 +534,114 @@ q3 = Question(
 )
 
 
-# --------------------------------------------------------------------------- q4: pre-LN block
+# --------------------------------------------------------------------------- q4: debug
 
 
-def _reference_pre_ln(x, norm, sublayer, p):
-    branch = F.dropout(sublayer(norm(x)), p, training=True)  # dropout on the branch only
-    return x + branch  # residual: the raw input x
+def _sublayer_with_bugs(x, norm, ffn, p, training, *, always_drops=True, rescales_eval=True):
+    """The given code of exercise 5.4, each bug behind a switch (all False: the fixed code)."""
+    branch = ffn(norm(x))
+    branch = F.dropout(branch, p) if always_drops else F.dropout(branch, p, training=training)
+    if rescales_eval and not training:
+        branch = branch * (1 - p)  # the original dropout paper's test-time scaling
+    return x + branch
 
 
-def _pre_ln_source_001(x, norm, sublayer, p):
-    h = norm(x)
-    return F.dropout(h + sublayer(h), p, training=True)
+def _reference_eval_sublayer(x, norm, ffn, p, training):
+    branch = F.dropout(ffn(norm(x)), p, training=training)  # inverted: nothing to do at eval
+    return x + branch
 
 
-def _pre_ln_residual_of_norm(x, norm, sublayer, p):
-    h = norm(x)
-    return h + F.dropout(sublayer(h), p, training=True)
+def _eval_no_dropout(x, norm, ffn, p, training):
+    return x + ffn(norm(x))  # dropout removed, in training too
 
 
-def _pre_ln_is_post_ln(x, norm, sublayer, p):
-    return norm(x + F.dropout(sublayer(x), p, training=True))
+def _eval_dropout_on_sum(x, norm, ffn, p, training):
+    return F.dropout(x + ffn(norm(x)), p, training=training)
 
 
-def _pre_ln_dropout_on_sum(x, norm, sublayer, p):
-    return F.dropout(x + sublayer(norm(x)), p, training=True)
+def _eval_scaled_up(x, norm, ffn, p, training):
+    branch = F.dropout(ffn(norm(x)), p, training=training)
+    return x + (branch if training else branch / (1 - p))
 
 
-def _pre_ln_cases():
+def _eval_cases():
     cases = []
-    for seed, (b, t, d), p in [(0, (2, 4, 8), 0.25), (1, (1, 6, 6), 0.5), (2, (3, 3, 4), 0.0)]:
-        g = torch.Generator().manual_seed(seed)
+    for seed, (b, t, d), p, training in [
+        (0, (2, 4, 8), 0.25, True),
+        (1, (1, 6, 6), 0.5, False),
+        (2, (3, 3, 4), 0.9, False),
+        (3, (2, 2, 8), 0.0, False),
+        (4, (2, 5, 4), 0.1, True),
+    ]:
+        g = torch.Generator().manual_seed(40 + seed)
         norm = nn.LayerNorm(d)
-        sublayer = nn.Linear(d, d)
+        ffn = PositionwiseFeedForward(d, 2 * d)
         with torch.no_grad():
             norm.weight.copy_(1.0 + 0.3 * torch.randn(d, generator=g))
             norm.bias.copy_(0.3 * torch.randn(d, generator=g))
-            sublayer.weight.copy_(torch.randn(d, d, generator=g) / math.sqrt(d))
-            sublayer.bias.copy_(0.1 * torch.randn(d, generator=g))
+            for param in ffn.parameters():
+                param.copy_(torch.randn(param.shape, generator=g) / math.sqrt(d))
         x = 3.0 * torch.randn(b, t, d, generator=g) + 1.0
-        args = (x, Frozen(f"LayerNorm({d})", norm), Frozen(f"Linear({d}, {d})", sublayer), p)
-        cases.append(Case(f"random, p={p}, seed {seed}", args, seed=100 + seed))
+        args = (x, Frozen(f"LayerNorm({d})", norm), Frozen(f"FFN({d}, {2 * d})", ffn), p, training)
+        mode = "training" if training else "evaluation"
+        cases.append(Case(f"{mode}, p = {p}, seed {seed}", args, seed=100 + seed))
     return cases
 
 
-def _library_pre_ln(x, norm, sublayer, p):
-    norm, sublayer = norm.fn, sublayer.fn  # the cases pass Frozen modules
-    block = ResidualSublayer(x.shape[-1], sublayer, norm_first=True, dropout=p).to(x.dtype)
+def _library_eval_sublayer(x, norm, ffn, p, training):
+    norm, ffn = norm.fn, ffn.fn  # the cases pass Frozen modules
+    block = ResidualSublayer(x.shape[-1], ffn, norm_first=True, dropout=p).to(x.dtype)
     block.norm.load_state_dict(norm.state_dict())
-    return block.train()(x)
+    return block.train(training)(x)
 
 
 q4 = Question(
     "ch05.q4",
-    "Spot the difference: a pre-LN residual sub-layer",
-    reference=_reference_pre_ln,
-    cases=_pre_ln_cases,
+    "Fix a sub-layer that drops out at evaluation time",
+    reference=_reference_eval_sublayer,
+    cases=_eval_cases,
     mistakes=[
         Mistake(
-            "source 001's listing: residual added to the normalised input, dropout on the sum",
-            _pre_ln_source_001,
-            "Two fixes: keep the raw x for the residual (x + branch, not norm(x) + branch), "
-            "and apply dropout to the branch before the addition, not to the whole sum.",
+            "dropout removed altogether",
+            _eval_no_dropout,
+            "Keep the dropout in training; only at evaluation must the branch pass unchanged: "
+            "F.dropout(..., p, training=training).",
         ),
         Mistake(
-            "residual added to the normalised input",
-            _pre_ln_residual_of_norm,
-            "The residual stream is the un-normalised x: return x + dropout(sublayer(norm(x))). "
-            "Adding norm(x) renormalises the stream in every layer.",
+            "dropout applied to the whole sum",
+            _eval_dropout_on_sum,
+            "Dropout belongs on the sub-layer's output only, before the residual addition.",
         ),
         Mistake(
-            "post-LN order instead of pre-LN",
-            _pre_ln_is_post_ln,
-            "That is the original paper's post-LN order. Pre-LN normalises the branch's input: "
-            "x + dropout(sublayer(norm(x))).",
-        ),
-        Mistake(
-            "dropout applied to the residual stream too",
-            _pre_ln_dropout_on_sum,
-            "Dropout goes on the sub-layer's output only; dropping entries of x itself throws "
-            "away what earlier layers wrote into the residual stream.",
+            "the branch divided by 1 - p at evaluation",
+            _eval_scaled_up,
+            "F.dropout already divides the kept values by 1 - p in training (inverted "
+            "dropout); at evaluation the branch passes as it is, with no scaling at all.",
         ),
     ],
+    bugs=Bugs(
+        _sublayer_with_bugs,
+        {
+            "always_drops": (
+                "dropout still drops entries at evaluation (F.dropout's training argument "
+                "defaults to True)",
+                "Pass the mode on: F.dropout(branch, p, training=training).",
+            ),
+            "rescales_eval": (
+                "the branch is still multiplied by 1 - p at evaluation",
+                "Inverted dropout already scaled the training values up by 1 / (1 - p); remove "
+                "the test-time scaling.",
+            ),
+        },
+    ),
     hints=[
-        "Only the branch sees normalised vectors; the residual stream itself is never "
-        "normalised in pre-LN.",
-        "Dropout acts on the branch's output alone, before the addition, in training mode.",
-        "What gets added back is the raw input, not its normalised copy.",
+        "Read F.dropout's signature: which value does its training argument take when the "
+        "call does not give one?",
+        "torch.nn.functional.dropout is inverted dropout: in training it zeroes entries and "
+        "divides the rest by 1 - p, so the expected value needs no correction later.",
     ],
     kind="debug",
-    library=_library_pre_ln,
+    library=_library_eval_sublayer,
 )
 
 
@@ -813,111 +974,177 @@ q7 = Question(
 # --------------------------------------------------------------------------- q8: build
 
 
-class _ReferenceEncoderLayer(nn.Module):
-    """An encoder layer from library parts: what ``tfbook.model.EncoderLayer`` (chapter 6)
-    computes with dropout 0."""
+class _ReferenceParallelBlock(nn.Module):
+    """The parallel block of GPT-J and PaLM: attention and feed-forward network read the same
+    normalised input, side by side, and both add to the residual stream."""
 
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+    def __init__(self, d_model, n_heads, d_ff=None):
         super().__init__()
-        attention = SelfAttention(d_model, n_heads)
-        self.self_attn = ResidualSublayer(d_model, attention, norm_first=norm_first)
-        feed_forward = PositionwiseFeedForward(d_model, d_ff)  # ReLU, as in the paper
-        self.ffn = ResidualSublayer(d_model, feed_forward, norm_first=norm_first)
+        self.norm = LayerNorm(d_model)  # one LayerNorm, shared by both branches
+        self.attn = SelfAttention(d_model, n_heads)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
 
     def forward(self, x, mask=None):
-        x = self.self_attn(x, mask)  # (B, T, d_model): tokens read each other
-        return self.ffn(x)  # (B, T, d_model): then each token on its own
+        h = self.norm(x)  # (B, T, d_model), read by both branches
+        return x + self.attn(h, mask) + self.ffn(h)  # (B, T, d_model)
 
 
-class _EncoderIgnoresMask(_ReferenceEncoderLayer):
+class _ParallelSequential(_ReferenceParallelBlock):
     def forward(self, x, mask=None):
-        return self.ffn(self.self_attn(x))
+        x = x + self.attn(self.norm(x), mask)
+        return x + self.ffn(self.norm(x))
 
 
-class _EncoderFfnFirst(_ReferenceEncoderLayer):
+class _ParallelMaskIgnored(_ReferenceParallelBlock):
     def forward(self, x, mask=None):
-        return self.self_attn(self.ffn(x), mask)
+        h = self.norm(x)
+        return x + self.attn(h) + self.ffn(h)
 
 
-class _EncoderAlwaysPreLN(_ReferenceEncoderLayer):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
-        super().__init__(d_model, n_heads, d_ff, norm_first=True)
+class _ParallelFfnOnRaw(_ReferenceParallelBlock):
+    def forward(self, x, mask=None):
+        return x + self.attn(self.norm(x), mask) + self.ffn(x)
 
 
-class _EncoderGelu(_ReferenceEncoderLayer):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
-        super().__init__(d_model, n_heads, d_ff, norm_first)
-        self.ffn.sublayer = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
+class _ParallelAttnOnRaw(_ReferenceParallelBlock):
+    def forward(self, x, mask=None):
+        return x + self.attn(x, mask) + self.ffn(self.norm(x))
 
 
-def _compare_encoder_layers(expected, got) -> str | None:
-    """Give the answer the expected layer's weights and compare them with masks."""
-    d_model = expected.state_dict()["ffn.norm.weight"].shape[0]
+class _ParallelNoResidual(_ReferenceParallelBlock):
+    def forward(self, x, mask=None):
+        h = self.norm(x)
+        return self.attn(h, mask) + self.ffn(h)
+
+
+class _ParallelPostNorm(_ReferenceParallelBlock):
+    def forward(self, x, mask=None):
+        return self.norm(x + self.attn(x, mask) + self.ffn(x))
+
+
+class _ParallelRelu(_ReferenceParallelBlock):
+    def __init__(self, d_model, n_heads, d_ff=None):
+        super().__init__(d_model, n_heads, d_ff)
+        self.ffn = PositionwiseFeedForward(d_model, d_ff)  # the default activation, ReLU
+
+
+def _compare_parallel_blocks(expected, got) -> str | None:
+    """Give the answer the expected block's weights and compare them with and without masks,
+    in evaluation mode and in training mode (the block has no dropout, so the two agree)."""
+    problem = adopt_weights(
+        expected,
+        got,
+        "block",
+        "name the parts norm (LayerNorm), attn (SelfAttention) and ffn (PositionwiseFeedForward)",
+    )
+    if problem:
+        return problem
+    d_model = expected.state_dict()["norm.weight"].shape[0]
     g = torch.Generator().manual_seed(580 + d_model)
     probes = []
     for b, t in [(2, 5), (3, 4)]:
         x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
         lengths = torch.tensor([t] + [t - 2] * (b - 1))
         keys_real = (torch.arange(t)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
-        for mask, what in ((keys_real, "padding mask"), (None, "no mask")):
-            probes.append((f"forward(x {tuple(x.shape)}, {what})", (x, mask)))
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        for mask, what in ((keys_real, "padding mask (B, 1, T)"), (causal, "causal mask (T, T)")):
+            probes.append((f"forward(x {tuple(x.shape)}, {what})", (x, mask), False))
         where = f"forward(x {tuple(x.shape)}) with mask not given (its default is None)"
-        probes.append((where, (x,)))
-    naming = "name the sub-layers self_attn and ffn, each a ResidualSublayer"
-    return compare_modules(expected, got, probes, "layer", naming)
+        probes.append((where, (x,), False))
+    probes.append((f"in training mode, {probes[0][0]}", probes[0][1], True))
+    for where, args, training in probes:
+        out_expected, err_expected = _run_block(expected, args, training)
+        out_got, err_got = _run_block(got, args, training)
+        if err_expected or err_got:
+            if err_expected and err_got and err_expected.split(":")[0] == err_got.split(":")[0]:
+                continue  # both fail the same way (a known mistake being recognised)
+            return (
+                f"{where} raised {err_got}" if err_got else f"{where} should raise {err_expected}"
+            )
+        diff = compare(out_expected, out_got, atol=1e-6, rtol=1e-5, where=where)
+        if diff:
+            return diff
+    return None
+
+
+def _run_block(module, args, training):
+    """``(output, None)`` of the module in the given mode without gradients, or
+    ``(None, "Type: message")``; the same seed for both modules, in case one draws."""
+    if not training:
+        return run_module(module, *args)
+    torch.manual_seed(0)
+    try:
+        with torch.no_grad():
+            return module.train()(*args), None
+    except Exception as exc:  # noqa: BLE001 - the student's bug, reported as text
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"{type(exc).__name__}: {message}"
 
 
 q8 = Question(
     "ch05.q8",
-    "An encoder layer from library parts",
-    reference=_ReferenceEncoderLayer,
+    "A parallel block from library parts",
+    reference=_ReferenceParallelBlock,
     cases=lambda: [
-        Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=81),
-        Case("post-LN, d_model=12, n_heads=3, d_ff=24", (12, 3, 24, False), seed=82),
-        Case("norm_first not given (pre-LN), d_model=8, n_heads=4, d_ff=16", (8, 4, 16), seed=83),
+        Case("d_model=8, n_heads=2, d_ff=32", (8, 2, 32), seed=81),
+        Case("d_model=12, n_heads=3, d_ff=6 (narrower than d_model)", (12, 3, 6), seed=82),
+        Case(
+            "d_ff not given (the network's default, 4 * d_model), d_model=8, n_heads=4",
+            (8, 4),
+            seed=83,
+        ),
     ],
     mistakes=[
         Mistake(
-            "the mask not passed to the self-attention",
-            _EncoderIgnoresMask,
-            "ResidualSublayer hands every argument after x to the sub-layer it wraps: "
-            "call the attention sub-layer with (x, mask).",
+            "the ordinary pre-LN layer: the feed-forward network reads the attention's result",
+            _ParallelSequential,
+            "In the parallel block both branches read the same normalised input LN(x) and "
+            "their outputs are added together: x + attn(LN(x)) + ffn(LN(x)).",
         ),
         Mistake(
-            "the feed-forward network before the attention",
-            _EncoderFfnFirst,
-            "The order is the paper's: self-attention (tokens exchange information), then the "
-            "position-wise network.",
+            "the mask not passed to the attention",
+            _ParallelMaskIgnored,
+            "Call the attention with (h, mask); only the attention needs the mask.",
         ),
         Mistake(
-            "norm_first ignored (always pre-LN)",
-            _EncoderAlwaysPreLN,
-            "Pass norm_first on to both ResidualSublayer objects so a post-LN layer can be "
-            "built too.",
+            "the feed-forward network reads x, not LN(x)",
+            _ParallelFfnOnRaw,
+            "Both branches read the normalised input: compute h = norm(x) once and give it to "
+            "the attention and to the feed-forward network.",
         ),
         Mistake(
-            "a GELU feed-forward network",
-            _EncoderGelu,
-            "Use PositionwiseFeedForward's default activation, ReLU, as the paper's encoder does.",
+            "the attention reads x, not LN(x)",
+            _ParallelAttnOnRaw,
+            "Both branches read the normalised input h = norm(x), the attention too.",
+        ),
+        Mistake(
+            "no residual: x is not added back",
+            _ParallelNoResidual,
+            "The block adds both branches to its input: x + attn(h, mask) + ffn(h).",
+        ),
+        Mistake(
+            "LayerNorm after the sum (post-LN) instead of before the branches",
+            _ParallelPostNorm,
+            "The block is pre-LN: normalise the input of the branches, and leave the sum "
+            "x + ... unnormalised.",
+        ),
+        Mistake(
+            "a ReLU feed-forward network",
+            _ParallelRelu,
+            "The block's network uses GELU: PositionwiseFeedForward(d_model, d_ff, "
+            'activation="gelu").',
         ),
     ],
     hints=[
-        "Three library classes do all the work: chapter 4's SelfAttention, this chapter's "
-        "PositionwiseFeedForward and ResidualSublayer around each of them.",
-        "Name the two wrapped sub-layers self_attn and ffn (the check copies weights by name) "
-        "and give both the same norm_first.",
-        "forward calls the two wrapped sub-layers one after the other; only the attention "
-        "needs the mask.",
+        "Three library classes: LayerNorm (chapter 5), SelfAttention (chapter 4) and "
+        'PositionwiseFeedForward with activation="gelu"; the names norm, attn and ffn make '
+        "the parameter names the check copies.",
+        "forward normalises x once; the two branches both read that result, and the block "
+        "returns x plus both branch outputs.",
     ],
-    compare_fn=_compare_encoder_layers,
+    compare_fn=_compare_parallel_blocks,
     kind="build",
-    library_note=(
-        "tfbook.model.EncoderLayer (chapter 6, later than this module may import); "
-        "tests/test_exercise_kinds.py checks that the reference computes the same function"
-    ),
-    # The layer exercise 5.8 assembles is chapter 6's EncoderLayer: subclassing or calling it
-    # would pass every comparison (the watch sees its constructor run).
-    forbidden=("tfbook.model.EncoderLayer.__init__",),
+    library_note="none: tfbook's layers (chapter 6) run their sub-layers one after the other",
 )
 
 
