@@ -321,6 +321,15 @@ def _lora_grad_cases():
         ),
         _lora_grad_case("r 1, alpha 1, x (3, 2, 5), d_out 7", 93, (3, 2), 5, 7, 1, 1),
         _lora_grad_case(
+            "GPT-2 small's width: x (4, 64, 768), d_out 768, r 8, alpha 16",
+            89,
+            (4, 64),
+            768,
+            768,
+            8,
+            16,
+        ),
+        _lora_grad_case(
             "x in the thousands (2, 4, 6), d_out 3, r 2, alpha 2", 94, (2, 4), 6, 3, 2, 2, scale=3e3
         ),
     ]
@@ -387,6 +396,9 @@ q2 = Question(
     atol=1e-12,
     rtol=1e-9,
     check_dtype=True,
+    # The formula takes milliseconds at GPT-2's width; perturbing each of the 12,288 entries
+    # of A and B (finite differences) takes far longer than this.
+    timeout=5.0,
     kind="derive",
     library=_library_lora_grads,
     forbidden=(
@@ -672,9 +684,10 @@ _NAMES = ("Banquo", "Macbeth", "Macduff", "Ross")
 _LINES = (
     "Hail, Macbeth! Banquo's here",  # two names, a possessive
     "Thou art Macduff, not MACBETH.",  # capitals count too
-    "Ross and Macduff and Banquo.",
+    "Ross and Banquo and Macduff.",
     "No name in this one.",
     "Macbeth",  # the whole line is a name
+    "Banquo, Ross!",
 )
 
 
@@ -703,20 +716,22 @@ def _span_cases():
         _tags("OOOOOOBIIIIIIOOIIIIIIOOOOOOO"),
         # "Thou art Macduff, not MACBETH.": MACBETH cut in two by a B
         _tags("OOOOOOOOOBIIIIIIOOOOOOBIIBIIIO"),
-        # "Ross and Macduff and Banquo.": Macduff one character too long
-        _tags("BIIIOOOOOBIIIIIIIOOOOBIIIIIO"),
+        # "Ross and Banquo and Macduff.": Macduff one character too long
+        _tags("BIIIOOOOOBIIIIIOOOOOBIIIIIII"),
         # "No name in this one.": a name where there is none
         _tags("BIOOOOOOOOOOOOOOOOOO"),
         # "Macbeth"
         _tags("BIIIIII"),
+        # "Banquo, Ross!": Banquo one character too short
+        _tags("BIIIIOOOBIIIO"),
     ]
     return [
         Case(
-            "five lines, hand-made predictions (I after O, B inside a name, a span too long)",
+            "six lines, hand-made predictions (I after O, B inside a name, spans too long, short)",
             (lines, names, handmade),
         ),
         Case(
-            "five lines, the gold tags with 2 characters per line changed (seed 98)",
+            "six lines, the gold tags with 2 characters per line changed (seed 98)",
             (lines, names, _perturbed(98, lines, names, 2)),
         ),
         Case(
@@ -730,6 +745,14 @@ def _span_cases():
         Case(
             "edge: no name in the lines (recall 0 by convention), two predicted",
             (["No name here.", "Nor here"], names, [_tags("BIOOOOOOOOOOO"), _tags("OOOOIIII")]),
+        ),
+        Case(
+            "a line whose tags start with I (it begins a span)",
+            (
+                ["Macbeth, Ross.", "Hail, Banquo"],
+                names,
+                [_tags("IIIIIIIOOBIIIO"), _tags("OOOOOOIIIIII")],
+            ),
         ),
         Case(
             "the same two spans in different lines: only the right line counts",
