@@ -817,9 +817,9 @@ q4 = Question(
     rtol=1e-9,
     kind="build",
     library_note=(
-        "none: tfbook.finetune.name_f1 scores name characters; exact spans are what the "
-        "named-entity literature reports, and tests/test_exercises_ch09.py checks this score "
-        "against the characters' score where spans and characters must agree"
+        "none: tfbook.finetune.name_f1 scores name characters, not whole names; "
+        "tests/test_exercises_ch09.py checks that every gold span reads a name tag_line marks "
+        "and that a perfect prediction scores 1 on spans and on characters"
     ),
 )
 
