@@ -488,6 +488,15 @@ def _merge_keeps_adapter_keys(state, alpha):
     return merged
 
 
+def _merge_rank_from_width(state, alpha):
+    merged = _reference_merge(state, alpha)
+    for key in [k for k in state if k.endswith(".lora_A")]:
+        prefix = key[: -len(".lora_A")]
+        A, B = state[key], state[prefix + ".lora_B"]
+        merged[prefix + ".weight"] = state[prefix + ".base.weight"] + alpha / B.shape[0] * (B @ A)
+    return merged
+
+
 def _adapted_state(seed, targets, r, alpha):
     """The state dict of TINY_LORA_GPT (float64) after add_lora and a pretend training run:
     every A and B random, so every adapter changes its layer."""
@@ -537,6 +546,12 @@ q3 = Question(
             _merge_keeps_adapter_keys,
             "A plain model has no lora_A or lora_B: once folded into the weight, drop them "
             "(load_state_dict would refuse the unexpected keys).",
+        ),
+        Mistake(
+            "the rank read from the layer's width instead of A's first axis",
+            _merge_rank_from_width,
+            "A has shape (r, d_in) and B (d_out, r): r is A.shape[0] (or B.shape[1]), not a "
+            "width of the layer.",
         ),
     ],
     hints=[
