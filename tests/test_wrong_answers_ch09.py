@@ -168,6 +168,14 @@ def _g_mean_over_sequences(x, grad_y, A, B, alpha):
     return s * (G @ B).T @ X, s * G.T @ (X @ A.T)
 
 
+def _g_batched_then_summed(x, grad_y, A, B, alpha):
+    s = alpha / A.shape[0]
+    if x.dim() == 2:
+        return s * (grad_y @ B).T @ x, s * grad_y.T @ (x @ A.T)
+    g_t = grad_y.transpose(-1, -2)  # one product per sequence, summed over the batch axis
+    return (s * (grad_y @ B).transpose(-1, -2) @ x).sum(0), (s * g_t @ (x @ A.T)).sum(0)
+
+
 def _g_scale_inplace(x, grad_y, A, B, alpha):
     X, G = _flat(x, grad_y)
     G.mul_(alpha / A.shape[0])  # a view of grad_y: the input changes
@@ -588,6 +596,7 @@ WRONG = {
         (_g_float32, "wrong dtype: expected torch.float64, got torch.float32"),
         (_g_first_sequence_only, "x (2, 3, 8)"),
         (_g_mean_over_sequences, "x (2, 3, 8)"),
+        (_g_batched_then_summed, "four axes"),  # passed before the question changed
         (_g_scale_inplace, "modified its input argument 'grad_y' in place"),
         (_g_scale_squared, "output[0]: values differ"),
         (_g_swapped, "output[0]: wrong shape: expected (2, 6), got (4, 2)"),

@@ -321,6 +321,9 @@ def _lora_grad_cases():
         ),
         _lora_grad_case("r 1, alpha 1, x (3, 2, 5), d_out 7", 93, (3, 2), 5, 7, 1, 1),
         _lora_grad_case(
+            "four axes: x (2, 2, 3, 5), d_out 4, r 2, alpha 3", 88, (2, 2, 3), 5, 4, 2, 3
+        ),
+        _lora_grad_case(
             "GPT-2 small's width: x (4, 64, 768), d_out 768, r 8, alpha 16",
             89,
             (4, 64),
