@@ -143,6 +143,13 @@ def _g_jacrev(x, grad_y, A, B, alpha):
     return torch.func.jacrev(loss, argnums=(0, 1))(A, B)
 
 
+def _g_jacfwd(x, grad_y, A, B, alpha):
+    def loss(a, b):
+        return ((alpha / a.shape[0]) * x @ a.T @ b.T * grad_y).sum()
+
+    return torch.func.jacfwd(loss, argnums=(0, 1))(A, B)  # forward mode: not autograd.grad
+
+
 def _g_float32(x, grad_y, A, B, alpha):
     X, G = _flat(x.float(), grad_y.float())
     s = alpha / A.shape[0]
@@ -593,6 +600,7 @@ WRONG = {
         (_g_backward_through_library, "calls torch.Tensor.backward"),
         (_g_vjp, "calls torch.func.vjp"),
         (_g_jacrev, "calls torch.func.jacrev"),
+        (_g_jacfwd, "calls torch.func.jacfwd"),
         (_g_float32, "wrong dtype: expected torch.float64, got torch.float32"),
         (_g_first_sequence_only, "x (2, 3, 8)"),
         (_g_mean_over_sequences, "x (2, 3, 8)"),

@@ -411,6 +411,8 @@ q2 = Question(
         "torch.func.grad",
         "torch.func.vjp",
         "torch.func.jacrev",
+        "torch.func.jacfwd",
+        "torch.func.jvp",
         "torch.autograd.functional.vjp",
         "torch.autograd.functional.jacobian",
     ),
