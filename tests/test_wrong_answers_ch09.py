@@ -504,6 +504,17 @@ def _w_last_by_loop(h, real, how="mean"):
     return torch.stack(out)
 
 
+def _w_mean_by_loop(h, real, how="mean"):
+    if how == "last":
+        last = torch.where(real, torch.arange(h.shape[1]), -1).max(dim=1).values
+        return h[_pool_rows(h), last]
+    total, count = torch.zeros_like(h[:, 0]), torch.zeros_like(h[:, 0, :1])
+    for t in range(h.shape[1]):  # a running sum over positions
+        total = total + h[:, t] * real[:, t, None]
+        count = count + real[:, t, None]
+    return total / count
+
+
 def _w_keepdim(h, real, how="mean"):
     w = real.to(h.dtype)[..., None]
     if how == "last":
@@ -641,6 +652,7 @@ WRONG = {
     "ch09.q5": [
         (_w_mean_over_all_real, "how='mean'"),
         (_w_last_by_loop, "loops over them"),
+        (_w_mean_by_loop, "loops over them"),  # passed before the question changed
         (_w_keepdim, "wrong shape: expected (3, 4), got (3, 1, 4)"),
         (_w_flattened, "output: values differ"),
         (_w_max_pooling, "how='mean'"),

@@ -924,12 +924,12 @@ def _pool_cases():
 
 
 def _pool_probe(length):
+    """Inputs with ``length`` positions, holes in the mask: one case per mode."""
     g = torch.Generator().manual_seed(78)
     real = torch.rand(3, length, generator=g) < 0.6
     real[:, 0] = True
-    return Case(
-        f"T = {length}, how='last'", (torch.randn(3, length, 4, generator=g), real), {"how": "last"}
-    )
+    h = torch.randn(3, length, 4, generator=g)
+    return [Case(f"T = {length}, how={how!r}", (h, real), {"how": how}) for how in ("mean", "last")]
 
 
 def _library_pool(h, real, how="mean"):
