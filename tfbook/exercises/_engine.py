@@ -151,8 +151,10 @@ class Question:
             (``"aten._softmax"``, see ``OPERATIONS``), refused however the answer reaches
             them; a call fails the check.
         loop_probe: for tasks that say "no loop over positions": ``length -> Case``, inputs
-            with ``length`` positions. The answer runs on ``probe_lengths`` (4 and 32) with its
-            work counted, and work that grows by at least half a unit per added position fails.
+            with ``length`` positions (or a list of such cases, one per code path, e.g. per
+            mode of the answer). The answer runs on ``probe_lengths`` (4 and 32) with its
+            work counted, and work that grows by at least half a unit per added position, on
+            any of the cases, fails.
         driver: the name of a ``DRIVERS`` entry when the answer is not a plain function of
             the cases' inputs (a training step): the reference, the answer, the mistakes and
             ``library`` are then all called through it.
@@ -179,7 +181,7 @@ class Question:
         library: Callable[..., Any] | None = None,
         library_note: str = "",
         forbidden: Sequence[str] = (),
-        loop_probe: Callable[[int], Case] | None = None,
+        loop_probe: Callable[[int], Case | list[Case]] | None = None,
         driver: str | None = None,
         bugs: Bugs | None = None,
     ) -> None:
@@ -256,10 +258,12 @@ class Question:
             return _call(fn, case, self.driver)
 
     def probe_cases(self) -> list[Case]:
-        """The loop probe's inputs, shortest first (none without a ``loop_probe``)."""
+        """The loop probe's inputs, shortest first (none without a ``loop_probe``): every case
+        of the first length, then the same cases at the second."""
         if self.loop_probe is None:
             return []
-        return [self.loop_probe(n) for n in self.probe_lengths]
+        made = [self.loop_probe(n) for n in self.probe_lengths]
+        return [case for cases in made for case in (cases if isinstance(cases, list) else [cases])]
 
     def _diagnose(self, case: Case, expected: Any, got: Any) -> Mistake | None:
         """The known mistake that gives ``got`` on ``case``; else the mix of fixed and
@@ -421,10 +425,13 @@ class Question:
 
     def _judge_work(self, name: str, outcomes: Sequence[Outcome]) -> Result | None:
         """Fail an answer whose work grows with the number of positions (a loop over them)."""
-        short, long = outcomes[0], outcomes[-1]
-        work = [max(0, o.lines) + max(0, o.tensor_ops) for o in (short, long)]
         t_short, t_long = self.probe_lengths
-        if work[1] - work[0] < (t_long - t_short) / 2:  # vectorised: the same work
+        per_length = len(outcomes) // 2  # the probe's cases at T = 4, then the same at T = 32
+        for short, long in zip(outcomes[:per_length], outcomes[per_length:], strict=True):
+            work = [max(0, o.lines) + max(0, o.tensor_ops) for o in (short, long)]
+            if work[1] - work[0] >= (t_long - t_short) / 2:  # a vectorised answer: the same
+                break
+        else:
             return None
         ratio = work[1] / max(work[0], 1)
         return self._result(
