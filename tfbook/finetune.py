@@ -687,7 +687,8 @@ def read_curve(path: str | Path | None = None) -> dict:
             ``tfbook/data/capstone/finetune/curve.json``.
 
     Returns:
-        A dict: ``curve`` (records of ``train_lines``, ``way`` ``"full"`` or ``"scratch"``,
+        The run, a dictionary with ``curve`` (records of ``train_lines``, ``way`` ``"full"``
+        or ``"scratch"``,
         ``seed``, ``test_f1``, ...), ``cost`` (the same at ``cost_count`` lines for every way
         of :data:`CURVE_WAYS`, with ``trainable``, ``total``, ``seconds_per_step`` and the bytes
         of weights, gradients, AdamW state and saved activations), ``references`` (F1 of
