@@ -218,7 +218,10 @@ def hints_markdown(question) -> str:
     themselves are never printed in the notebook or the book, so each is one deliberate call
     of ``hint()`` away, not one click away from all of them."""
     qn = question.qid.split(".")[1]
-    return f"Stuck? Each call of `ex.{qn}.hint()` reveals one more hint."
+    return (
+        f"Stuck? Each call of `ex.{qn}.hint()` reveals one more hint; "
+        f"`ex.{qn}.solution()` shows a solution."
+    )
 
 
 def sync_hints(paths: list[Path]) -> list[Path]:
