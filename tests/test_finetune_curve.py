@@ -195,7 +195,7 @@ def test_plot_label_curve_draws_the_records(curve):
     try:
         ax = fig.axes[0]
         lines = {line.get_label(): line for line in ax.get_lines()}
-        full = lines["pre-trained GPT, fine-tuned"]
+        full = lines["pre-trained GPT, full fine-tuning"]
         points = ft.label_curve_points(curve, "full")
         assert list(full.get_xdata()) == [p[0] for p in points]
         assert list(full.get_ydata()) == pytest.approx([p[1] for p in points])

@@ -759,7 +759,7 @@ def plot_label_curve(curve: dict, ax=None):
     Example:
         >>> fig = plot_label_curve(read_curve())
         >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
-        ['pre-trained GPT, fine-tuned', 'same GPT from scratch']
+        ['pre-trained GPT, full fine-tuning', 'same GPT from scratch']
     """
     curve = _check_curve(curve)
     import matplotlib.pyplot as plt
@@ -770,7 +770,7 @@ def plot_label_curve(curve: dict, ax=None):
         _, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
     seeds = len({r["seed"] for r in curve["curve"]})
     for way, label, color in (
-        ("full", "pre-trained GPT, fine-tuned", COLORS[0]),
+        ("full", "pre-trained GPT, full fine-tuning", COLORS[0]),
         ("scratch", "same GPT from scratch", COLORS[1]),
     ):
         n, mean, low, high = zip(*label_curve_points(curve, way), strict=True)
