@@ -43,15 +43,6 @@ def _masked_zero(q, k, v, mask):
     return weights @ v, weights
 
 
-def _sinusoid_two_i_twice(seq_len, d_model):
-    k = torch.arange(seq_len, dtype=torch.float64)[:, None]
-    i = torch.arange(0, d_model, 2, dtype=torch.float64)  # already the even column index
-    angles = k / 10000.0 ** (2 * i / d_model)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2], pe[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return pe
-
-
 # ---- issue 14: the predict, debug, derive and build questions of chapters 1 to 5
 
 
@@ -255,7 +246,6 @@ def _ch08_step_per_sequence_mean(model, optimizer, src, tgt, pad_id, clip):
 
 WRONG = {
     "ch00.q1": [_softmax_global_max, _softmax_no_max],
-    "ch03.q1": [_sinusoid_two_i_twice],
     "ch04.q2": [_masked_zero],
     "ch04.q3": [_causal_float, _causal_int],
     "ch01.q6": [_counts_without_first_input_product],
@@ -324,9 +314,6 @@ def _gelu_grad_by_autograd(x):
 FORBIDDEN_ANSWERS = {
     "ch00.q1": lambda x, dim=-1: x.softmax(dim),
     "ch01.q4": lambda x: _calls("tfbook.rnn.attention_preview")(x),
-    "ch03.q1": lambda seq_len, d_model: _calls("tfbook.positional.sinusoidal_encoding")(
-        seq_len, d_model, dtype=torch.float64
-    ),
     "ch03.q5": lambda x, base=10000.0: _half_through_interleaved(x, base),
     "ch04.q1": lambda q, k, v: _calls("tfbook.attention.scaled_dot_product_attention")(q, k, v),
     "ch04.q3": lambda seq_len: _calls("tfbook.attention.causal_mask")(seq_len),

@@ -1,9 +1,9 @@
 """Chapter 3 exercises: positional encoding.
 
-Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
-(a derivation), ALiBi's distance penalty for a causal decoder, RoPE's angles with position
-interpolation for sequences longer than the trained ones, and rotary embeddings in the
-half-split layout of GPT-NeoX and LLaMA; then
+Five questions: learned relative-position biases clipped at a distance K, the rotation that
+shifts the [sin | cos] variant of the sinusoid (a derivation), ALiBi's distance penalty for a
+causal decoder, RoPE's angles with position interpolation for sequences longer than the trained
+ones, and rotary embeddings in the half-split layout of GPT-NeoX and LLaMA; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
 7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
@@ -38,131 +38,153 @@ from tfbook.positional import (
 _BASE = 10000.0
 
 
-# --------------------------------------------------------------------------- q1
+# --------------------------------------------------------------------------- q1: relative
 
 
-def sinusoidal_table(seq_len, d_model):
-    """PE[k, 2i] = sin(k w_i), PE[k, 2i+1] = cos(k w_i), with w_i = 10000^(-2i/d_model)."""
-    k = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
-    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,): 0, 2, 4, ...
-    angles = k * 10000.0 ** (-two_i / d_model)  # (T, d/2)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(angles)
-    pe[:, 1::2] = torch.cos(angles)
-    return pe
+def relative_bias(table, seq_len):
+    """Learned relative-position biases (Shaw et al.), clipped at K, for an encoder.
+
+    ``table`` is (n_heads, 2K + 1): column c holds the bias of the offset c - K. Entry
+    [h, m, n] of the (n_heads, seq_len, seq_len) result is table[h, clip(n - m, -K, K) + K],
+    for a query at position m and a key at position n; every pair is allowed (no mask).
+    """
+    k_max = (table.shape[-1] - 1) // 2
+    positions = torch.arange(seq_len)
+    offset = positions[None, :] - positions[:, None]  # (T, T): key position n minus query m
+    column = offset.clamp(-k_max, k_max) + k_max  # (T, T), in 0 .. 2K
+    return table[:, column]  # (n_heads, T, T)
 
 
-def _q1_from_parts(seq_len, d_model, *, positions, exponent, swap=False, halves=False):
-    k = positions(seq_len)[:, None]
-    i = torch.arange(d_model // 2, dtype=torch.float64)
-    angles = k * _BASE ** (-exponent(i) / d_model)
-    first, second = (
-        (torch.cos(angles), torch.sin(angles))
-        if swap
-        else (
-            torch.sin(angles),
-            torch.cos(angles),
-        )
+def _q1_lookup(table, seq_len, *, offset, clip, shift=True):
+    k_max = (table.shape[-1] - 1) // 2
+    m = torch.arange(seq_len)[:, None]
+    n = torch.arange(seq_len)[None, :]
+    column = clip(offset(m, n), k_max)
+    if shift:
+        column = column + k_max
+    return table[:, column]
+
+
+def _key_minus_query(m, n):
+    return n - m
+
+
+def _clip(o, k_max):
+    return o.clamp(-k_max, k_max)
+
+
+def _q1_query_minus_key(table, seq_len):
+    return _q1_lookup(table, seq_len, offset=lambda m, n: m - n, clip=_clip)
+
+
+def _q1_absolute(table, seq_len):
+    return _q1_lookup(
+        table, seq_len, offset=lambda m, n: (n - m).abs(), clip=lambda o, k: o.clamp(max=k)
     )
-    if halves:
-        return torch.cat([first, second], dim=1)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2], pe[:, 1::2] = first, second
-    return pe
 
 
-def _from0(n):
-    return torch.arange(n, dtype=torch.float64)
+def _q1_no_shift(table, seq_len):
+    # a negative column counts from the end of the table: offset -1 reads column 2K
+    return _q1_lookup(table, seq_len, offset=_key_minus_query, clip=_clip, shift=False)
 
 
-def _from1(n):
-    return torch.arange(1, n + 1, dtype=torch.float64)
+def _q1_clip_one_short(table, seq_len):
+    return _q1_lookup(
+        table, seq_len, offset=_key_minus_query, clip=lambda o, k: o.clamp(-k, max(k - 1, 0))
+    )
 
 
-def _q1_swapped(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, swap=True)
+def _q1_clip_above_only(table, seq_len):
+    # offsets below -K give negative columns, which count from the end of the table
+    return _q1_lookup(table, seq_len, offset=_key_minus_query, clip=lambda o, k: o.clamp(max=k))
 
 
-def _q1_no_two(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: i)
-
-
-def _q1_two_twice(seq_len, d_model):
-    # i already runs over the even columns 0, 2, 4, ...; writing 2 * i doubles it again
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 4 * i)
-
-
-def _q1_from_one(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from1, exponent=lambda i: 2 * i)
-
-
-def _q1_halves(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, halves=True)
+def _q1_wrap(table, seq_len):
+    width = table.shape[-1]
+    k_max = (width - 1) // 2
+    m = torch.arange(seq_len)[:, None]
+    n = torch.arange(seq_len)[None, :]
+    return table[:, (n - m + k_max) % width]
 
 
 def _q1_cases():
-    gen = torch.Generator().manual_seed(3)
-    cases = []
-    for n in range(3):
-        seq_len = int(torch.randint(5, 30, (1,), generator=gen))
-        d_model = 2 * int(torch.randint(3, 9, (1,), generator=gen))
-        cases.append(Case(f"random, seed 3 #{n}", (seq_len, d_model)))
-    cases += [Case("one position, d_model=2", (1, 2)), Case("long, d_model=64", (200, 64))]
-    return cases
+    gen = torch.Generator().manual_seed(31)
 
+    def table(n_heads, k_max, dtype=torch.float32):
+        return torch.randn(n_heads, 2 * k_max + 1, generator=gen, dtype=torch.float64).to(dtype)
 
-def _library_table(seq_len, d_model):
-    return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
+    return [
+        Case("4 heads, K = 3, T = 6", (table(4, 3), 6)),
+        Case("2 heads, K = 2, T = 9: most pairs beyond the clip", (table(2, 2), 9)),
+        Case("one head, K = 8, T = 3: no offset reaches the clip", (table(1, 8), 3)),
+        Case("3 heads, K = 0: one column, the same bias everywhere", (table(3, 0), 5)),
+        Case("2 heads, K = 4, one position", (table(2, 4), 1)),
+        Case("float64 table, 8 heads, K = 16, T = 40", (table(8, 16, torch.float64), 40)),
+        Case(
+            "one head, K = 32, T = 2000 (longer than any table you might build)",
+            (table(1, 32), 2000),
+        ),
+        Case("large biases (|b| ~ 1e4), 2 heads, K = 5, T = 12", (1e4 * table(2, 5), 12)),
+    ]
 
 
 q1 = Question(
     "ch03.q1",
-    "The sinusoidal table",
-    reference=sinusoidal_table,
+    "Relative position biases, clipped",
+    reference=relative_bias,
     cases=_q1_cases,
     mistakes=[
         Mistake(
-            "sin and cos swapped",
-            _q1_swapped,
-            "Even columns 0, 2, 4, ... hold the sine, odd columns 1, 3, 5, ... the cosine; "
-            "row 0 must read 0, 1, 0, 1, ...",
+            "offset taken as query minus key (m - n)",
+            _q1_query_minus_key,
+            "The offset is the key's position minus the query's, n - m: a key after the query "
+            "has a positive offset and reads a column right of the middle one. With m - n every "
+            "map comes out transposed.",
         ),
         Mistake(
-            "exponent doubled: 2 * i with i already the even column index",
-            _q1_two_twice,
-            "If i runs over the even columns 0, 2, 4, ... it already *is* 2i: the exponent is "
-            "i / d_model then. Writing 2 * i / d_model makes every frequency fall twice as fast.",
+            "distance |n - m| instead of the signed offset",
+            _q1_absolute,
+            "The table has 2K + 1 columns so that a key K positions before the query and one "
+            "K positions after it can get different biases. Keep the sign of n - m; only "
+            "offset 0 reads the middle column K.",
         ),
         Mistake(
-            "exponent i/d_model instead of 2i/d_model",
-            _q1_no_two,
-            "With i the pair index, the exponent is 2i/d_model (equivalently: the even column "
-            "index divided by d_model). Without the 2 the slowest wavelength is only about "
-            "2*pi*100 instead of 2*pi*10000.",
+            "no + K: negative offsets read columns from the end of the table",
+            _q1_no_shift,
+            "Columns are numbered 0 .. 2K and offset -K sits in column 0: add K after "
+            "clipping. Without it, offset -1 becomes index -1, which torch reads as the last "
+            "column (offset +K), so no error warns you.",
         ),
         Mistake(
-            "positions counted from 1",
-            _q1_from_one,
-            "Positions start at 0: use torch.arange(seq_len), not arange(1, seq_len + 1).",
+            "clipped to K - 1 above: offset +K never reaches the last column",
+            _q1_clip_one_short,
+            "Both ends are inclusive: clip to [-K, K], then add K, which gives columns 0 .. 2K.",
         ),
         Mistake(
-            "all sines first, then all cosines",
-            _q1_halves,
-            "Interleave the pairs: column 2i is sin(k w_i) and column 2i+1 is cos(k w_i). "
-            "Concatenating [sin | cos] is a permutation of the columns (some libraries use "
-            "it), but it is not the paper's layout that this exercise asks for.",
+            "clipped above only: offsets below -K wrap around",
+            _q1_clip_above_only,
+            "Keys more than K positions before the query must all read column 0 (offset -K). "
+            "Clamp below as well; an index below 0 counts from the end of the table.",
+        ),
+        Mistake(
+            "offsets wrapped around (modulo 2K + 1) instead of clipped",
+            _q1_wrap,
+            "Clipping means every offset beyond K reads the bias of K (and every one below -K "
+            "that of -K); far keys share one bias. A modulo makes offset K + 1 read the bias of "
+            "-K instead.",
         ),
     ],
     hints=[
-        "Build a (seq_len, 1) column of positions and a (d_model/2,) row of frequencies "
-        "w_i = 10000 ** (-2i/d_model); their product broadcasts to all the angles at once.",
-        "torch.arange(0, d_model, 2) gives 2i directly. Fill pe[:, 0::2] with the sines and "
-        "pe[:, 1::2] with the cosines.",
-        "Check row 0: sin(0) = 0 and cos(0) = 1, so it must be 0, 1, 0, 1, ...",
+        "Build a (T, T) table of offsets from a column of query positions and a row of key "
+        "positions; clamp it, shift it, and use it as an index into the table's last axis.",
+        "Indexing table[:, idx] with a (T, T) integer tensor idx gives a (n_heads, T, T) "
+        "result in one step, in the table's own dtype.",
     ],
+    atol=0.0,
+    rtol=0.0,
+    check_dtype=True,
     kind="implement",
-    library=_library_table,
-    forbidden=("tfbook.positional.sinusoidal_encoding",),
+    library_note="none: tfbook adds absolute or rotary positions, not learned relative biases",
 )
 
 
