@@ -95,23 +95,23 @@ def test_rms_cosine_matches_a_measurement(d):
     assert math.isclose(measured, ch02._reference_rms_cosine(d), rel_tol=0.03), measured
 
 
-# ----------------------------------------------------------------------- ch03.q8: input layer
+# ----------------------------------------------------------------------- ch03.q8: stretching
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
-def test_input_layer_reference_is_model_embeddings(positional):
-    from tfbook.model import Embeddings, TransformerConfig
-
-    torch.manual_seed(1)
-    cfg = TransformerConfig(
-        vocab_size=11, d_model=8, n_heads=2, max_len=12, positional=positional, dropout=0.0
-    )
-    theirs = Embeddings(cfg).eval()
-    ours = ch03._ReferenceInputLayer(11, 8, 12, positional).eval()
-    ours.load_state_dict(theirs.state_dict())  # same parameter names, same shapes
-    ids = torch.randint(0, 11, (3, 12))
-    with torch.no_grad():
-        torch.testing.assert_close(ours(ids), theirs(ids))
+def test_stretch_reference_is_interpolate_with_corners_aligned_on_every_case():
+    """Exercise 3.8 has no tfbook counterpart (library_note): PyTorch's linear interpolation
+    with align_corners=True computes the same rows, by its own code."""
+    for case in ch03.q8.make_cases():
+        weight = case.args[0]
+        new_len = case.args[1] if len(case.args) > 1 else 2 * weight.shape[0]
+        stretched = ch03.stretch_positions(*case.args)
+        theirs = nn.functional.interpolate(
+            weight.double().T[None], size=new_len, mode="linear", align_corners=True
+        )[0].T
+        assert stretched.max_len == new_len, case.name
+        torch.testing.assert_close(
+            stretched.table.weight.detach(), theirs.float(), rtol=1e-6, atol=1e-6, msg=case.name
+        )
 
 
 # ----------------------------------------------------------------------- ch05.q3: RMSNorm

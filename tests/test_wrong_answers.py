@@ -16,7 +16,7 @@ from _wrong_answers import assert_rejected, pairs, question
 from torch import nn
 
 from tfbook.attention import MultiHeadAttention
-from tfbook.positional import SinusoidalPositionalEncoding, apply_rotary
+from tfbook.positional import apply_rotary
 from tfbook.rnn import RNN
 
 
@@ -105,16 +105,6 @@ def _rope_scores_keys_by_queries(q, k):
     t_q, t_k = q.shape[-2], k.shape[-2]
     q_rot = apply_rotary(q, torch.arange(t_k - t_q, t_k))
     return apply_rotary(k) @ q_rot.transpose(-2, -1)  # (T_k, T_q): transposed scores
-
-
-class _InputRawEmbedding(nn.Module):
-    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
-        super().__init__()
-        self.token = nn.Embedding(vocab_size, d_model)  # parameter token.weight, not the module's
-        self.position = SinusoidalPositionalEncoding(d_model)
-
-    def forward(self, ids):
-        return self.position(self.token(ids) * math.sqrt(self.token.embedding_dim))
 
 
 def _shapes_merged_batch_and_heads(kind):
@@ -257,7 +247,6 @@ WRONG = {
     "ch02.q9": [_nearest_euclidean],
     "ch03.q6": [_maps_raw_and_learned_swapped],
     "ch03.q7": [_rope_scores_keys_by_queries],
-    "ch03.q8": [_InputRawEmbedding],
     "ch04.q7": [_shapes_merged_batch_and_heads],
     "ch04.q8": [_fixed_float_mask_added],
     "ch04.q9": [_jacobian_divided_by_dk],

@@ -15,30 +15,21 @@ import torch
 from _wrong_answers import question
 
 from tfbook.attention import CrossAttention, MultiHeadAttention, SelfAttention, causal_mask
-from tfbook.embedding import TokenEmbedding
+from tfbook.exercises.ch03 import stretch_positions
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
-from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
 # --------------------------------------------------------------------------- 3.8
 
 
-class _InputLearnedByDefault(torch.nn.Module):
-    def __init__(self, vocab_size, d_model, max_len, positional="learned"):  # 'sinusoidal'
-        super().__init__()
-        self.token = TokenEmbedding(vocab_size, d_model)
-        if positional == "sinusoidal":
-            self.position = SinusoidalPositionalEncoding(d_model)
-        else:
-            self.position = LearnedPositionalEmbedding(max_len, d_model)
-
-    def forward(self, ids):
-        return self.position(self.token(ids))
+def _stretch_same_length_by_default(weight, new_len=None):
+    old_len, d_model = weight.shape
+    new_len = old_len if new_len is None else new_len  # "no new length given: keep it"
+    return stretch_positions(weight, new_len)
 
 
-class _InputNoDefault(_InputLearnedByDefault):
-    def __init__(self, vocab_size, d_model, max_len, positional):  # no default at all
-        super().__init__(vocab_size, d_model, max_len, positional)
+def _stretch_length_required(weight, new_len):  # no default at all
+    return stretch_positions(weight, new_len)
 
 
 # --------------------------------------------------------------------------- 4.10
@@ -102,7 +93,10 @@ class _DecoderMasksRequired(_DecoderCausalByDefault):
 
 
 WRONG_DEFAULTS = {
-    "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
+    "ch03.q8": [
+        (_stretch_same_length_by_default, "twice"),
+        (_stretch_length_required, "twice"),
+    ],
     "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
     "ch05.q8": [(_ParallelMaskRequired, "default is None")],
     "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],

@@ -1,13 +1,16 @@
 """Plausible wrong answers to the questions that replaced three more re-typing questions: every
 one must be rejected, with the message a student would need.
 
-Exercise 3.1 asks for learned relative-position biases clipped at K (Shaw et al., T5), which
-chapter 3 does not print. The wrong answers are written as a student would write them: the
+Exercise 3.1 asks for learned relative-position biases clipped at K (Shaw et al., T5), and 3.8
+for a trained position table stretched to a new length by linear interpolation; chapter 3
+prints neither. The wrong answers are written as a student would write them. For 3.1: the
 offset taken the other way round, the sign lost, the shift by K forgotten (torch then reads
 negative columns from the end of the table without complaint), a clip one short or on one side
 only, K read from the wrong axis, a causal mask where an encoder has none, float32 forced on a
-float64 table. Each entry names a part of the feedback that must appear (the named mistake, or
-the comparison's own line when no known mistake matches). Same path as
+float64 table. For 3.8: F.interpolate's default grid, positions squeezed as in exercise 3.4,
+the nearest row, a frozen or plain nn.Embedding, 0/0 for a single row, the feature axis
+stretched, a wrong default length. Each entry names a part of the feedback that must appear
+(the named mistake, or the comparison's own line when no known mistake matches). Same path as
 tests/test_wrong_answers.py: ``Question.evaluate``.
 """
 
@@ -15,7 +18,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _wrong_answers import assert_rejected
+from torch import nn
+
+from tfbook.positional import LearnedPositionalEmbedding
 
 # --------------------------------------------------------------------------- 3.1 relative biases
 
@@ -124,3 +131,136 @@ CASES = [(qid, fn, phrase) for qid, entries in WRONG.items() for fn, phrase in e
 )
 def test_wrong_answer_is_rejected(qid, wrong, phrase):
     assert_rejected(qid, wrong, phrase)
+
+
+# --------------------------------------------------------------------------- 3.8 stretching
+
+
+def _new_module(rows):
+    stretched = LearnedPositionalEmbedding(rows.shape[0], rows.shape[1])
+    with torch.no_grad():
+        stretched.table.weight.copy_(rows)
+    return stretched
+
+
+def _interp(weight, new_len, **options):
+    return F.interpolate(weight.T[None], size=new_len, mode="linear", **options)[0].T
+
+
+def _stretch_interpolate_default(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    return _new_module(_interp(weight, new_len))  # align_corners=False
+
+
+def _stretch_interpolate_nearest(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    return _new_module(F.interpolate(weight.T[None], size=new_len, mode="nearest")[0].T)
+
+
+def _stretch_squeezed(weight, new_len=None):
+    old_len = weight.shape[0]
+    new_len = 2 * old_len if new_len is None else new_len
+    x = torch.arange(new_len, dtype=torch.float64) * old_len / new_len
+    below = x.floor().long().clamp(max=old_len - 1)
+    above = (below + 1).clamp(max=old_len - 1)
+    f = (x - below)[:, None]
+    return _new_module((1 - f) * weight.double()[below] + f * weight.double()[above])
+
+
+def _corner_parts(weight, new_len):
+    old_len = weight.shape[0]
+    x = torch.arange(new_len, dtype=torch.float64) * (old_len - 1) / max(new_len - 1, 1)
+    below = x.floor().long().clamp(max=old_len - 1)
+    return x, below, (below + 1).clamp(max=old_len - 1)
+
+
+def _stretch_floor_only(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    _, below, _ = _corner_parts(weight, new_len)
+    return _new_module(weight[below])
+
+
+def _stretch_weights_swapped(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    x, below, above = _corner_parts(weight, new_len)
+    f = (x - below)[:, None]
+    return _new_module(f * weight.double()[below] + (1 - f) * weight.double()[above])
+
+
+def _stretch_copy_last_row(weight, new_len=None):
+    old_len = weight.shape[0]
+    new_len = 2 * old_len if new_len is None else new_len
+    return _new_module(weight[torch.arange(new_len).clamp(max=old_len - 1)])
+
+
+def _stretch_from_pretrained(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    stretched = LearnedPositionalEmbedding(new_len, weight.shape[1])
+    stretched.table = nn.Embedding.from_pretrained(_interp(weight, new_len, align_corners=True))
+    return stretched
+
+
+def _stretch_plain_embedding(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    rows = _interp(weight, new_len, align_corners=True)
+    return nn.Embedding.from_pretrained(rows, freeze=False)
+
+
+def _stretch_float64_table(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    stretched = LearnedPositionalEmbedding(new_len, weight.shape[1])
+    rows = _interp(weight.double(), new_len, align_corners=True)
+    stretched.table.weight = nn.Parameter(rows)  # float64, the module's other tables float32
+    return stretched
+
+
+def _stretch_divides_by_zero(weight, new_len=None):
+    old_len = weight.shape[0]
+    new_len = 2 * old_len if new_len is None else new_len
+    x = torch.arange(new_len, dtype=torch.float64) * (old_len - 1) / (new_len - 1)  # 0/0 at 1
+    below = x.floor().long().clamp(0, old_len - 1)
+    above = (below + 1).clamp(max=old_len - 1)
+    f = (x - below)[:, None]
+    return _new_module((1 - f) * weight.double()[below] + f * weight.double()[above])
+
+
+def _stretch_above_unclamped(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    x, below, _ = _corner_parts(weight, new_len)
+    f = (x - below)[:, None]
+    return _new_module((1 - f) * weight[below] + f * weight[below + 1])  # row L at the end
+
+
+def _stretch_odd_default(weight, new_len=None):
+    new_len = 2 * weight.shape[0] - 1 if new_len is None else new_len  # old rows on even rows
+    return _new_module(_interp(weight, new_len, align_corners=True))
+
+
+def _stretch_wrong_axis(weight, new_len=None):
+    new_len = 2 * weight.shape[0] if new_len is None else new_len
+    rows = F.interpolate(weight[None], size=new_len, mode="linear", align_corners=True)[0]
+    return _new_module(rows)  # (L, new_len): the feature axis was stretched
+
+
+WRONG_38 = [
+    (_stretch_interpolate_default, "align_corners=False"),
+    (_stretch_interpolate_nearest, "values differ"),
+    (_stretch_squeezed, "positions squeezed"),
+    (_stretch_floor_only, "row floor(x) only"),
+    (_stretch_weights_swapped, "the two weights swapped"),
+    (_stretch_copy_last_row, "copied from the last one"),
+    (_stretch_from_pretrained, "does not require gradients"),
+    (_stretch_plain_embedding, "expected a tfbook.positional.LearnedPositionalEmbedding"),
+    (_stretch_float64_table, "wrong dtype"),
+    (_stretch_divides_by_zero, "contains NaN"),
+    (_stretch_above_unclamped, "IndexError"),
+    (_stretch_odd_default, "not given"),
+    (_stretch_wrong_axis, "expected max_len=10"),
+]
+
+
+@pytest.mark.parametrize(
+    "wrong", [fn for fn, _ in WRONG_38], ids=[fn.__name__ for fn, _ in WRONG_38]
+)
+def test_wrong_stretch_is_rejected(wrong):
+    assert_rejected("ch03.q8", wrong, dict(WRONG_38)[wrong])
