@@ -21,7 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from tfbook.exercises import ch01, ch02, ch03, ch05, ch08, chapters, load
+from tfbook.attention import causal_mask, padding_mask
+from tfbook.exercises import ch01, ch02, ch03, ch05, ch06, ch08, chapters, load
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("implement", "predict", "debug", "derive", "build")
@@ -111,6 +112,35 @@ def test_stretch_reference_is_interpolate_with_corners_aligned_on_every_case():
         assert stretched.max_len == new_len, case.name
         torch.testing.assert_close(
             stretched.table.weight.detach(), theirs.float(), rtol=1e-6, atol=1e-6, msg=case.name
+        )
+
+
+# ----------------------------------------------------------------------- ch06.q3: two sources
+
+
+def test_two_source_layer_without_its_second_source_is_the_library_decoder_layer():
+    """Exercise 6.3 has no tfbook counterpart (library_note). Pre-LN, a cross_b whose output
+    projection is zero adds nothing, so the layer must then equal DecoderLayer with the same
+    self_attn, cross_attn (= cross_a) and ffn weights."""
+    from tfbook.model import DecoderLayer
+
+    torch.manual_seed(6)
+    ours = ch06._ReferenceTwoSourceLayer(8, 2, 16).eval()
+    theirs = DecoderLayer(8, 2, 16, norm_first=True).eval()
+    state = {
+        key.replace("cross_attn.", "cross_a."): value for key, value in theirs.state_dict().items()
+    }
+    for name in ("weight", "bias"):
+        state[f"cross_b.sublayer.out_proj.{name}"] = torch.zeros_like(
+            ours.state_dict()[f"cross_b.sublayer.out_proj.{name}"]
+        )
+    ours.load_state_dict(state, strict=False)
+    x, memory_a, memory_b = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 3, 8)
+    mask_a = padding_mask(torch.tensor([4, 2]), max_len=4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours(x, memory_a, memory_b, causal_mask(5), mask_a),
+            theirs(x, memory_a, self_mask=causal_mask(5), memory_mask=mask_a),
         )
 
 

@@ -74,21 +74,24 @@ class _DecoderCausalByDefault(torch.nn.Module):
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__()
         self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_a = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
         self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
         if self_mask is None:  # causal when not given: the default is "nothing hidden"
             self_mask = causal_mask(x.shape[1])
         x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
 class _DecoderMasksRequired(_DecoderCausalByDefault):
-    def forward(self, x, memory, self_mask, memory_mask):  # no defaults
+    def forward(self, x, memory_a, memory_b, self_mask, mask_a, mask_b):  # no defaults
         x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 

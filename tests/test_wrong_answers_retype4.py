@@ -1,16 +1,19 @@
 """Plausible wrong answers to the questions that replaced three more re-typing questions: every
 one must be rejected, with the message a student would need.
 
-Exercise 3.1 asks for learned relative-position biases clipped at K (Shaw et al., T5), and 3.8
-for a trained position table stretched to a new length by linear interpolation; chapter 3
-prints neither. The wrong answers are written as a student would write them. For 3.1: the
-offset taken the other way round, the sign lost, the shift by K forgotten (torch then reads
-negative columns from the end of the table without complaint), a clip one short or on one side
-only, K read from the wrong axis, a causal mask where an encoder has none, float32 forced on a
-float64 table. For 3.8: F.interpolate's default grid, positions squeezed as in exercise 3.4,
-the nearest row, a frozen or plain nn.Embedding, 0/0 for a single row, the feature axis
-stretched, a wrong default length. Each entry names a part of the feedback that must appear
-(the named mistake, or the comparison's own line when no known mistake matches). Same path as
+Exercise 3.1 asks for learned relative-position biases clipped at K (Shaw et al., T5), 3.8 for a
+trained position table stretched to a new length by linear interpolation, and 6.3 for a decoder
+layer that reads two encoded sources; their chapters print none of them. The wrong answers are
+written as a student would write them. For 3.1: the offset taken the other way round, the sign
+lost, the shift by K forgotten (torch then reads negative columns from the end of the table
+without complaint), a clip one short or on one side only, K read from the wrong axis, a causal
+mask where an encoder has none, float32 forced on a float64 table. For 3.8: F.interpolate's
+default grid, positions squeezed as in exercise 3.4, the nearest row, a frozen or plain
+nn.Embedding, 0/0 for a single row, the feature axis stretched, a wrong default length. For 6.3:
+the source masks swapped, one source read twice, the two readings averaged side by side, the
+sources in the wrong order, one cross-attention shared, a mask or norm_first not passed on, the
+network in the wrong place. Each entry names a part of the feedback that must appear (the named
+mistake, or the comparison's own line when no known mistake matches). Same path as
 tests/test_wrong_answers.py: ``Question.evaluate``.
 """
 
@@ -22,6 +25,9 @@ import torch.nn.functional as F
 from _wrong_answers import assert_rejected
 from torch import nn
 
+from tfbook.attention import CrossAttention, SelfAttention
+from tfbook.feedforward import PositionwiseFeedForward
+from tfbook.norm import ResidualSublayer
 from tfbook.positional import LearnedPositionalEmbedding
 
 # --------------------------------------------------------------------------- 3.1 relative biases
@@ -264,3 +270,145 @@ WRONG_38 = [
 )
 def test_wrong_stretch_is_rejected(wrong):
     assert_rejected("ch03.q8", wrong, dict(WRONG_38)[wrong])
+
+
+# --------------------------------------------------------------------------- 6.3 two sources
+
+
+class _TwoSources(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.cross_a = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
+        return self.ffn(x)
+
+
+class _TwoMasksSwapped(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_b)
+        x = self.cross_b(x, memory_b, mask_a)
+        return self.ffn(x)
+
+
+class _TwoReadsSourceATwice(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_a, mask_a)
+        return self.ffn(x)
+
+
+class _TwoSideBySide(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        h = self.self_attn(x, self_mask)
+        both = self.cross_a(h, memory_a, mask_a) + self.cross_b(h, memory_b, mask_b)
+        return self.ffn(both / 2)  # "average the two readings"
+
+
+class _TwoBFirst(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_b(x, memory_b, mask_b)
+        x = self.cross_a(x, memory_a, mask_a)
+        return self.ffn(x)
+
+
+class _TwoQueriesFromSources(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(memory_a, x)
+        x = self.cross_b(memory_b, x)
+        return self.ffn(x)
+
+
+class _TwoNoSelfMask(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
+        return self.ffn(x)
+
+
+class _TwoAlwaysPreLN(_TwoSources):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff)  # norm_first not passed on
+
+
+class _TwoSharedCrossAttention(_TwoSources):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first)
+        self.cross_b = self.cross_a  # one cross-attention for both sources
+
+
+class _TwoNoMaskB(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b)  # source B's padding read
+        return self.ffn(x)
+
+
+class _TwoFeedForwardBetween(_TwoSources):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.ffn(x)
+        return self.cross_b(x, memory_b, mask_b)
+
+
+class _TwoGeluNetwork(_TwoSources):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, norm_first)
+        network = PositionwiseFeedForward(d_model, d_ff, activation="gelu")
+        self.ffn = ResidualSublayer(d_model, network, norm_first)
+
+
+class _TwoNamedCrossAttn(nn.Module):
+    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
+        super().__init__()
+        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
+        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_attn(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
+        return self.ffn(x)
+
+
+WRONG_63 = [
+    (_TwoMasksSwapped, "the two source masks swapped"),
+    (_TwoReadsSourceATwice, "both cross-attentions read source A"),
+    (_TwoSideBySide, "values differ"),
+    (_TwoBFirst, "source B read before source A"),
+    (_TwoQueriesFromSources, "wrong shape"),
+    (_TwoNoSelfMask, "self_mask not passed"),
+    (_TwoAlwaysPreLN, "norm_first ignored"),
+    (_TwoSharedCrossAttention, "values differ"),
+    (_TwoNoMaskB, "values differ"),
+    (_TwoFeedForwardBetween, "values differ"),
+    (_TwoGeluNetwork, "values differ"),
+    (_TwoNamedCrossAttn, "different names"),
+]
+
+
+@pytest.mark.parametrize("wrong", [c for c, _ in WRONG_63], ids=[c.__name__ for c, _ in WRONG_63])
+def test_wrong_two_source_layer_is_rejected(wrong):
+    assert_rejected("ch06.q3", wrong, dict(WRONG_63)[wrong])
+
+
+def test_reference_shaped_answer_passes():
+    """The wrong answers above differ from _TwoSources by one change each; it must pass."""
+    from _wrong_answers import question
+
+    assert question("ch06.q3").evaluate(_TwoSources).status == "passed"
