@@ -21,7 +21,8 @@ import pytest
 import torch
 from torch import nn
 
-from tfbook.exercises import ch01, ch02, ch03, ch05, ch08, chapters, load
+from tfbook.attention import causal_mask, padding_mask
+from tfbook.exercises import ch01, ch02, ch03, ch05, ch06, ch08, chapters, load
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("implement", "predict", "debug", "derive", "build")
@@ -95,23 +96,52 @@ def test_rms_cosine_matches_a_measurement(d):
     assert math.isclose(measured, ch02._reference_rms_cosine(d), rel_tol=0.03), measured
 
 
-# ----------------------------------------------------------------------- ch03.q8: input layer
+# ----------------------------------------------------------------------- ch03.q8: stretching
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
-def test_input_layer_reference_is_model_embeddings(positional):
-    from tfbook.model import Embeddings, TransformerConfig
+def test_stretch_reference_is_interpolate_with_corners_aligned_on_every_case():
+    """Exercise 3.8 has no tfbook counterpart (library_note): PyTorch's linear interpolation
+    with align_corners=True computes the same rows, by its own code."""
+    for case in ch03.q8.make_cases():
+        weight = case.args[0]
+        new_len = case.args[1] if len(case.args) > 1 else 2 * weight.shape[0]
+        stretched = ch03.stretch_positions(*case.args)
+        theirs = nn.functional.interpolate(
+            weight.double().T[None], size=new_len, mode="linear", align_corners=True
+        )[0].T
+        assert stretched.max_len == new_len, case.name
+        torch.testing.assert_close(
+            stretched.table.weight.detach(), theirs.float(), rtol=1e-6, atol=1e-6, msg=case.name
+        )
 
-    torch.manual_seed(1)
-    cfg = TransformerConfig(
-        vocab_size=11, d_model=8, n_heads=2, max_len=12, positional=positional, dropout=0.0
-    )
-    theirs = Embeddings(cfg).eval()
-    ours = ch03._ReferenceInputLayer(11, 8, 12, positional).eval()
-    ours.load_state_dict(theirs.state_dict())  # same parameter names, same shapes
-    ids = torch.randint(0, 11, (3, 12))
+
+# ----------------------------------------------------------------------- ch06.q3: two sources
+
+
+def test_two_source_layer_without_its_second_source_is_the_library_decoder_layer():
+    """Exercise 6.3 has no tfbook counterpart (library_note). Pre-LN, a cross_b whose output
+    projection is zero adds nothing, so the layer must then equal DecoderLayer with the same
+    self_attn, cross_attn (= cross_a) and ffn weights."""
+    from tfbook.model import DecoderLayer
+
+    torch.manual_seed(6)
+    ours = ch06._ReferenceTwoSourceLayer(8, 2, 16).eval()
+    theirs = DecoderLayer(8, 2, 16, norm_first=True).eval()
+    state = {
+        key.replace("cross_attn.", "cross_a."): value for key, value in theirs.state_dict().items()
+    }
+    for name in ("weight", "bias"):
+        state[f"cross_b.sublayer.out_proj.{name}"] = torch.zeros_like(
+            ours.state_dict()[f"cross_b.sublayer.out_proj.{name}"]
+        )
+    ours.load_state_dict(state, strict=False)
+    x, memory_a, memory_b = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 3, 8)
+    mask_a = padding_mask(torch.tensor([4, 2]), max_len=4)
     with torch.no_grad():
-        torch.testing.assert_close(ours(ids), theirs(ids))
+        torch.testing.assert_close(
+            ours(x, memory_a, memory_b, causal_mask(5), mask_a),
+            theirs(x, memory_a, self_mask=causal_mask(5), memory_mask=mask_a),
+        )
 
 
 # ----------------------------------------------------------------------- ch05.q3: RMSNorm

@@ -16,7 +16,7 @@ from _wrong_answers import assert_rejected, pairs, question
 from torch import nn
 
 from tfbook.attention import MultiHeadAttention
-from tfbook.positional import SinusoidalPositionalEncoding, apply_rotary
+from tfbook.positional import apply_rotary
 from tfbook.rnn import RNN
 
 
@@ -41,15 +41,6 @@ def _masked_zero(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
     weights = torch.softmax(scores, dim=-1)
     return weights @ v, weights
-
-
-def _sinusoid_two_i_twice(seq_len, d_model):
-    k = torch.arange(seq_len, dtype=torch.float64)[:, None]
-    i = torch.arange(0, d_model, 2, dtype=torch.float64)  # already the even column index
-    angles = k / 10000.0 ** (2 * i / d_model)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2], pe[:, 1::2] = torch.sin(angles), torch.cos(angles)
-    return pe
 
 
 # ---- issue 14: the predict, debug, derive and build questions of chapters 1 to 5
@@ -114,16 +105,6 @@ def _rope_scores_keys_by_queries(q, k):
     t_q, t_k = q.shape[-2], k.shape[-2]
     q_rot = apply_rotary(q, torch.arange(t_k - t_q, t_k))
     return apply_rotary(k) @ q_rot.transpose(-2, -1)  # (T_k, T_q): transposed scores
-
-
-class _InputRawEmbedding(nn.Module):
-    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
-        super().__init__()
-        self.token = nn.Embedding(vocab_size, d_model)  # parameter token.weight, not the module's
-        self.position = SinusoidalPositionalEncoding(d_model)
-
-    def forward(self, ids):
-        return self.position(self.token(ids) * math.sqrt(self.token.embedding_dim))
 
 
 def _shapes_merged_batch_and_heads(kind):
@@ -255,7 +236,6 @@ def _ch08_step_per_sequence_mean(model, optimizer, src, tgt, pad_id, clip):
 
 WRONG = {
     "ch00.q1": [_softmax_global_max, _softmax_no_max],
-    "ch03.q1": [_sinusoid_two_i_twice],
     "ch04.q2": [_masked_zero],
     "ch04.q3": [_causal_float, _causal_int],
     "ch01.q6": [_counts_without_first_input_product],
@@ -267,7 +247,6 @@ WRONG = {
     "ch02.q9": [_nearest_euclidean],
     "ch03.q6": [_maps_raw_and_learned_swapped],
     "ch03.q7": [_rope_scores_keys_by_queries],
-    "ch03.q8": [_InputRawEmbedding],
     "ch04.q7": [_shapes_merged_batch_and_heads],
     "ch04.q8": [_fixed_float_mask_added],
     "ch04.q9": [_jacobian_divided_by_dk],
@@ -324,9 +303,6 @@ def _gelu_grad_by_autograd(x):
 FORBIDDEN_ANSWERS = {
     "ch00.q1": lambda x, dim=-1: x.softmax(dim),
     "ch01.q4": lambda x: _calls("tfbook.rnn.attention_preview")(x),
-    "ch03.q1": lambda seq_len, d_model: _calls("tfbook.positional.sinusoidal_encoding")(
-        seq_len, d_model, dtype=torch.float64
-    ),
     "ch03.q5": lambda x, base=10000.0: _half_through_interleaved(x, base),
     "ch04.q1": lambda q, k, v: _calls("tfbook.attention.scaled_dot_product_attention")(q, k, v),
     "ch04.q3": lambda seq_len: _calls("tfbook.attention.causal_mask")(seq_len),

@@ -39,12 +39,14 @@ class _DecoderPostLNByDefault(torch.nn.Module):
     def __init__(self, d_model, n_heads, d_ff, norm_first=False):  # the default should be True
         super().__init__()
         self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_a = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
         self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
         x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
@@ -52,15 +54,25 @@ class _DecoderOwnCausalMask(_DecoderPostLNByDefault):
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__(d_model, n_heads, d_ff, norm_first)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
-        x = self.self_attn(x, causal_mask(x.shape[1]))  # self_mask ignored: padding not hidden
-        x = self.cross_attn(x, memory, memory_mask)
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, causal_mask(x.shape[1]))  # self_mask ignored
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
-class _DecoderSubclassOfLibrary(DecoderLayer):  # the library layer the exercise rebuilds
+class _DecoderSubclassOfLibrary(DecoderLayer):  # the one-source library layer, extended
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__(d_model, n_heads, d_ff, norm_first=norm_first)
+        self.cross_a = self.cross_attn
+        del self.cross_attn
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
+        return self.ffn(x)
 
 
 # --------------------------------------------------------------------------- chapter 7

@@ -15,30 +15,21 @@ import torch
 from _wrong_answers import question
 
 from tfbook.attention import CrossAttention, MultiHeadAttention, SelfAttention, causal_mask
-from tfbook.embedding import TokenEmbedding
+from tfbook.exercises.ch03 import stretch_positions
 from tfbook.feedforward import PositionwiseFeedForward
 from tfbook.norm import LayerNorm, ResidualSublayer
-from tfbook.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 
 # --------------------------------------------------------------------------- 3.8
 
 
-class _InputLearnedByDefault(torch.nn.Module):
-    def __init__(self, vocab_size, d_model, max_len, positional="learned"):  # 'sinusoidal'
-        super().__init__()
-        self.token = TokenEmbedding(vocab_size, d_model)
-        if positional == "sinusoidal":
-            self.position = SinusoidalPositionalEncoding(d_model)
-        else:
-            self.position = LearnedPositionalEmbedding(max_len, d_model)
-
-    def forward(self, ids):
-        return self.position(self.token(ids))
+def _stretch_same_length_by_default(weight, new_len=None):
+    old_len, d_model = weight.shape
+    new_len = old_len if new_len is None else new_len  # "no new length given: keep it"
+    return stretch_positions(weight, new_len)
 
 
-class _InputNoDefault(_InputLearnedByDefault):
-    def __init__(self, vocab_size, d_model, max_len, positional):  # no default at all
-        super().__init__(vocab_size, d_model, max_len, positional)
+def _stretch_length_required(weight, new_len):  # no default at all
+    return stretch_positions(weight, new_len)
 
 
 # --------------------------------------------------------------------------- 4.10
@@ -83,26 +74,32 @@ class _DecoderCausalByDefault(torch.nn.Module):
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__()
         self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_a = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
         self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
         if self_mask is None:  # causal when not given: the default is "nothing hidden"
             self_mask = causal_mask(x.shape[1])
         x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
 class _DecoderMasksRequired(_DecoderCausalByDefault):
-    def forward(self, x, memory, self_mask, memory_mask):  # no defaults
+    def forward(self, x, memory_a, memory_b, self_mask, mask_a, mask_b):  # no defaults
         x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
 WRONG_DEFAULTS = {
-    "ch03.q8": [(_InputLearnedByDefault, "'sinusoidal'"), (_InputNoDefault, "'sinusoidal'")],
+    "ch03.q8": [
+        (_stretch_same_length_by_default, "twice"),
+        (_stretch_length_required, "twice"),
+    ],
     "ch04.q10": [(_PoolingMaskRequired, "default is None"), (_PoolingCausalByDefault, "None")],
     "ch05.q8": [(_ParallelMaskRequired, "default is None")],
     "ch06.q3": [(_DecoderCausalByDefault, "None"), (_DecoderMasksRequired, "None")],

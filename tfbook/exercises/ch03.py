@@ -1,14 +1,14 @@
 """Chapter 3 exercises: positional encoding.
 
-Five questions: the sinusoidal table, the rotation that shifts the [sin | cos] variant of it
-(a derivation), ALiBi's distance penalty for a causal decoder, RoPE's angles with position
-interpolation for sequences longer than the trained ones, and rotary embeddings in the
-half-split layout of GPT-NeoX and LLaMA; then
+Five questions: learned relative-position biases clipped at a distance K, the rotation that
+shifts the [sin | cos] variant of the sinusoid (a derivation), ALiBi's distance penalty for a
+causal decoder, RoPE's angles with position interpolation for sequences longer than the trained
+ones, and rotary embeddings in the half-split layout of GPT-NeoX and LLaMA; then
 
 6. predict, then run: which of four heat maps (``position_maps()``) shows which encoding;
 7. debugging: RoPE applied to queries that sit at the end of a sequence (the newest tokens);
-8. build with the library: a Transformer's input layer from ``TokenEmbedding`` and a
-   positional module (``tfbook.model.Embeddings`` in chapter 6).
+8. build with the library: a trained ``LearnedPositionalEmbedding`` stretched to more (or
+   fewer) positions by linear interpolation of its rows.
 
 Usage: ``from tfbook.exercises import ch03 as ex; ex.q1.check(sinusoidal_table)``.
 """
@@ -18,19 +18,16 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from tfbook.embedding import TokenEmbedding
 from tfbook.exercises._engine import (
     Case,
     ExerciseSet,
     Mistake,
     Question,
-    compare_modules,
+    compare,
 )
 from tfbook.positional import (
     LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
     apply_rotary,
     sinusoidal_encoding,
 )
@@ -38,131 +35,153 @@ from tfbook.positional import (
 _BASE = 10000.0
 
 
-# --------------------------------------------------------------------------- q1
+# --------------------------------------------------------------------------- q1: relative
 
 
-def sinusoidal_table(seq_len, d_model):
-    """PE[k, 2i] = sin(k w_i), PE[k, 2i+1] = cos(k w_i), with w_i = 10000^(-2i/d_model)."""
-    k = torch.arange(seq_len, dtype=torch.float64)[:, None]  # (T, 1)
-    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (d/2,): 0, 2, 4, ...
-    angles = k * 10000.0 ** (-two_i / d_model)  # (T, d/2)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(angles)
-    pe[:, 1::2] = torch.cos(angles)
-    return pe
+def relative_bias(table, seq_len):
+    """Learned relative-position biases (Shaw et al.), clipped at K, for an encoder.
+
+    ``table`` is (n_heads, 2K + 1): column c holds the bias of the offset c - K. Entry
+    [h, m, n] of the (n_heads, seq_len, seq_len) result is table[h, clip(n - m, -K, K) + K],
+    for a query at position m and a key at position n; every pair is allowed (no mask).
+    """
+    k_max = (table.shape[-1] - 1) // 2
+    positions = torch.arange(seq_len)
+    offset = positions[None, :] - positions[:, None]  # (T, T): key position n minus query m
+    column = offset.clamp(-k_max, k_max) + k_max  # (T, T), in 0 .. 2K
+    return table[:, column]  # (n_heads, T, T)
 
 
-def _q1_from_parts(seq_len, d_model, *, positions, exponent, swap=False, halves=False):
-    k = positions(seq_len)[:, None]
-    i = torch.arange(d_model // 2, dtype=torch.float64)
-    angles = k * _BASE ** (-exponent(i) / d_model)
-    first, second = (
-        (torch.cos(angles), torch.sin(angles))
-        if swap
-        else (
-            torch.sin(angles),
-            torch.cos(angles),
-        )
+def _q1_lookup(table, seq_len, *, offset, clip, shift=True):
+    k_max = (table.shape[-1] - 1) // 2
+    m = torch.arange(seq_len)[:, None]
+    n = torch.arange(seq_len)[None, :]
+    column = clip(offset(m, n), k_max)
+    if shift:
+        column = column + k_max
+    return table[:, column]
+
+
+def _key_minus_query(m, n):
+    return n - m
+
+
+def _clip(o, k_max):
+    return o.clamp(-k_max, k_max)
+
+
+def _q1_query_minus_key(table, seq_len):
+    return _q1_lookup(table, seq_len, offset=lambda m, n: m - n, clip=_clip)
+
+
+def _q1_absolute(table, seq_len):
+    return _q1_lookup(
+        table, seq_len, offset=lambda m, n: (n - m).abs(), clip=lambda o, k: o.clamp(max=k)
     )
-    if halves:
-        return torch.cat([first, second], dim=1)
-    pe = torch.zeros(seq_len, d_model, dtype=torch.float64)
-    pe[:, 0::2], pe[:, 1::2] = first, second
-    return pe
 
 
-def _from0(n):
-    return torch.arange(n, dtype=torch.float64)
+def _q1_no_shift(table, seq_len):
+    # a negative column counts from the end of the table: offset -1 reads column 2K
+    return _q1_lookup(table, seq_len, offset=_key_minus_query, clip=_clip, shift=False)
 
 
-def _from1(n):
-    return torch.arange(1, n + 1, dtype=torch.float64)
+def _q1_clip_one_short(table, seq_len):
+    return _q1_lookup(
+        table, seq_len, offset=_key_minus_query, clip=lambda o, k: o.clamp(-k, max(k - 1, 0))
+    )
 
 
-def _q1_swapped(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, swap=True)
+def _q1_clip_above_only(table, seq_len):
+    # offsets below -K give negative columns, which count from the end of the table
+    return _q1_lookup(table, seq_len, offset=_key_minus_query, clip=lambda o, k: o.clamp(max=k))
 
 
-def _q1_no_two(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: i)
-
-
-def _q1_two_twice(seq_len, d_model):
-    # i already runs over the even columns 0, 2, 4, ...; writing 2 * i doubles it again
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 4 * i)
-
-
-def _q1_from_one(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from1, exponent=lambda i: 2 * i)
-
-
-def _q1_halves(seq_len, d_model):
-    return _q1_from_parts(seq_len, d_model, positions=_from0, exponent=lambda i: 2 * i, halves=True)
+def _q1_wrap(table, seq_len):
+    width = table.shape[-1]
+    k_max = (width - 1) // 2
+    m = torch.arange(seq_len)[:, None]
+    n = torch.arange(seq_len)[None, :]
+    return table[:, (n - m + k_max) % width]
 
 
 def _q1_cases():
-    gen = torch.Generator().manual_seed(3)
-    cases = []
-    for n in range(3):
-        seq_len = int(torch.randint(5, 30, (1,), generator=gen))
-        d_model = 2 * int(torch.randint(3, 9, (1,), generator=gen))
-        cases.append(Case(f"random, seed 3 #{n}", (seq_len, d_model)))
-    cases += [Case("one position, d_model=2", (1, 2)), Case("long, d_model=64", (200, 64))]
-    return cases
+    gen = torch.Generator().manual_seed(31)
 
+    def table(n_heads, k_max, dtype=torch.float32):
+        return torch.randn(n_heads, 2 * k_max + 1, generator=gen, dtype=torch.float64).to(dtype)
 
-def _library_table(seq_len, d_model):
-    return sinusoidal_encoding(seq_len, d_model, dtype=torch.float64)
+    return [
+        Case("4 heads, K = 3, T = 6", (table(4, 3), 6)),
+        Case("2 heads, K = 2, T = 9: most pairs beyond the clip", (table(2, 2), 9)),
+        Case("one head, K = 8, T = 3: no offset reaches the clip", (table(1, 8), 3)),
+        Case("3 heads, K = 0: one column, the same bias everywhere", (table(3, 0), 5)),
+        Case("2 heads, K = 4, one position", (table(2, 4), 1)),
+        Case("float64 table, 8 heads, K = 16, T = 40", (table(8, 16, torch.float64), 40)),
+        Case(
+            "one head, K = 32, T = 2000 (longer than any table you might build)",
+            (table(1, 32), 2000),
+        ),
+        Case("large biases (|b| ~ 1e4), 2 heads, K = 5, T = 12", (1e4 * table(2, 5), 12)),
+    ]
 
 
 q1 = Question(
     "ch03.q1",
-    "The sinusoidal table",
-    reference=sinusoidal_table,
+    "Relative position biases, clipped",
+    reference=relative_bias,
     cases=_q1_cases,
     mistakes=[
         Mistake(
-            "sin and cos swapped",
-            _q1_swapped,
-            "Even columns 0, 2, 4, ... hold the sine, odd columns 1, 3, 5, ... the cosine; "
-            "row 0 must read 0, 1, 0, 1, ...",
+            "offset taken as query minus key (m - n)",
+            _q1_query_minus_key,
+            "The offset is the key's position minus the query's, n - m: a key after the query "
+            "has a positive offset and reads a column right of the middle one. With m - n every "
+            "map comes out transposed.",
         ),
         Mistake(
-            "exponent doubled: 2 * i with i already the even column index",
-            _q1_two_twice,
-            "If i runs over the even columns 0, 2, 4, ... it already *is* 2i: the exponent is "
-            "i / d_model then. Writing 2 * i / d_model makes every frequency fall twice as fast.",
+            "distance |n - m| instead of the signed offset",
+            _q1_absolute,
+            "The table has 2K + 1 columns so that a key K positions before the query and one "
+            "K positions after it can get different biases. Keep the sign of n - m; only "
+            "offset 0 reads the middle column K.",
         ),
         Mistake(
-            "exponent i/d_model instead of 2i/d_model",
-            _q1_no_two,
-            "With i the pair index, the exponent is 2i/d_model (equivalently: the even column "
-            "index divided by d_model). Without the 2 the slowest wavelength is only about "
-            "2*pi*100 instead of 2*pi*10000.",
+            "no + K: negative offsets read columns from the end of the table",
+            _q1_no_shift,
+            "Columns are numbered 0 .. 2K and offset -K sits in column 0: add K after "
+            "clipping. Without it, offset -1 becomes index -1, which torch reads as the last "
+            "column (offset +K), so no error warns you.",
         ),
         Mistake(
-            "positions counted from 1",
-            _q1_from_one,
-            "Positions start at 0: use torch.arange(seq_len), not arange(1, seq_len + 1).",
+            "clipped to K - 1 above: offset +K never reaches the last column",
+            _q1_clip_one_short,
+            "Both ends are inclusive: clip to [-K, K], then add K, which gives columns 0 .. 2K.",
         ),
         Mistake(
-            "all sines first, then all cosines",
-            _q1_halves,
-            "Interleave the pairs: column 2i is sin(k w_i) and column 2i+1 is cos(k w_i). "
-            "Concatenating [sin | cos] is a permutation of the columns (some libraries use "
-            "it), but it is not the paper's layout that this exercise asks for.",
+            "clipped above only: offsets below -K wrap around",
+            _q1_clip_above_only,
+            "Keys more than K positions before the query must all read column 0 (offset -K). "
+            "Clamp below as well; an index below 0 counts from the end of the table.",
+        ),
+        Mistake(
+            "offsets wrapped around (modulo 2K + 1) instead of clipped",
+            _q1_wrap,
+            "Clipping means every offset beyond K reads the bias of K (and every one below -K "
+            "that of -K); far keys share one bias. A modulo makes offset K + 1 read the bias of "
+            "-K instead.",
         ),
     ],
     hints=[
-        "Build a (seq_len, 1) column of positions and a (d_model/2,) row of frequencies "
-        "w_i = 10000 ** (-2i/d_model); their product broadcasts to all the angles at once.",
-        "torch.arange(0, d_model, 2) gives 2i directly. Fill pe[:, 0::2] with the sines and "
-        "pe[:, 1::2] with the cosines.",
-        "Check row 0: sin(0) = 0 and cos(0) = 1, so it must be 0, 1, 0, 1, ...",
+        "Build a (T, T) table of offsets from a column of query positions and a row of key "
+        "positions; clamp it, shift it, and use it as an index into the table's last axis.",
+        "Indexing table[:, idx] with a (T, T) integer tensor idx gives a (n_heads, T, T) "
+        "result in one step, in the table's own dtype.",
     ],
+    atol=0.0,
+    rtol=0.0,
+    check_dtype=True,
     kind="implement",
-    library=_library_table,
-    forbidden=("tfbook.positional.sinusoidal_encoding",),
+    library_note="none: tfbook adds absolute or rotary positions, not learned relative biases",
 )
 
 
@@ -1005,113 +1024,200 @@ q7 = Question(
 # --------------------------------------------------------------------------- q8: build
 
 
-class _ReferenceInputLayer(nn.Module):
-    """Token embedding (times sqrt(d_model)) plus positions, from library parts: what
-    ``tfbook.model.Embeddings`` computes without segments, norm and dropout."""
+def stretch_positions(weight, new_len=None):
+    """A LearnedPositionalEmbedding of new_len rows (default: twice as many) read off the
+    trained (L, d_model) table ``weight`` by linear interpolation, first and last rows kept.
 
-    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
-        super().__init__()
-        self.token = TokenEmbedding(vocab_size, d_model)  # E[ids] * sqrt(d_model)
-        if positional == "sinusoidal":
-            self.position = SinusoidalPositionalEncoding(d_model)  # fixed, any length
+    Row r is the old table at the fractional position x = r (L - 1) / (new_len - 1) (x = 0
+    when new_len = 1): (1 - f) P[floor x] + f P[floor x + 1], f = x - floor x.
+    """
+    old_len, d_model = weight.shape
+    new_len = 2 * old_len if new_len is None else new_len
+    x = torch.arange(new_len, dtype=torch.float64) * (old_len - 1) / max(new_len - 1, 1)
+    below = x.floor().long().clamp(max=old_len - 1)  # (new_len,)
+    above = (below + 1).clamp(max=old_len - 1)
+    f = (x - below)[:, None]  # (new_len, 1)
+    table = weight.to(torch.float64)
+    rows = (1 - f) * table[below] + f * table[above]  # (new_len, d_model)
+    stretched = LearnedPositionalEmbedding(new_len, d_model)
+    with torch.no_grad():
+        stretched.table.weight.copy_(rows)  # cast to the module's float32
+    return stretched
+
+
+def _stretch(weight, new_len, *, position, mode="linear", tail=False):
+    old_len, d_model = weight.shape
+    new_len = 2 * old_len if new_len is None else new_len
+    table = weight.to(torch.float64)
+    if tail:  # old rows kept in place, the new ones copied from the last
+        index = torch.arange(new_len).clamp(max=old_len - 1)
+        rows = table[index]
+    else:
+        x = position(torch.arange(new_len, dtype=torch.float64), old_len, new_len)
+        x = x.clamp(0, old_len - 1)
+        if mode == "nearest":
+            rows = table[x.round().long()]
+        elif mode == "floor":
+            rows = table[x.floor().long()]
         else:
-            self.position = LearnedPositionalEmbedding(max_len, d_model)  # max_len rows
-
-    def forward(self, ids):
-        return self.position(self.token(ids))  # (B, T, d_model)
-
-
-class _InputNoScale(_ReferenceInputLayer):
-    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
-        super().__init__(vocab_size, d_model, max_len, positional)
-        self.token = TokenEmbedding(vocab_size, d_model, scale=False)
-
-
-class _InputLearnedById(_ReferenceInputLayer):
-    def forward(self, ids):
-        if isinstance(self.position, LearnedPositionalEmbedding):
-            return self.token(ids) + self.position.table(ids)
-        return self.position(self.token(ids))
+            below = x.floor().long().clamp(max=old_len - 1)
+            above = (below + 1).clamp(max=old_len - 1)
+            f = (x - below)[:, None]
+            if mode == "swapped":
+                f = 1 - f
+            rows = (1 - f) * table[below] + f * table[above]
+    stretched = LearnedPositionalEmbedding(new_len, d_model)
+    with torch.no_grad():
+        stretched.table.weight.copy_(rows)
+    return stretched
 
 
-class _InputAlwaysSinusoidal(_ReferenceInputLayer):
-    def __init__(self, vocab_size, d_model, max_len, positional="sinusoidal"):
-        super().__init__(vocab_size, d_model, max_len, "sinusoidal")
+def _corners(r, old_len, new_len):
+    return r * (old_len - 1) / max(new_len - 1, 1)
 
 
-class _InputScaledAfterPositions(_InputNoScale):
-    def forward(self, ids):
-        return self.position(self.token(ids)) * math.sqrt(self.token.d_model)
+def _half_pixel(r, old_len, new_len):
+    return (r + 0.5) * old_len / new_len - 0.5
 
 
-def _compare_input_layers(expected, got) -> str | None:
-    """Give the answer the expected layer's weights and compare their outputs on token ids."""
-    want = expected.state_dict()
-    vocab_size = want["token.embedding.weight"].shape[0]
-    table = want.get("position.table.weight")
-    longest = table.shape[0] if table is not None else 9
-    g = torch.Generator().manual_seed(380 + vocab_size)
-    probes = []
-    for b, t in [(2, min(5, longest)), (1, longest)]:
-        ids = torch.randint(0, vocab_size, (b, t), generator=g)
-        probes.append((f"forward(ids {tuple(ids.shape)})", (ids,)))
-    naming = "name the parts token and position, and use the positional encoding asked for"
-    return compare_modules(expected, got, probes, "layer", naming)
+def _squeezed(r, old_len, new_len):
+    return r * old_len / new_len
+
+
+def _stretch_half_pixel(weight, new_len=None):
+    return _stretch(weight, new_len, position=_half_pixel)
+
+
+def _stretch_squeezed(weight, new_len=None):
+    return _stretch(weight, new_len, position=_squeezed)
+
+
+def _stretch_nearest(weight, new_len=None):
+    return _stretch(weight, new_len, position=_corners, mode="nearest")
+
+
+def _stretch_floor(weight, new_len=None):
+    return _stretch(weight, new_len, position=_corners, mode="floor")
+
+
+def _stretch_swapped(weight, new_len=None):
+    return _stretch(weight, new_len, position=_corners, mode="swapped")
+
+
+def _stretch_copy_last(weight, new_len=None):
+    return _stretch(weight, new_len, position=_corners, tail=True)
+
+
+def _stretch_frozen(weight, new_len=None):
+    stretched = stretch_positions(weight, new_len)
+    stretched.table.weight.requires_grad_(False)
+    return stretched
+
+
+def _compare_stretched(expected, got) -> str | None:
+    if not isinstance(got, LearnedPositionalEmbedding):
+        return (
+            "expected a tfbook.positional.LearnedPositionalEmbedding, got "
+            f"{type(got).__name__}: build one and fill its table"
+        )
+    if got.max_len != expected.max_len or got.d_model != expected.d_model:
+        return (
+            f"expected max_len={expected.max_len}, d_model={expected.d_model}; got "
+            f"max_len={got.max_len}, d_model={got.d_model}"
+        )
+    if got.table.weight.requires_grad != expected.table.weight.requires_grad:
+        return (
+            "the table does not require gradients: the stretched positions must go on "
+            "training (nn.Embedding.from_pretrained freezes its table unless freeze=False)"
+        )
+    return compare(
+        expected.table.weight.detach(),
+        got.table.weight.detach(),
+        atol=1e-6,
+        rtol=1e-5,
+        where="table.weight",
+        check_dtype=True,
+    )
+
+
+def _q8_cases():
+    gen = torch.Generator().manual_seed(38)
+
+    def trained(rows, d_model, scale=1.0):
+        return scale * torch.randn(rows, d_model, generator=gen)
+
+    return [
+        Case("L = 4 rows to 10, d_model = 3", (trained(4, 3), 10)),
+        Case("L = 5 to 12, d_model = 8", (trained(5, 8), 12)),
+        Case("new_len not given (twice as many rows), L = 6, d_model = 4", (trained(6, 4),)),
+        Case("shrunk: L = 9 to 4, d_model = 2", (trained(9, 2), 4)),
+        Case("same length: L = 7 to 7", (trained(7, 5), 7)),
+        Case("one trained row (L = 1) to 5", (trained(1, 3), 5)),
+        Case("to one row: L = 6 to 1", (trained(6, 3), 1)),
+        Case("large rows (|P| ~ 1e3), L = 3 to 8", (trained(3, 4, 1e3), 8)),
+        Case("L = 512 to 4096, d_model = 16", (trained(512, 16), 4096)),
+    ]
 
 
 q8 = Question(
     "ch03.q8",
-    "A Transformer's input layer from library parts",
-    reference=_ReferenceInputLayer,
-    cases=lambda: [
-        Case("learned, V=10, d_model=8, max_len=12", (10, 8, 12, "learned"), seed=381),
-        Case("sinusoidal, V=20, d_model=6, max_len=16", (20, 6, 16, "sinusoidal"), seed=382),
-        Case("learned, V=7, d_model=4, max_len=3", (7, 4, 3, "learned"), seed=383),
-        Case(
-            "positional not given (its default is 'sinusoidal'), V=12, d_model=8, max_len=10",
-            (12, 8, 10),
-            seed=384,
-        ),
-    ],
+    "Stretching a trained position table",
+    reference=stretch_positions,
+    cases=_q8_cases,
     mistakes=[
         Mistake(
-            "token vectors not multiplied by sqrt(d_model)",
-            _InputNoScale,
-            "The paper scales the embeddings by sqrt(d_model) before adding positions; "
-            "TokenEmbedding does it when scale=True (its default).",
+            "F.interpolate's default grid (align_corners=False)",
+            _stretch_half_pixel,
+            "F.interpolate(mode='linear') places row r at (r + 0.5) L / new_len - 0.5, "
+            "treating rows as cells; the task keeps the first and last rows where they are: "
+            "x = r (L - 1) / (new_len - 1), which is align_corners=True.",
         ),
         Mistake(
-            "learned positions looked up with the token ids",
-            _InputLearnedById,
-            "The position table is indexed by where a token stands (0 .. T - 1), not by which "
-            "token it is; LearnedPositionalEmbedding's forward adds the right rows for you.",
+            "positions squeezed as r L / new_len",
+            _stretch_squeezed,
+            "r L / new_len is exercise 3.4's squeeze of positions into the trained range; "
+            "here the last new row must land on the last old row: x = r (L - 1) / (new_len - 1).",
         ),
         Mistake(
-            "the positional argument ignored (always the sinusoid)",
-            _InputAlwaysSinusoidal,
-            "With positional='learned' the layer owns a LearnedPositionalEmbedding(max_len, "
-            "d_model) instead of the sinusoid.",
+            "nearest row instead of a linear mix",
+            _stretch_nearest,
+            "Between two old rows, mix them: (1 - f) P[floor x] + f P[floor x + 1] with "
+            "f = x - floor x, not the closer row alone.",
         ),
         Mistake(
-            "the scaling applied after the positions were added",
-            _InputScaledAfterPositions,
-            "Only the token vectors are scaled: (E[ids] * sqrt(d_model)) + P, so that tokens "
-            "and positions enter with comparable sizes.",
+            "row floor(x) only: no mix with the next row",
+            _stretch_floor,
+            "floor(x) gives the row below; the row above gets the weight f = x - floor x.",
+        ),
+        Mistake(
+            "the two weights swapped",
+            _stretch_swapped,
+            "The row below weighs 1 - f and the row above f: when x is just past a row, that "
+            "row should dominate.",
+        ),
+        Mistake(
+            "old rows kept, new rows copied from the last one",
+            _stretch_copy_last,
+            "Copying the last row makes every new position look the same; stretching spreads "
+            "the L trained rows over the new length so that row new_len - 1 is row L - 1.",
+        ),
+        Mistake(
+            "the new table frozen (requires_grad False)",
+            _stretch_frozen,
+            "The stretched positions are fine-tuned afterwards: nn.Embedding.from_pretrained "
+            "freezes its table unless freeze=False; copy the rows into a new "
+            "LearnedPositionalEmbedding instead.",
         ),
     ],
     hints=[
-        "Two library modules do all the work: chapter 2's TokenEmbedding and one of this "
-        "chapter's SinusoidalPositionalEncoding or LearnedPositionalEmbedding.",
-        "Name them token and position. Both position modules take the (B, T, d_model) token "
-        "vectors and return them with the positions added.",
-        "Do not scale by hand: TokenEmbedding already multiplies by sqrt(d_model).",
+        "Compute the fractional source position x of every new row at once, then the rows "
+        "below and above it (clamped to L - 1) and the weight f = x - floor x.",
+        "Build LearnedPositionalEmbedding(new_len, d_model) and copy the mixed rows into its "
+        "table.weight under torch.no_grad().",
     ],
-    compare_fn=_compare_input_layers,
+    compare_fn=_compare_stretched,
     kind="build",
-    library_note=(
-        "tfbook.model.Embeddings (chapter 6, later than this module may import); "
-        "tests/test_exercise_kinds.py checks that the reference computes the same function"
-    ),
+    library_note=("none: tfbook's LearnedPositionalEmbedding has no resize; the answer builds one"),
 )
 
 

@@ -772,7 +772,7 @@ def _width_two_matrices(d_model, d_ff, multiple_of=1):
 
 
 def _width_swiglu_biases(d_model, d_ff, multiple_of=1):
-    # three matrices with biases: 3 d_model h + 2 h + d_model
+    # three matrices with biases: 3 d_model m + 2 m + d_model
     widest = (2 * d_model * d_ff + d_ff) // (3 * d_model + 2)
     return widest // multiple_of * multiple_of
 
@@ -850,8 +850,8 @@ q6 = Question(
     ],
     hints=[
         "Write both counts: the ReLU network has 2 d_model d_ff + d_ff + d_model parameters, "
-        "the SwiGLU network 3 d_model h for a hidden width h.",
-        "The largest integer h with 3 d_model h <= budget is an integer division; then go down "
+        "the SwiGLU network 3 d_model m for a hidden width m.",
+        "The largest integer m with 3 d_model m <= budget is an integer division; then go down "
         "to a multiple of multiple_of.",
     ],
     compare_fn=lambda expected, got: (

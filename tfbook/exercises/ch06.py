@@ -4,7 +4,8 @@
    GPT-style decoder layer (``tfbook.model.count_parameters`` reveals them);
 2. debugging: source 001's pre-LN decoder layer adds each residual to the normalised input;
    fix it (``tfbook.model.DecoderLayer`` with ``norm_first=True`` is the fixed layer);
-3. build a decoder layer from the chapter 4 and 5 parts (``tfbook.model.DecoderLayer``);
+3. build, from the chapter 4 and 5 parts, a decoder layer that reads two encoded sources
+   (two cross-attentions in a row);
 4. derivation: how many attention matrices, and how many attention weights, an N-layer
    encoder-decoder computes in one forward pass;
 5. the gradient of a tied embedding matrix, used both by the look-up and by the output head
@@ -383,120 +384,133 @@ q2 = Question(
 # --------------------------------------------------------------------------- q3: build a layer
 
 
-class _ReferenceDecoderLayer(nn.Module):
-    """A decoder layer from library parts: what ``tfbook.model.DecoderLayer`` is."""
+class _ReferenceTwoSourceLayer(nn.Module):
+    """A decoder layer that reads two encoded sources (multi-source translation, or a document
+    and a question): masked self-attention, cross-attention to the first source, then to the
+    second, then the feed-forward network, each in a ResidualSublayer."""
 
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__()
         self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.cross_attn = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_a = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
+        self.cross_b = ResidualSublayer(d_model, CrossAttention(d_model, n_heads), norm_first)
         self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
         x = self.self_attn(x, self_mask)  # masked self-attention over the target
-        x = self.cross_attn(x, memory, memory_mask)  # queries from x, keys/values from memory
+        x = self.cross_a(x, memory_a, mask_a)  # queries from x, keys/values from source A
+        x = self.cross_b(x, memory_b, mask_b)  # then from source B
         return self.ffn(x)  # (B, T, d_model)
 
 
-class _LayerIgnoresSelfMask(_ReferenceDecoderLayer):
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
+class _TwoSourceMasksSwapped(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_b)
+        x = self.cross_b(x, memory_b, mask_a)
+        return self.ffn(x)
+
+
+class _TwoSourceSameMemory(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_a, mask_a)
+        return self.ffn(x)
+
+
+class _TwoSourceParallel(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(x, memory_a, mask_a) + self.cross_b(x, memory_b, mask_b) - x
+        return self.ffn(x)
+
+
+class _TwoSourceBThenA(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_b(x, memory_b, mask_b)
+        x = self.cross_a(x, memory_a, mask_a)
+        return self.ffn(x)
+
+
+class _TwoSourceQueriesFromMemory(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
+        x = self.self_attn(x, self_mask)
+        x = self.cross_a(memory_a, x, mask_a)
+        x = self.cross_b(memory_b, x, mask_b)
+        return self.ffn(x)
+
+
+class _TwoSourceIgnoresSelfMask(_ReferenceTwoSourceLayer):
+    def forward(self, x, memory_a, memory_b, self_mask=None, mask_a=None, mask_b=None):
         x = self.self_attn(x)
-        x = self.cross_attn(x, memory, memory_mask)
+        x = self.cross_a(x, memory_a, mask_a)
+        x = self.cross_b(x, memory_b, mask_b)
         return self.ffn(x)
 
 
-class _LayerQueriesFromMemory(_ReferenceDecoderLayer):
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
-        x = self.self_attn(x, self_mask)
-        x = self.cross_attn(memory, x, memory_mask)
-        return self.ffn(x)
-
-
-class _LayerCrossBeforeSelf(_ReferenceDecoderLayer):
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
-        x = self.cross_attn(x, memory, memory_mask)
-        x = self.self_attn(x, self_mask)
-        return self.ffn(x)
-
-
-class _LayerIgnoresMemoryMask(_ReferenceDecoderLayer):
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
-        x = self.self_attn(x, self_mask)
-        x = self.cross_attn(x, memory)
-        return self.ffn(x)
-
-
-class _LayerAlwaysPreLN(_ReferenceDecoderLayer):
+class _TwoSourceAlwaysPreLN(_ReferenceTwoSourceLayer):
     def __init__(self, d_model, n_heads, d_ff, norm_first=True):
         super().__init__(d_model, n_heads, d_ff, norm_first=True)
 
 
-class _LayerWithoutCrossAttention(nn.Module):
-    def __init__(self, d_model, n_heads, d_ff, norm_first=True):
-        super().__init__()
-        self.self_attn = ResidualSublayer(d_model, SelfAttention(d_model, n_heads), norm_first)
-        self.ffn = ResidualSublayer(d_model, PositionwiseFeedForward(d_model, d_ff), norm_first)
+def _two_source_probes(d_model: int) -> list[tuple[str, tuple]]:
+    """Inputs on which two two-source layers with the same weights are compared: sources of
+    different lengths, each with its own padding, and calls that leave the masks out."""
+    g = torch.Generator().manual_seed(1300 + d_model)
 
-    def forward(self, x, memory, self_mask=None, memory_mask=None):
-        return self.ffn(self.self_attn(x, self_mask))
+    def real(lengths, width):
+        return padding_mask(torch.tensor(lengths), max_len=width)  # (B, 1, width)
 
-
-def _probes(d_model: int) -> list[tuple[str, tuple]]:
-    """Inputs on which two decoder layers with the same weights are compared."""
-    g = torch.Generator().manual_seed(1000 + d_model)
     probes = []
-    for b, t, s in [(2, 4, 4), (2, 3, 6)]:
-        x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0  # (B, T, d_model)
-        memory = torch.randn(b, s, d_model, generator=g)  # (B, S, d_model)
-        lengths = torch.tensor([s] + [s - 2] * (b - 1))
-        memory_mask = padding_mask(lengths, max_len=s)  # (B, 1, S): last 2 source tokens padded
-        probes.append(
-            (
-                f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, causal self mask "
-                "and source padding mask",
-                (x, memory, causal_mask(t), memory_mask),
-            )
-        )
-    b, t, s = 2, 5, 3
+    b, t, s_a, s_b = 2, 4, 6, 3
     x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
-    memory = torch.randn(b, s, d_model, generator=g)
-    target_real = padding_mask(torch.tensor([t, t - 2]), max_len=t)  # (B, 1, T)
-    self_mask = causal_mask(t) & target_real  # (B, T, T): causal and no padded target keys
+    mem_a = torch.randn(b, s_a, d_model, generator=g)
+    mem_b = 2.0 * torch.randn(b, s_b, d_model, generator=g) - 1.0
     probes.append(
         (
-            f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, a causal self mask that also "
-            "hides target padding, no memory mask",
-            (x, memory, self_mask, None),
+            f"x {tuple(x.shape)}, memory_a {tuple(mem_a.shape)}, memory_b {tuple(mem_b.shape)}, "
+            "causal self mask, each source padded differently",
+            (x, mem_a, mem_b, causal_mask(t), real([6, 2], s_a), real([1, 3], s_b)),
         )
     )
+    b, t, s = 2, 5, 4
     x = 3.0 * torch.randn(b, t, d_model, generator=g) + 1.0
-    memory = torch.randn(b, s, d_model, generator=g)
+    mem_a = torch.randn(b, s, d_model, generator=g)
+    mem_b = torch.randn(b, s, d_model, generator=g)
     probes.append(
         (
-            f"x {tuple(x.shape)}, memory {tuple(memory.shape)}, self_mask and memory_mask not "
+            f"x {tuple(x.shape)}, two sources of the same shape {tuple(mem_a.shape)}, causal self "
+            "mask, only source A padded",
+            (x, mem_a, mem_b, causal_mask(t), real([4, 1], s), None),
+        )
+    )
+    probes.append(
+        (
+            f"x {tuple(x.shape)}, sources {tuple(mem_a.shape)}: self_mask, mask_a and mask_b not "
             "given (their defaults are None: nothing hidden)",
-            (x, memory),
+            (x, mem_a, mem_b),
         )
     )
     return probes
 
 
-def _compare_layers(expected, got) -> str | None:
+def _compare_two_source_layers(expected, got) -> str | None:
     """Load the expected layer's weights into the answer and compare their outputs."""
     d_model = next(iter(expected.state_dict().values())).shape[-1]
-    probes = [(f"forward({where})", args) for where, args in _probes(d_model)]
-    naming = "name the sub-layers self_attn, cross_attn and ffn, each a ResidualSublayer"
+    probes = [(f"forward({where})", args) for where, args in _two_source_probes(d_model)]
+    naming = (
+        "name the sub-layers self_attn, cross_a, cross_b and ffn, each a ResidualSublayer "
+        "with its own attention"
+    )
     return compare_modules(expected, got, probes, "layer", naming)
-
-
-def _library_decoder_layer(d_model, n_heads, d_ff, norm_first=True):
-    return DecoderLayer(d_model, n_heads, d_ff, norm_first=norm_first)
 
 
 q3 = Question(
     "ch06.q3",
-    "A decoder layer from library parts",
-    reference=_ReferenceDecoderLayer,
+    "A decoder layer that reads two sources",
+    reference=_ReferenceTwoSourceLayer,
     cases=lambda: [
         Case("pre-LN, d_model=8, n_heads=2, d_ff=32", (8, 2, 32, True), seed=61),
         Case("post-LN, d_model=12, n_heads=3, d_ff=48", (12, 3, 48, False), seed=62),
@@ -505,54 +519,59 @@ q3 = Question(
     ],
     mistakes=[
         Mistake(
+            "the two source masks swapped",
+            _TwoSourceMasksSwapped,
+            "mask_a hides source A's padding and goes with memory_a into cross_a; mask_b "
+            "goes with memory_b into cross_b.",
+        ),
+        Mistake(
+            "both cross-attentions read source A",
+            _TwoSourceSameMemory,
+            "cross_b takes its keys and values from memory_b (with mask_b): otherwise the "
+            "second source is never read.",
+        ),
+        Mistake(
+            "the two cross-attentions run side by side on the same input",
+            _TwoSourceParallel,
+            "The sub-layers are a chain: cross_b reads the output of cross_a, as the "
+            "feed-forward network reads the output of cross_b.",
+        ),
+        Mistake(
+            "source B read before source A",
+            _TwoSourceBThenA,
+            "The order is masked self-attention, cross_a (memory_a), cross_b (memory_b), then "
+            "the feed-forward network.",
+        ),
+        Mistake(
+            "cross-attention queries taken from a source",
+            _TwoSourceQueriesFromMemory,
+            "The residual stream x asks the questions: x comes first, the source second.",
+        ),
+        Mistake(
             "self_mask not passed to the self-attention",
-            _LayerIgnoresSelfMask,
+            _TwoSourceIgnoresSelfMask,
             "Pass self_mask on to the self-attention sub-layer: ResidualSublayer hands every "
             "argument after x to the sub-layer it wraps.",
         ),
         Mistake(
-            "cross-attention queries taken from memory",
-            _LayerQueriesFromMemory,
-            "The residual stream x is what the wrapper normalises and what asks the questions: "
-            "x comes first, memory second.",
-        ),
-        Mistake(
-            "cross-attention before self-attention",
-            _LayerCrossBeforeSelf,
-            "The order is masked self-attention, then cross-attention, then the feed-forward "
-            "network.",
-        ),
-        Mistake(
-            "memory_mask not passed to the cross-attention",
-            _LayerIgnoresMemoryMask,
-            "The memory mask hides the source's padding tokens from the cross-attention: pass "
-            "it after memory.",
-        ),
-        Mistake(
             "norm_first ignored (always pre-LN)",
-            _LayerAlwaysPreLN,
+            _TwoSourceAlwaysPreLN,
             "Pass norm_first on to each ResidualSublayer so post-LN layers can be built too.",
-        ),
-        Mistake(
-            "no cross-attention sub-layer",
-            _LayerWithoutCrossAttention,
-            "An encoder-decoder's decoder layer has three sub-layers: add a ResidualSublayer "
-            "around a CrossAttention between the self-attention and the feed-forward network.",
         ),
     ],
     hints=[
-        "__init__ creates three ResidualSublayer objects, one around each of SelfAttention, "
-        "CrossAttention and PositionwiseFeedForward, all with the same norm_first.",
+        "__init__ creates four ResidualSublayer objects: one around a SelfAttention, one "
+        "around each of two separate CrossAttention modules, one around a "
+        "PositionwiseFeedForward, all with the same norm_first.",
         "A ResidualSublayer normalises only its first argument and passes the others to the "
-        "sub-layer unchanged: SelfAttention takes (x, mask), CrossAttention (x, memory, mask).",
-        "forward runs the three sub-layers in the order of the decoder diagram (masked "
-        "self-attention, cross-attention, feed-forward), each on the output of the previous one.",
+        "sub-layer unchanged: CrossAttention takes (x, memory, mask).",
     ],
-    compare_fn=_compare_layers,
+    compare_fn=_compare_two_source_layers,
     kind="build",
-    library=_library_decoder_layer,
-    # The class the build exercise asks the student to assemble: subclassing it, or calling it,
-    # passes every comparison (the watch sees its constructor run).
+    library_note=(
+        "none: tfbook.model.DecoderLayer reads one source; tests/test_exercise_kinds.py checks "
+        "that, pre-LN with cross_b's output projection zeroed, the reference equals it"
+    ),
     forbidden=("tfbook.model.DecoderLayer.__init__",),
 )
 
